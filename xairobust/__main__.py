@@ -1,0 +1,3 @@
+from xairobust.cli import run
+
+run()

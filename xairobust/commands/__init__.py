@@ -1,0 +1,1 @@
+"""CLI commands beyond `train`: each module defines ``register(group)`` and is loaded automatically."""

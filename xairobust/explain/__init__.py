@@ -1,0 +1,1 @@
+"""Explainers (registered in ``xairobust.registry.EXPLAINERS``) and the attribution file format."""

@@ -1,0 +1,1 @@
+"""Explanation-quality metrics (registered in ``xairobust.registry.METRICS``), Quantus-backed."""

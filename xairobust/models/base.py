@@ -1,0 +1,63 @@
+"""Normalisation inside the model and the public ``create_model``."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from xairobust.errors import ConfigError
+from xairobust.registry import MODELS
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, so the model takes inputs in the data's natural range."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ConfigError(f"model: mean has {len(mean)} channels but std has {len(std)}")
+        if any(s <= 0 for s in std):
+            raise ConfigError("model: every std must be > 0")
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class NormalizedModel(nn.Module):
+    """``net(normalize(x))``; ``net`` is the registered architecture (hooks/layer names live there)."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.normalize(x))
+
+
+def create_model(
+    name: str,
+    *,
+    num_outputs: int = 10,
+    in_channels: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **kwargs: Any,
+) -> NormalizedModel:
+    """Public API: build registered model ``name`` wrapped with a Normalize layer.
+
+    ``mean``/``std`` default to 0/1 per channel (identity normalisation). ``kwargs`` go to the
+    builder. Everything here is recorded in ``run.json`` so ``load_run`` rebuilds the same net.
+    """
+    builder = MODELS.get(name)
+    mean = tuple(mean) if mean is not None else (0.0,) * in_channels
+    std = tuple(std) if std is not None else (1.0,) * in_channels
+    try:
+        net = builder(num_outputs=num_outputs, in_channels=in_channels, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model '{name}': bad model option ({exc})") from None
+    return NormalizedModel(net, mean, std)

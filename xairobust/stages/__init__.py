@@ -1,0 +1,1 @@
+"""The pipeline stages as Python functions on run directories (the CLI and batch call these)."""

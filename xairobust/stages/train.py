@@ -1,0 +1,313 @@
+"""The train stage: config -> run directory with weights, metadata and history."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from torch import nn
+
+from xairobust import config as cfg
+from xairobust.config import require
+from xairobust.data.base import DataSplit, get_source, resolve_data_dir
+from xairobust.errors import ConfigError, RunError
+from xairobust.evaluation import evaluate, headline
+from xairobust.models.base import create_model
+from xairobust.progress import make_progress
+from xairobust.provenance import config_hash, git_commit, versions
+from xairobust.registry import METHODS
+from xairobust.runs import (
+    CONFIG_YAML,
+    HISTORY_CSV,
+    RUN_JSON,
+    WEIGHTS,
+    FORMAT_VERSION,
+    load_run,
+    save_model,
+    write_json_atomic,
+    write_text_atomic,
+)
+from xairobust.training.base import TrainContext, TrainingMethod
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a trained model. Keys of ``xairobust train --config``."""
+
+    dataset: str = "digits"
+    dataset_kwargs: dict = field(default_factory=dict)
+    model: str = "digits_cnn"
+    model_kwargs: dict = field(default_factory=dict)
+    method: str = "standard"
+    method_params: dict = field(default_factory=dict)
+    label: str | None = None  # row name in reports; default: the method name
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "constant", "multistep"] = "cosine"
+    milestones: list[int] = field(default_factory=list)  # epochs where multistep divides lr by 10
+    seed: int = 0
+    init: str | None = None  # run directory whose weights start this run (fine-tuning)
+    save_every: int = 0  # keep checkpoints/epoch_NNN.safetensors every N epochs (0: none)
+    patience: int = 0  # early stopping on the validation headline metric (0: off)
+    eval_batch_size: int = 256
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPUs
+    channels_last: bool = False
+    data_dir: str | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, f"train: --epochs must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"train: --batch-size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"train: --lr must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, f"train: --weight-decay must be >= 0, got {self.weight_decay}")
+        require(self.save_every >= 0, f"train: --save-every must be >= 0, got {self.save_every}")
+        require(self.patience >= 0, f"train: --patience must be >= 0, got {self.patience}")
+
+    def resolved_label(self) -> str:
+        return self.label or self.method
+
+    def identity(self) -> dict[str, Any]:
+        """The parts that determine the trained weights (for the run's config hash)."""
+        d = cfg.to_dict(self)
+        for k in ("out", "device", "data_dir", "eval_batch_size"):
+            d.pop(k)
+        return d
+
+
+def build_method(name: str, params: dict[str, Any]) -> TrainingMethod:
+    """Instantiate registered method ``name`` with validated ``params``."""
+    cls = METHODS.get(name)
+    return cls(cfg.build(cls.Params, params, f"method '{name}'"))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train: unknown --device '{name}' (use auto, cpu, cuda, cuda:0, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train: --device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def _optimizer(conf: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if conf.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=conf.lr, momentum=conf.momentum, weight_decay=conf.weight_decay)
+    if conf.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=conf.lr, weight_decay=conf.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=conf.lr, weight_decay=conf.weight_decay)
+
+
+def _scheduler(conf: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if conf.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=conf.epochs)
+    if conf.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=conf.milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _criterion(task: str):
+    return nn.functional.cross_entropy if task == "classification" else nn.functional.mse_loss
+
+
+def model_kwargs_for(conf: TrainConfig, info) -> dict[str, Any]:
+    """create_model kwargs: the dataset's shape and normalisation plus the config's extras."""
+    kwargs = {
+        "num_outputs": info.num_outputs,
+        "in_channels": info.input_shape[0],
+        "mean": list(info.mean),
+        "std": list(info.std),
+    }
+    kwargs.update(conf.model_kwargs)
+    return kwargs
+
+
+def init_from_run(model: nn.Module, init: str, model_name: str, model_kwargs: dict[str, Any]) -> None:
+    """Copy weights from run ``init``; refuse a run of another architecture."""
+    from xairobust.runs import read_run_meta
+
+    meta = read_run_meta(init)
+    other = meta["model"]
+    if other["name"] != model_name or other["kwargs"] != model_kwargs:
+        raise ConfigError(
+            f"train: --init {init} holds a '{other['name']}' model with other settings;"
+            f" this run trains '{model_name}' ({model_kwargs}), which cannot start from it"
+        )
+    source, _ = load_run(init)
+    model.load_state_dict(source.state_dict())
+
+
+def _history_csv(rows: list[dict[str, Any]]) -> str:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _train_epoch(
+    model: nn.Module,
+    method: TrainingMethod,
+    split: DataSplit,
+    conf: TrainConfig,
+    ctx: TrainContext,
+    opt: torch.optim.Optimizer,
+    data_gen: torch.Generator,
+    progress,
+    task_id,
+) -> dict[str, float]:
+    """One pass over the training split in a seeded random order; returns mean logged values."""
+    model.train()
+    order = torch.randperm(len(split), generator=data_gen)
+    sums: dict[str, float] = {}
+    count = 0
+    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=conf.precision == "bf16")
+    for start in range(0, len(order), conf.batch_size):
+        idx = order[start : start + conf.batch_size]
+        x = split.inputs(idx, ctx.device)
+        y = split.targets(idx, ctx.device)
+        if split.augment is not None:
+            x = split.augment(x, data_gen)
+        if conf.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx.extras = {k: v[idx].to(ctx.device) for k, v in split.extras.items()}
+        with autocast:
+            loss, logs = method.loss(model, x, y, ctx)
+        if not torch.isfinite(loss):
+            raise RunError(
+                f"train: the loss became {float(loss)} in epoch {ctx.epoch + 1};"
+                " lower --lr or the method's regularisation weight"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n = len(idx)
+        count += n
+        logs = {"loss": float(loss.detach()), **logs}
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        progress.update(task_id, advance=1, info=f"loss {sums['loss'] / count:.4f}")
+    return {f"train_{k}": v / count for k, v in sums.items()}
+
+
+def train(conf: TrainConfig, out: str | Path, quiet: bool = False) -> Path:
+    """Train one model as ``conf`` says and write the run directory ``out``. Returns ``out``."""
+    out = Path(out)
+    source = get_source(conf.dataset)
+    method = build_method(conf.method, conf.method_params)
+    device = pick_device(conf.device)
+    root = resolve_data_dir(conf.data_dir)
+    train_split = source.load("train", root, **conf.dataset_kwargs)
+    test_split = source.load("test", root, **conf.dataset_kwargs)
+    val_split = source.load("val", root, **conf.dataset_kwargs) if "val" in source.splits else None
+    info = train_split.info
+    require(
+        conf.patience == 0 or val_split is not None,
+        f"train: --patience needs a validation split, and dataset '{conf.dataset}' has none",
+    )
+
+    torch.manual_seed(conf.seed)
+    kwargs = model_kwargs_for(conf, info)
+    model = create_model(conf.model, **kwargs)
+    if conf.init:
+        init_from_run(model, conf.init, conf.model, kwargs)
+    model.to(device)
+    if conf.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ctx = TrainContext(
+        task=info.task,
+        criterion=_criterion(info.task),
+        num_outputs=info.num_outputs,
+        value_range=info.value_range,
+        generator=torch.Generator(device=device).manual_seed(conf.seed + 1),
+        device=device,
+        total_epochs=conf.epochs,
+    )
+    method.prepare(model, ctx)
+    opt = _optimizer(conf, model)
+    sched = _scheduler(conf, opt)
+    data_gen = torch.Generator().manual_seed(conf.seed)
+
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = []
+    best_score, best_state, best_epoch, waited = -math.inf, None, 0, 0
+    start_time = time.perf_counter()
+    batches = math.ceil(len(train_split) / conf.batch_size)
+    with make_progress(quiet) as progress:
+        task_id = progress.add_task(f"train {conf.method}", total=conf.epochs * batches, info="")
+        for epoch in range(conf.epochs):
+            ctx.epoch = epoch
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+            row.update(_train_epoch(model, method, train_split, conf, ctx, opt, data_gen, progress, task_id))
+            sched.step()
+            test_metrics = evaluate(model, test_split, conf.eval_batch_size, device)
+            row.update({f"test_{k}": v for k, v in test_metrics.items()})
+            if val_split is not None:
+                val_metrics = evaluate(model, val_split, conf.eval_batch_size, device)
+                row.update({f"val_{k}": v for k, v in val_metrics.items()})
+                score = headline(val_metrics, info.task)
+                if score > best_score:
+                    best_score, best_epoch, waited = score, epoch + 1, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    waited += 1
+            row["time_s"] = time.perf_counter() - t0
+            history.append(row)
+            if conf.save_every and (epoch + 1) % conf.save_every == 0:
+                save_model(out / "checkpoints" / f"epoch_{epoch + 1:03d}.safetensors", model)
+            if conf.patience and waited >= conf.patience:
+                break
+    wall = time.perf_counter() - start_time
+    if conf.patience and best_state is not None:
+        model.load_state_dict(best_state)  # early stopping keeps the best validation epoch
+    final = evaluate(model, test_split, conf.eval_batch_size, device)
+
+    resolved = cfg.to_dict(conf)
+    resolved["out"] = str(out)
+    weights_sha = save_model(out / WEIGHTS, model)
+    write_text_atomic(out / HISTORY_CSV, _history_csv(history))
+    write_text_atomic(out / CONFIG_YAML, yaml.safe_dump(resolved, sort_keys=False))
+    meta = {
+        "format": FORMAT_VERSION,
+        "label": conf.resolved_label(),
+        "dataset": {"name": conf.dataset, "kwargs": conf.dataset_kwargs, "info": info.as_json()},
+        "input_space": info.input_space,
+        "model": {"name": conf.model, "kwargs": kwargs},
+        "method": {"name": conf.method, "params": cfg.to_dict(method.params), **method.describe()},
+        "seed": conf.seed,
+        "training": {k: resolved[k] for k in ("epochs", "batch_size", "optimizer", "lr", "momentum",
+                                              "weight_decay", "schedule", "milestones", "init",
+                                              "patience", "precision", "channels_last")},
+        "epochs_run": len(history),
+        "best_epoch": best_epoch or None,
+        "test": final,
+        "clean_accuracy": final.get("accuracy"),
+        "wall_time_s": wall,
+        "device": str(device),
+        "config_hash": config_hash(conf.identity()),
+        "weights_sha256": weights_sha,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    # run.json is written last: its presence marks a finished run.
+    write_json_atomic(out / RUN_JSON, meta)
+    return out
