@@ -198,6 +198,14 @@ def _train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        # Methods such as bim_adv take further steps on the same batch after the main one.
+        for extra_loss, extra_logs in method.extra_steps(model, x, y, ctx):
+            if not torch.isfinite(extra_loss):
+                raise RunError(f"train: an extra step's loss became {float(extra_loss)} in epoch {ctx.epoch + 1}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            extra_loss.backward()
+            opt.step()
+            logs = {**logs, **extra_logs}
         n = len(idx)
         count += n
         logs = {"loss": float(loss.detach()), **logs}

@@ -7,7 +7,7 @@ optimiser, the schedule, data order and logging; a method only decides what is m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +49,17 @@ class TrainingMethod:
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         """The loss to minimise on batch (x, y) and scalars to log. ``model`` is in train mode."""
         raise NotImplementedError
+
+    def extra_steps(
+        self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext
+    ) -> Iterator[tuple[Tensor, dict[str, float]]]:
+        """Further optimiser steps on the same batch, taken after the step on ``loss``.
+
+        Each yielded loss gets its own zero_grad/backward/step, in order; the generator is
+        resumed only after the previous step, so it sees the updated weights (e.g. adversarial
+        training that attacks the model *after* the clean step). Default: none.
+        """
+        return iter(())
 
     def describe(self) -> dict[str, Any]:
         """What goes into run.json beside the params (resolved choices, e.g. hooked layers)."""
