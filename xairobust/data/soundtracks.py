@@ -49,10 +49,11 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 class SoundtracksOptions:
     """``dataset_kwargs`` of ``soundtracks`` (all recorded in run.json)."""
 
-    # "random": 80/10/10 from split_seed (torch.randperm over the 360 excerpts in file order,
-    # train first, then val, then test -- torch.utils.data.random_split's order, so seed 42
-    # gives the reference's split); any other name reads split_<name>.json (e.g. "seed42").
-    split: str = "random"
+    # None: 80/10/10 from split_seed (torch.randperm over the 360 excerpts in file order, train
+    # first, then val, then test -- torch.utils.data.random_split's order, so seed 42 gives the
+    # reference's split). A name reads split_<name>.json from the dataset folder (e.g. "seed42").
+    # (Not called "split": that is the positional argument of DatasetSource.load.)
+    named_split: str | None = None
     split_seed: int = 42
     # Which 10 s of each file: a fixed random offset per file (drawn from excerpt_seed and the
     # excerpt number, like the reference's one-off random slice), the start, or the middle.
@@ -64,7 +65,8 @@ class SoundtracksOptions:
     cache_dir: str | None = None  # spectrogram cache; default: audio.default_cache_dir
 
     def __post_init__(self) -> None:
-        require(bool(self.split.strip()), "soundtracks: dataset_kwargs.split must not be empty")
+        require(self.named_split is None or bool(self.named_split.strip()),
+                "soundtracks: dataset_kwargs.named_split must not be empty")
         require(self.split_seed >= 0, f"soundtracks: split_seed must be >= 0, got {self.split_seed}")
 
 
@@ -102,7 +104,7 @@ def read_ratings(folder: Path) -> pd.DataFrame:
 
 def split_numbers(folder: Path, numbers: list[int], opts: SoundtracksOptions) -> dict[str, list[int]]:
     """{"train", "val", "test"} -> excerpt numbers (sorted)."""
-    if opts.split == "random":
+    if opts.named_split is None:
         n = len(numbers)
         n_train = int(n * SPLIT_FRACTIONS[0])
         n_test = int((n - n_train) * 0.5)
@@ -114,12 +116,12 @@ def split_numbers(folder: Path, numbers: list[int], opts: SoundtracksOptions) ->
             "test": perm[n_train + n_val :],
         }
         return {k: sorted(numbers[i] for i in v) for k, v in parts.items()}
-    path = folder / f"split_{opts.split}.json"
+    path = folder / f"split_{opts.named_split}.json"
     if not path.is_file():
         named = sorted(p.stem[len("split_"):] for p in folder.glob("split_*.json"))
         raise DataError(
-            f"soundtracks: named split '{opts.split}' needs {path}, which is missing"
-            f" (named splits here: {', '.join(named) or 'none'}; or use split: random)"
+            f"soundtracks: named_split '{opts.named_split}' needs {path}, which is missing"
+            f" (named splits here: {', '.join(named) or 'none'}; or leave named_split unset for a seeded split)"
         )
     try:
         raw = json.loads(path.read_text())
@@ -160,7 +162,7 @@ _MEMO: dict[tuple, tuple[dict[int, np.ndarray], float, float]] = {}
 
 
 def _memo_key(folder: Path, opts: SoundtracksOptions, cache: Path) -> tuple:
-    return (str(folder.resolve()), opts.split, opts.split_seed, opts.excerpt, opts.excerpt_seed, str(cache))
+    return (str(folder.resolve()), opts.named_split, opts.split_seed, opts.excerpt, opts.excerpt_seed, str(cache))
 
 
 def load_excerpts(root: Path, opts: SoundtracksOptions) -> tuple[dict[int, np.ndarray], float, float, dict[str, list[int]]]:
