@@ -157,3 +157,35 @@ def test_report_end_to_end(mer_runs, tmp_path):
     with pytest.raises(ConfigError, match="no run .* has a bim-regression result"):
         report.write_report([runs], tmp_path / "rep2", eps=0.5)
     torch.manual_seed(0)
+
+
+def test_mer_configs_and_zoo_files_build():
+    from xairobust import config as cfg
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    labels = {}
+    for f in sorted((root / "mer").glob("*.yaml")):
+        conf = cfg.build(TrainConfig, cfg.load_yaml(f), str(f))
+        labels[conf.label] = (conf.model, conf.method)
+    assert labels == {"A2E": ("a2e", "standard"), "A2B2E": ("a2b2e", "standard"), "A2M2E": ("a2m2e", "a2m2e_joint"),
+                      "aA2E": ("a2e", "bim_adv"), "aA2B2E": ("a2b2e", "bim_adv")}
+    for name, n_labels, n_seeds in (("mer.yaml", 5, 10), ("mer_cpu.yaml", 4, 2)):
+        zoo = cfg.load_yaml(root / "zoo" / name)
+        assert len(zoo["runs"]) == n_labels and len(zoo["seeds"]) == n_seeds
+        for entry in zoo["runs"]:
+            cfg.build(TrainConfig, {**zoo["defaults"], **entry}, name)
+        cfg.build(BIMRegressionParams, zoo["attack"], name)
+
+
+def test_mer_report_cli(mer_runs, tmp_path):
+    from click.testing import CliRunner
+
+    from xairobust.cli import main
+
+    root, runs = mer_runs
+    for run in sorted(runs.iterdir()):
+        attack_regression_run(run, BIMRegressionParams(max_iter=2), data_dir=str(root), quiet=True)
+    res = CliRunner().invoke(main, ["mer-report", str(runs), "--out", str(tmp_path / "r"), "--eps", "0.001",
+                                    "--scatter-models", "A2E,A2M2E"])
+    assert res.exit_code == 0, res.output
+    assert "| A2E |" in res.output and "t(3) = " in res.output
