@@ -26,7 +26,7 @@ def test_joint_loss_is_half_emotion_mse_plus_half_midlevel_mse():
     model = create_model("a2m2e", num_outputs=8, in_channels=1, width=0.125).eval()
     x, y, mid = torch.randn(3, 1, 313, 149), torch.rand(3, 8), torch.rand(3, 7)
     method = build_method("a2m2e_joint", {})
-    method.prepare(model, ctx())
+    method.prepare(model, ctx({"midlevel": mid[:0]}))
     loss, logs = method.loss(model, x, y, ctx({"midlevel": mid}))
     net = model.net
     h = net.trunk(x)  # the Normalize layer is the identity (mean 0, std 1)
@@ -42,6 +42,8 @@ def test_joint_method_refuses_a_model_without_bottleneck_and_missing_targets():
     with pytest.raises(ConfigError, match="--model a2m2e"):
         method.prepare(create_model("a2e", num_outputs=8, in_channels=1, width=0.125), ctx())
     model = create_model("a2m2e", num_outputs=8, in_channels=1, width=0.125)
+    with pytest.raises(ConfigError, match="midlevel: true"):
+        method.prepare(model, ctx())
     with pytest.raises(ConfigError, match="midlevel: true"):
         method.loss(model, torch.randn(2, 1, 313, 149), torch.rand(2, 8), ctx())
     with pytest.raises(ConfigError, match="--midlevel-weight must be > 0"):
@@ -121,3 +123,10 @@ def test_a2m2e_trains_end_to_end_with_midlevel_extras(mer_root, tmp_path):
     assert float(rows[0]["train_midlevel_loss"]) > 0
     assert abs(0.5 * float(rows[0]["train_emotion_loss"]) + 0.5 * float(rows[0]["train_midlevel_loss"])
                - float(rows[0]["train_loss"])) < 1e-5
+
+
+def test_a2m2e_without_annotations_fails_before_writing_anything(mer_root, tmp_path):
+    conf = tiny_conf(mer_root, model="a2m2e", method="a2m2e_joint", epochs=1)
+    with pytest.raises(ConfigError, match="mid-level targets"):
+        train(conf, tmp_path / "nothing", quiet=True)
+    assert not (tmp_path / "nothing").exists()

@@ -247,6 +247,9 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False) -> Path:
         generator=torch.Generator(device=device).manual_seed(conf.seed + 1),
         device=device,
         total_epochs=conf.epochs,
+        # Empty per-sample extras, so that prepare() can refuse a dataset without the targets a
+        # method needs (e.g. a2m2e_joint without mid-level annotations) before anything is written.
+        extras={k: v[:0].to(device) for k, v in train_split.extras.items()},
     )
     method.prepare(model, ctx)
     opt = _optimizer(conf, model)

@@ -75,6 +75,8 @@ class A2M2EJoint(TrainingMethod):
             raise ConfigError("method 'a2m2e_joint' is for regression datasets (e.g. --dataset soundtracks)")
         if not has_concepts(model):
             raise ConfigError("method 'a2m2e_joint' needs a concept-bottleneck model: use --model a2m2e")
+        if "midlevel" not in ctx.extras:
+            raise ConfigError(f"method 'a2m2e_joint' needs mid-level targets, which the dataset did not provide: {MIDLEVEL_HINT}")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         p = self.params
@@ -117,6 +119,8 @@ class BIMAdversarial(TrainingMethod):
             raise ConfigError("method 'bim_adv' is for regression datasets; use --method pgd for classifiers")
         if self.params.midlevel_weight > 0 and not has_concepts(model):
             raise ConfigError("method 'bim_adv' with --midlevel-weight > 0 needs --model a2m2e")
+        if self.params.midlevel_weight > 0 and "midlevel" not in ctx.extras:
+            raise ConfigError(f"method 'bim_adv' with --midlevel-weight > 0 needs mid-level targets: {MIDLEVEL_HINT}")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         w = self.params.midlevel_weight
