@@ -240,6 +240,12 @@ def fig_scatter(runs: list[MerRun], emotions: list[str], models: list[str], seed
             ax.scatter(s["targets"][:, k], s["pred_adv"][:, k], marker="o", facecolors="none",
                        edgecolors="chocolate", label="attacked")
             ax.plot([0, 1], [0, 1], ls="--", c="mediumseagreen")
+            # inset: the clean predictions in the annotations' [0, 1] range (as the paper's Fig. 4)
+            inset = ax.inset_axes([0.64, 0.04, 0.33, 0.33], xticklabels=[], yticklabels=[])
+            inset.scatter(s["targets"][:, k], s["pred_clean"][:, k], marker="x", s=8, c="cornflowerblue")
+            inset.plot([0, 1], [0, 1], ls="--", c="mediumseagreen")
+            inset.set_xlim(0, 1)
+            inset.set_ylim(0, 1)
             ax.set_title(f"{run.label} (seed {run.seed}) — {emo}")
             if col == 0:
                 ax.set_ylabel("prediction")
