@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from conftest import shared_data
@@ -116,11 +114,10 @@ def test_real_soundtracks_decode_to_313_by_149(tmp_path):
     folder = shared_data("mer-soundtracks")
     from xairobust.data.soundtracks import Soundtracks
 
-    start = time.perf_counter()
     src = Soundtracks()
     kwargs = {"cache_dir": str(tmp_path / "cache"), "named_split": "seed42"}
+    # decodes all 360 files once (measured 65-180 s on 2 shared cores), then serves the cache
     splits = {s: src.load(s, folder.parent, **kwargs) for s in src.splits}
-    elapsed = time.perf_counter() - start
     assert {s: len(d) for s, d in splits.items()} == {"train": 288, "val": 36, "test": 36}
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 360  # every file decoded once
     for d in splits.values():
@@ -128,4 +125,3 @@ def test_real_soundtracks_decode_to_313_by_149(tmp_path):
         assert np.isfinite(d.x.numpy()).all()
     train = splits["train"].x.double()
     assert abs(float(train.mean())) < 1e-6 and abs(float(train.std()) - 1) < 1e-4  # standardised on train
-    assert elapsed < 600
