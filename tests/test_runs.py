@@ -88,3 +88,17 @@ def test_digits_normalisation_constants_match_the_training_pixels():
     info = get_dataset("digits", "train").info
     assert info.mean[0] == pytest.approx(float(x.mean()), abs=5e-4)
     assert info.std[0] == pytest.approx(float(x.std()), abs=5e-4)
+
+
+def test_retraining_the_same_config_is_a_no_op_and_another_config_is_refused(tmp_path):
+    from xairobust.errors import ConfigError
+
+    out = train(TrainConfig(epochs=1, seed=0), tmp_path / "r", quiet=True)
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    train(TrainConfig(epochs=1, seed=0), out, quiet=True)
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="already holds a run with another config"):
+        train(TrainConfig(epochs=1, seed=1), out, quiet=True)
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    train(TrainConfig(epochs=1, seed=1), out, quiet=True, force=True)
+    assert json.loads((out / "run.json").read_text())["seed"] == 1
