@@ -30,6 +30,25 @@ def _load():
     return AutoAttack
 
 
+def check_applicable(
+    input_shape: tuple[int, ...], norm: Norm, value_range: tuple[float, float] | None, num_classes: int
+) -> None:
+    """Raise a ConfigError (suggesting --no-autoattack) where the reference implementation cannot run.
+
+    It clamps to [0, 1]; its Square attack needs (C, H, W) images, and under L2 at least 5 x 5
+    pixels (it tiles the image in 5 x 5 windows).
+    """
+    fix = "; pass --no-autoattack (PGD still runs)"
+    if value_range is None or tuple(value_range) != (0.0, 1.0):
+        raise ConfigError(f"attack: AutoAttack assumes inputs in [0, 1], but this dataset's range is {value_range}{fix}")
+    if num_classes < 2:
+        raise ConfigError(f"attack: AutoAttack needs a classifier with at least 2 classes{fix}")
+    if len(input_shape) != 3:
+        raise ConfigError(f"attack: AutoAttack needs image inputs (C, H, W), got shape {input_shape}{fix}")
+    if norm == "l2" and min(input_shape[1:]) < 5:
+        raise ConfigError(f"attack: AutoAttack under L2 needs images of at least 5 x 5 pixels, got {input_shape}{fix}")
+
+
 def autoattack(
     model: nn.Module,
     x: Tensor,
@@ -49,13 +68,7 @@ def autoattack(
     Targeted sub-attacks use ``min(9, num_classes - 1)`` target classes (9 is the standard
     setting for >= 10 classes; fewer classes have fewer possible targets).
     """
-    if value_range is None or tuple(value_range) != (0.0, 1.0):
-        raise ConfigError(
-            f"attack: AutoAttack assumes inputs in [0, 1], but this dataset's range is {value_range};"
-            " pass --no-autoattack (PGD still runs)"
-        )
-    if num_classes < 2:
-        raise ConfigError("attack: AutoAttack needs a classifier with at least 2 classes")
+    check_applicable(tuple(x.shape[1:]), norm, value_range, num_classes)
     AutoAttack = _load()
     adversary = AutoAttack(model, norm=_NORM_NAMES[norm], eps=eps, version="standard", seed=seed, device=device)
     adversary.verbose = False
