@@ -42,7 +42,7 @@ def test_exact_mode_gradient_wrt_weights_equals_the_reference():
     params = [model[1].weight, model[1].bias, model[3].weight]  # the last bias does not enter J
     ours = torch.autograd.grad(jacobian_frobenius_sq(model(x), x, n_proj=-1), params)
     ref = torch.autograd.grad(_reference(model, x.detach(), create_graph=True), params)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 

@@ -34,7 +34,8 @@ def attack(config_path: str | None, quiet: bool, model: str | None, **options) -
     Each (attack, norm, eps) is one entry; re-running replaces only that entry.
     """
     from xairobust.errors import ConfigError
-    from xairobust.stages.attack import AttackConfig, attack as run_attack
+    from xairobust.stages.attack import AttackConfig
+    from xairobust.stages.attack import attack as run_attack
 
     data = merged_config(config_path, options)
     run = model or data.pop("model", None)
