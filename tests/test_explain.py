@@ -141,3 +141,31 @@ def test_stratified_selection_is_round_robin_and_nested():
     assert select_indices(labels, 9, 4, "first", 0).tolist() == [0, 1, 2, 3]
     r = select_indices(labels, 9, 4, "random", 5)
     assert torch.equal(r, select_indices(labels, 9, 4, "random", 5)) and len(set(r.tolist())) == 4
+
+
+@pytest.mark.parametrize(
+    "name, override",
+    [
+        ("gradient_shap", {"stdevs": 0.1}),
+        ("gradient_shap", {"baseline": "uniform", "n_baselines": 4}),
+        ("gradient_shap", {"baseline": "train", "n_baselines": 6}),
+        ("expected_gradients", {}),
+    ],
+)
+def test_shap_explainers_equal_captum_gradient_shap_per_sample(name, override, tiny):
+    """The batched implementation draws what Captum draws under the sample's seed."""
+    from captum.attr import GradientShap
+
+    from xairobust.explain._common import seeded_global_rng
+
+    model, x, t, seeds, bg = tiny
+    explainer = make(name, bg, n_samples=6, **override)
+    attr = explainer.attribute(model, x[:4], t[:4], seeds[:4])
+    for i in range(4):
+        s = int(seeds[i])
+        with seeded_global_rng(s, torch.device("cpu")):
+            ref = GradientShap(model).attribute(
+                x[i : i + 1], baselines=explainer.baseline_set(x[i : i + 1], s), n_samples=6,
+                stdevs=explainer.stdevs(), target=int(t[i]),
+            )
+        torch.testing.assert_close(attr[i : i + 1], ref, rtol=1e-5, atol=1e-6)

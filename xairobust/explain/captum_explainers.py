@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
-from captum.attr import GradientShap, IntegratedGradients
+from captum.attr import IntegratedGradients
 from torch import Tensor, nn
 
 from xairobust.config import require
-from xairobust.explain._common import DEFAULT_CHUNK, blur, chunks, seeded_global_rng, uniform_like
+from xairobust.explain._common import DEFAULT_CHUNK, blur, chunks, uniform_like
 from xairobust.explain.base import Explainer
 from xairobust.registry import EXPLAINERS
 
@@ -90,14 +91,20 @@ class IntegratedGradientsExplainer(Explainer):
 
 
 class _ShapBase(Explainer):
-    """Captum GradientShap called once per sample under that sample's seed.
+    """Gradient SHAP / Expected Gradients, batched across samples with Captum's per-sample draws.
 
-    Captum draws from the global RNGs and has no seed argument; one call per sample (each a
-    single forward/backward over ``n_samples`` points) is what makes an attribution depend on
-    (sample, seed) only, whatever the batch it came in.
+    phi(x) = mean_k (x~_k - b_k) * dF(b_k + a_k (x~_k - b_k))/dx~, with x~_k = x + noise_k,
+    b_k drawn from the baseline distribution and a_k ~ U(0, 1). Captum's GradientShap computes
+    this but draws from the global RNGs (no seed argument), so an attribution would depend on
+    the batch it came in. Here each sample draws from its own seed exactly what Captum draws
+    after ``torch.manual_seed(seed); np.random.seed(seed)`` (noise, then baseline indices, then
+    alphas), on the CPU, and the gradients of all samples x draws run in one batch.
+    ``tests/test_explain.py`` checks the result equals ``captum.attr.GradientShap`` called per
+    sample under that seed, and a direct Monte-Carlo loop.
     """
 
     stochastic = True
+    chunk_size = DEFAULT_CHUNK
 
     def baseline_set(self, x: Tensor, seed: int) -> Tensor:
         raise NotImplementedError
@@ -105,18 +112,34 @@ class _ShapBase(Explainer):
     def stdevs(self) -> float:
         raise NotImplementedError
 
+    def draws(self, x: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """(points, x~ - b) for one sample (x of shape (1, ...)): ``n_samples`` rows each."""
+        n = self.params.n_samples
+        xs = x.expand(n, *x.shape[1:])
+        if self.stdevs() > 0:
+            std = torch.full(xs.shape, self.stdevs(), dtype=x.dtype)
+            xs = xs + torch.normal(0.0, std, generator=torch.Generator().manual_seed(seed)).to(x.device)
+        rs = np.random.RandomState(seed % (2**32))
+        base = self.baseline_set(x, seed)
+        picks = torch.as_tensor(rs.choice(len(base), n), device=x.device)
+        alphas = torch.tensor(rs.uniform(0.0, 1.0, n), dtype=x.dtype, device=x.device)
+        b = base[picks]
+        diff = xs - b
+        return b + alphas.view(-1, *([1] * (x.dim() - 1))) * diff, diff
+
     def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         _check_shapes(inputs, targets, seeds)
-        gs = GradientShap(model)
+        n = self.params.n_samples
         outs = []
-        for i in range(len(inputs)):
-            x = inputs[i : i + 1]
-            seed = int(seeds[i])
-            base = self.baseline_set(x, seed)
-            with seeded_global_rng(seed, x.device):
-                attr = gs.attribute(
-                    x, baselines=base, n_samples=self.params.n_samples, stdevs=self.stdevs(), target=int(targets[i])
-                )
+        for sl in chunks(len(inputs), self.chunk_size):
+            pairs = [self.draws(inputs[i : i + 1], int(seeds[i])) for i in range(sl.start, sl.stop)]
+            points = torch.cat([p for p, _ in pairs]).detach().requires_grad_()
+            diffs = torch.cat([d for _, d in pairs])
+            rows = targets[sl].to(inputs.device).repeat_interleave(n)
+            with torch.enable_grad():
+                out = model(points)
+                (grad,) = torch.autograd.grad(out.gather(1, rows[:, None]).sum(), points)
+            attr = (diffs * grad).view(len(pairs), n, *inputs.shape[1:]).mean(1)
             outs.append(attr.detach())
         return torch.cat(outs) if outs else torch.empty_like(inputs)
 
@@ -137,7 +160,7 @@ class GradientShapParams:
         require(self.n_baselines >= 1, f"gradient_shap: --n-baselines must be >= 1, got {self.n_baselines}")
 
 
-@EXPLAINERS.register("gradient_shap", label="GradSHAP", library="captum.attr.GradientShap")
+@EXPLAINERS.register("gradient_shap", label="GradSHAP", library="captum.attr.GradientShap (batched, same draws)")
 class GradientShapExplainer(_ShapBase):
     """Gradient SHAP: input noise + random baselines from a distribution (default: the black image)."""
 
@@ -179,7 +202,7 @@ class ExpectedGradientsParams:
         require(self.n_samples >= 1, f"expected_gradients: --n-samples must be >= 1, got {self.n_samples}")
 
 
-@EXPLAINERS.register("expected_gradients", label="EG", library="captum.attr.GradientShap (data baselines, no noise)")
+@EXPLAINERS.register("expected_gradients", label="EG", library="captum.attr.GradientShap (data baselines, no noise; batched, same draws)")
 class ExpectedGradientsExplainer(_ShapBase):
     """Expected Gradients (Erion et al. 2021): phi = E[(x - x') * dF(x' + a(x - x'))/dx].
 
