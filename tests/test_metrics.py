@@ -263,3 +263,15 @@ def test_resolve_metrics():
         resolve_metrics("sparsenes")
     with pytest.raises(ConfigError, match="--radius must be > 0"):
         small_params("max_sensitivity", radius=0)
+
+
+def test_reexplaining_with_a_deterministic_explainer_ignores_the_draw(model):
+    """IG with a uniform-noise baseline keeps each sample's own baseline when re-explained."""
+    from xairobust.explain.captum_explainers import IntegratedGradientsExplainer
+
+    ig = IntegratedGradientsExplainer(cfg.build(IntegratedGradientsExplainer.Params, {"n_steps": 4, "baseline": "uniform"}, "ig"))
+    explain = make_explain(torch.device("cpu"), ig, 0, 0)
+    x = np.random.RandomState(0).rand(2, 1, 8, 8).astype(np.float32)
+    y, idx = np.array([1, 2]), np.array([4, 9])
+    np.testing.assert_array_equal(explain(model, x, y, idx, draw=3), explain(model, x, y, idx, draw=0))
+    assert explain.stochastic is False

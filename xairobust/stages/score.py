@@ -80,19 +80,23 @@ def build_metrics(conf: ScoreConfig) -> tuple[str | None, dict[str, Metric]]:
 def make_explain(model_device: torch.device, explainer: Any, base_seed: int, score_seed: int) -> Callable[..., np.ndarray]:
     """``MetricInput.explain``: the scored explainer on numpy inputs, seeded per sample and draw.
 
-    ``draw=0`` reproduces the stored attributions' seeds; draw k > 0 (the k-th re-explanation
-    inside a metric) uses seeds from (explain seed, score seed, k), so a stochastic explainer
-    gets fresh, reproducible draws for every perturbation.
+    ``draw=0`` reproduces the stored attributions' seeds; for a stochastic explainer, draw k > 0
+    (the k-th re-explanation inside a metric) uses seeds from (explain seed, score seed, k), so
+    it gets fresh, reproducible draws for every perturbation. A deterministic explainer always
+    uses the stored seeds (IG's uniform-noise baseline stays the sample's own baseline).
     """
+    stochastic = bool(type(explainer).stochastic)
 
     def explain(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray, indices: np.ndarray, draw: int = 0) -> np.ndarray:
-        seed = base_seed if draw == 0 else int(np.random.default_rng([base_seed, score_seed, draw]).integers(0, 2**62))
+        seed = base_seed
+        if stochastic and draw:
+            seed = int(np.random.default_rng([base_seed, score_seed, draw]).integers(0, 2**62))
         x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=model_device)
         t = torch.as_tensor(np.asarray(targets), dtype=torch.int64, device=model_device)
         a = explainer.attribute(model, x, t, sample_seeds(seed, torch.as_tensor(np.asarray(indices))))
         return a.detach().float().cpu().numpy()
 
-    explain.stochastic = bool(type(explainer).stochastic)  # type: ignore[attr-defined]
+    explain.stochastic = stochastic  # type: ignore[attr-defined]
     return explain
 
 
@@ -129,6 +133,10 @@ def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
         return csv_path
 
     model, meta = load_run(run_dir)
+    if meta["dataset"]["info"]["task"] == "regression" and any(
+        getattr(m.params, "drop_changed", False) for m in metrics.values()
+    ):
+        raise ConfigError("score: --drop-changed compares predicted classes; it has no meaning for a regression model")
     device = pick_device(conf.device)
     model.to(device).eval()
     n = len(tensors["indices"]) if conf.n is None else min(conf.n, len(tensors["indices"]))
