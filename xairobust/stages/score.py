@@ -40,7 +40,7 @@ class ScoreConfig:
     """Keys of ``xairobust score --config``."""
 
     explainer: str = "ig"
-    metrics: str = "paper"  # a preset (paper, quick) or comma-separated metric names
+    metrics: str | list[str] = "paper"  # a preset (paper, quick) or metric names (list or comma-separated)
     metric_params: dict = field(default_factory=dict)  # {metric: {param: value}} over the preset
     drop_changed: bool | None = None  # sets drop_changed of every sensitivity metric
     n: int | None = None  # score only the first n attributed samples
