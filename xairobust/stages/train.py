@@ -25,10 +25,10 @@ from xairobust.provenance import config_hash, git_commit, versions
 from xairobust.registry import METHODS
 from xairobust.runs import (
     CONFIG_YAML,
-    FORMAT_VERSION,
     HISTORY_CSV,
     RUN_JSON,
     WEIGHTS,
+    FORMAT_VERSION,
     load_run,
     save_model,
     write_json_atomic,
