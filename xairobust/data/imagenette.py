@@ -129,15 +129,17 @@ def _fingerprint(folder: Path, paths: list[str]) -> str:
 
 def decode_images(folder: Path, paths: list[str], size: int, quiet: bool) -> Tensor:
     """(N, 3, size, size) uint8: RGB decode, short side resized to ``size``, centre crop."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     for i, p in enumerate(track(paths, len(paths), f"decode ImageNette {size}px", quiet)):
         try:
-            img = decode_image(read_file(str(folder / p)), mode=ImageReadMode.RGB)  # grey -> RGB
-        except RuntimeError as exc:
+            with Image.open(folder / p) as im:
+                rgb = np.array(im.convert("RGB"))  # greyscale (and CMYK) images -> RGB
+        except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"ImageNette: cannot decode {folder / p} ({exc})") from None
-        out[i] = resize_center_crop(img, size)
+        out[i] = resize_center_crop(torch.from_numpy(rgb).permute(2, 0, 1), size)
     return out
 
 

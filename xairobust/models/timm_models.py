@@ -30,10 +30,13 @@ def timm_model(num_outputs: int = 10, in_channels: int = 3, arch: str = "resnet1
 
 
 @MODELS.register("vgg19", input_size=None, source="timm")
-def vgg19(num_outputs: int = 10, in_channels: int = 3) -> nn.Module:
-    return build_timm("vgg19", num_outputs, in_channels)
+def vgg19(num_outputs: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """timm's VGG-19 (140M parameters, 102M of them in the 7x7 classifier conv); ``kwargs`` go
+    to timm (e.g. ``mlp_ratio`` shrinks the 4096-wide classifier)."""
+    return build_timm("vgg19", num_outputs, in_channels, **kwargs)
 
 
 @MODELS.register("vgg19_bn", input_size=None, source="timm")
-def vgg19_bn(num_outputs: int = 10, in_channels: int = 3) -> nn.Module:
-    return build_timm("vgg19_bn", num_outputs, in_channels)
+def vgg19_bn(num_outputs: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """VGG-19 with BatchNorm after every conv (timm)."""
+    return build_timm("vgg19_bn", num_outputs, in_channels, **kwargs)
