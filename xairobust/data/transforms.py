@@ -39,9 +39,10 @@ def random_crop_flip(x: Tensor, generator: torch.Generator | None, padding: int 
     # A flipped crop reads its columns right to left: flip folded into the gather.
     cols_base = torch.where(flips[:, None], cols_base.flip(1), cols_base)
     cols = (ox[:, None] + cols_base).to(dev)  # (N, W)
-    batch = torch.arange(n, device=dev)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=dev)[None, :, None, None]
-    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+    # Two gathers (rows, then columns) with broadcast index views: no per-element index tensors.
+    c, wp = x.shape[1], padded.shape[3]
+    padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, wp))
+    return padded.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
 def _resized_crop_boxes(
