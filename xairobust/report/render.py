@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from xairobust.report.tables import Cell, Column, Table, cell_text
 
 _TEX_ESCAPES = {
@@ -13,8 +15,40 @@ TEST_NAMES = {"wilcoxon": "Wilcoxon signed-rank test", "ttest": "paired t-test"}
 CORRECTION_NAMES = {"holm": "Holm-corrected", "bonferroni": "Bonferroni-corrected", "none": "uncorrected"}
 
 
+_TEX_SYMBOLS = {
+    "±": r"$\pm$", "×": r"$\times$", "·": r"$\cdot$", "–": "--", "—": "---", "≤": r"$\leq$",
+    "≥": r"$\geq$", "→": r"$\rightarrow$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "∞": r"$\infty$",
+}
+
+
+_TEX_CAPITAL_GREEK = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
+
+
+def _tex_char(ch: str) -> str:
+    """One character as LaTeX that pdflatex's default setup (utf8 + T1) accepts."""
+    if ch in _TEX_ESCAPES:
+        return _TEX_ESCAPES[ch]
+    if ord(ch) < 128 or ch in "ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿ":
+        return ch
+    if ch in _TEX_SYMBOLS:
+        return _TEX_SYMBOLS[ch]
+    name = unicodedata.name(ch, "")
+    if name.startswith(("GREEK SMALL LETTER ", "GREEK CAPITAL LETTER ")):  # labels like "NsLoss λ=60"
+        word = name.split()[-1].lower().replace("lamda", "lambda")
+        if name.startswith("GREEK CAPITAL"):
+            word = word.capitalize()
+            if word not in _TEX_CAPITAL_GREEK:
+                return {"Chi": "X", "Eta": "H", "Iota": "I", "Kappa": "K", "Zeta": "Z", "Rho": "P",
+                        "Epsilon": "E", "Tau": "T", "Mu": "M", "Nu": "N"}.get(word, word[0])  # Latin look-alike
+        elif word == "omicron":
+            return "o"
+        return rf"$\{word}$"
+    return "?"  # anything else would stop pdflatex
+
+
 def tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+    """Text for LaTeX: specials escaped, Greek letters as math, unsupported characters as '?'."""
+    return "".join(_tex_char(ch) for ch in str(text))
 
 
 def md_escape(text: str) -> str:

@@ -112,13 +112,15 @@ def decimals_for(values: list[float], digits: int) -> int:
 def rank_marks(values: list[float], direction: str | None) -> list[int]:
     """1 for the best value, 2 for the second best (distinct values; ties share a mark), else 0.
 
-    Nothing is marked without a direction or with fewer than two comparable rows.
+    Nothing is marked without a direction or with fewer than two comparable rows, and the second
+    best only from three rows on (with two rows it would just underline the worse one).
     """
     finite = sorted({v for v in values if math.isfinite(v)}, reverse=direction == "higher")
-    if direction not in ("higher", "lower") or sum(math.isfinite(v) for v in values) < 2:
+    count = sum(math.isfinite(v) for v in values)
+    if direction not in ("higher", "lower") or count < 2:
         return [0] * len(values)
     best = finite[0]
-    second = finite[1] if len(finite) > 1 else None
+    second = finite[1] if len(finite) > 1 and count >= 3 else None
     return [1 if v == best else 2 if second is not None and v == second else 0 for v in values]
 
 
