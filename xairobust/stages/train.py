@@ -25,11 +25,12 @@ from xairobust.provenance import config_hash, git_commit, versions
 from xairobust.registry import METHODS
 from xairobust.runs import (
     CONFIG_YAML,
+    FORMAT_VERSION,
     HISTORY_CSV,
     RUN_JSON,
     WEIGHTS,
-    FORMAT_VERSION,
     load_run,
+    read_json,
     save_model,
     write_json_atomic,
     write_text_atomic,
@@ -207,11 +208,33 @@ def _train_epoch(
     return {f"train_{k}": v / count for k, v in sums.items()}
 
 
-def train(conf: TrainConfig, out: str | Path, quiet: bool = False) -> Path:
-    """Train one model as ``conf`` says and write the run directory ``out``. Returns ``out``."""
+def existing_run_is_current(out: Path, conf: TrainConfig, force: bool) -> bool:
+    """True when ``out`` already holds a finished run of this exact config (training is a no-op).
+
+    A finished run of another config is never overwritten silently (that would lose data).
+    """
+    if not (out / RUN_JSON).is_file():
+        return False  # absent or interrupted before the end: (re)train
+    meta = read_json(out / RUN_JSON)
+    if meta.get("config_hash") == config_hash(conf.identity()) and (out / WEIGHTS).is_file():
+        return True
+    if not force:
+        raise ConfigError(
+            f"train: {out} already holds a run with another config; choose another --out or pass --force"
+        )
+    return False
+
+
+def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool = False) -> Path:
+    """Train one model as ``conf`` says and write the run directory ``out``. Returns ``out``.
+
+    Re-running with the same config is a no-op; ``force`` replaces a run of another config.
+    """
     out = Path(out)
     source = get_source(conf.dataset)
     method = build_method(conf.method, conf.method_params)
+    if existing_run_is_current(out, conf, force):
+        return out
     device = pick_device(conf.device)
     root = resolve_data_dir(conf.data_dir)
     train_split = source.load("train", root, **conf.dataset_kwargs)
