@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from xairobust.errors import RunError  # noqa: E402
 from xairobust.report.collect import RunRecord  # noqa: E402
@@ -196,6 +197,7 @@ def epoch_curves(
         ax.set_title(f"{meta.label} {meta.arrow}".strip(), fontsize=9)
     for ax in flat[: len(panels)]:
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
     for ax in flat[len(panels):]:
         ax.axis("off")
