@@ -6,8 +6,9 @@ optimiser, the schedule, data order and logging; a method only decides what is m
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
