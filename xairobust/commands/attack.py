@@ -7,12 +7,16 @@ import json
 import click
 
 from xairobust import config as cfg
-from xairobust.cli_util import config_option, merged_config, quiet_option
+from xairobust.cli_util import config_option, merged_config, parse_extra_options, quiet_option
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True,
+                                 "allow_extra_args": True})
 @config_option
 @click.option("--model", "model", help="Run directory to attack (e.g. runs/digits_pgd).")
+@click.option("--attack", "attack_name", type=click.Choice(["pgd", "bim-regression"]), default=None,
+              help="pgd (default: PGD + AutoAttack) or bim-regression (regression runs: MAE/corr before and after;"
+                   " extra options --max-iter, --corr-threshold, --mse-threshold, --unconstrained-reference).")
 @click.option("--norm", help="Threat model: linf or l2.")
 @click.option("--eps", help="Radius in the model's input space, e.g. 0.1 or 8/255.")
 @click.option("--steps", type=int, help="PGD iterations (default 10).")
@@ -27,7 +31,9 @@ from xairobust.cli_util import config_option, merged_config, quiet_option
 @click.option("--device", help="auto (default), cpu, cuda, ...")
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
-def attack(config_path: str | None, quiet: bool, model: str | None, **options) -> None:
+@click.pass_context
+def attack(ctx: click.Context, config_path: str | None, quiet: bool, model: str | None, attack_name: str | None,
+           **options) -> None:
     """Attack a trained run and merge the robust accuracy into RUN/robustness.json.
 
     Example: `xairobust attack --model runs/digits_pgd --norm linf --eps 0.1 --steps 20 --restarts 2`.
@@ -40,8 +46,21 @@ def attack(config_path: str | None, quiet: bool, model: str | None, **options) -
     data = merged_config(config_path, options)
     run = model or data.pop("model", None)
     data.pop("model", None)
+    attack_name = attack_name or data.pop("attack", None) or "pgd"
+    data.pop("attack", None)
     if not run:
         raise ConfigError("attack: --model RUN_DIR is required (a directory written by `xairobust train`)")
+    extra = parse_extra_options(ctx.args, "attack")
+    if attack_name == "bim-regression":
+        from xairobust.stages.mer_attack import attack_from_options
+
+        e = attack_from_options(run, data, extra, quiet)
+        click.echo(f"bim-regression linf eps={e['eps']:g}: delta MAE {e['delta_mae']:.4f}"
+                   f" (MAE {e['mae_before']:.4f} -> {e['mae_after']:.4f}, n={e['n']})")
+        click.echo(f"written to {run}/robustness.json")
+        return
+    if extra:
+        raise ConfigError(f"attack: unknown option --{next(iter(extra)).replace('_', '-')} for --attack {attack_name}")
     conf = cfg.build(AttackConfig, data, config_path or "attack")
     path = run_attack(run, conf, quiet=quiet)
     summary = json.loads(path.read_text())

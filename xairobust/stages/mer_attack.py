@@ -191,3 +191,31 @@ def attack_regression_run(
 def load_attack_samples(run_dir: str | Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The per-sample tensors of a results entry written by ``attack_regression_run``."""
     return load_tensors(Path(run_dir) / entry["file"])
+
+
+# AttackConfig keys that mean nothing for BIM (it is L-inf, deterministic, zero-initialised).
+_NOT_FOR_BIM = ("restarts", "random_start", "autoattack", "seed")
+
+
+def attack_from_options(run: str | Path, options: dict[str, Any], extra: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """``xairobust attack --attack bim-regression``: map the attack command's options onto this stage.
+
+    ``--eps``/``--step-size`` are BIM's; ``--steps`` is ``--max-iter``; BIM-only options
+    (``--max-iter --corr-threshold --mse-threshold --unconstrained-reference``) arrive as extras.
+    """
+    opts = {k: v for k, v in options.items() if v is not None}
+    if opts.get("norm", "linf") != "linf":
+        raise ConfigError(f"attack: {NAME} is an L-inf attack; drop --norm {opts['norm']}")
+    bad = [k for k in _NOT_FOR_BIM if k in opts]
+    if bad:
+        raise ConfigError(f"attack: --{bad[0].replace('_', '-')} does not apply to {NAME}")
+    params: dict[str, Any] = {k: opts[k] for k in ("eps", "step_size") if k in opts}
+    if "steps" in opts:
+        params["max_iter"] = opts["steps"]
+    params.update(extra)
+    conf = cfg.build(BIMRegressionParams, params, f"attack --attack {NAME}")
+    return attack_regression_run(
+        run, conf, split=opts.get("split", "test"), n=opts.get("n"), batch_size=int(opts.get("batch_size", 36)),
+        device=str(opts.get("device", "cpu")).replace("auto", "cuda" if torch.cuda.is_available() else "cpu"),
+        data_dir=opts.get("data_dir"), quiet=quiet,
+    )
