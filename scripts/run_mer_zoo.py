@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         from xairobust.report.mer import write_report
 
         rep = zoo.get("report", {})
-        write_report([out], rep.get("out", f"results/{zoo.get('name', 'mer')}"),
+        write_report([out], rep.get("out", f"results/{zoo.get('name', 'mer')}"), eps=attack.eps,
+                     unconstrained=attack.unconstrained_reference,
                      emotions=tuple(rep.get("emotions", ("tension", "tender"))),
                      scatter_models=tuple(rep.get("scatter_models", ("A2B2E", "A2M2E", "aA2B2E"))),
                      ttest_on=rep.get("ttest_on", "after"))

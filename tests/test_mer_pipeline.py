@@ -154,8 +154,11 @@ def test_report_end_to_end(mer_runs, tmp_path):
     for name in ("table1.csv", "table1.md", "table1.tex", "ttests.md", "figures/delta_mae_box.png",
                  "figures/true_vs_pred.pdf", "summary.json"):
         assert (tmp_path / "rep" / name).is_file(), name
-    with pytest.raises(ConfigError, match="no run .* has a bim-regression result"):
+    with pytest.raises(ConfigError, match="no run .* has a bim-regression result at eps 0.5"):
         report.write_report([runs], tmp_path / "rep2", eps=0.5)
+    # without --eps: the radius attacked in most runs, even when one run also holds another radius
+    attack_regression_run(runs / "A2E_s0", BIMRegressionParams(max_iter=1, eps=0.05), data_dir=str(root), quiet=True)
+    assert {r.entry["eps"] for r in report.collect([runs])} == {0.001}
     torch.manual_seed(0)
 
 

@@ -46,32 +46,51 @@ class MerRun:
     samples: dict[str, Any]  # numpy arrays of the per-sample file
 
 
-def _pick_entry(results: list[dict[str, Any]], eps: float | None, unconstrained: bool) -> dict[str, Any] | None:
-    cands = [r for r in results if r.get("attack") == NAME
-             and bool(r.get("unconstrained_reference")) == unconstrained
-             and (eps is None or abs(float(r.get("eps", -1)) - eps) <= 1e-12)]
-    return cands[-1] if cands else None
+def _candidates(results: list[dict[str, Any]], unconstrained: bool) -> list[dict[str, Any]]:
+    return [r for r in results if r.get("attack") == NAME and bool(r.get("unconstrained_reference")) == unconstrained]
+
+
+def _common_eps(per_run: list[list[dict[str, Any]]]) -> float | None:
+    """The radius attacked in the most runs (ties: the smallest), for reports without --eps."""
+    counts: dict[float, int] = {}
+    for entries in per_run:
+        for e in {float(r["eps"]) for r in entries}:
+            counts[e] = counts.get(e, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda e: (-counts[e], e))
 
 
 def collect(paths: list[str | Path], eps: float | None = None, unconstrained: bool = False) -> list[MerRun]:
-    """Runs under ``paths`` with a bim-regression result (others are skipped)."""
+    """Runs under ``paths`` with a bim-regression result at radius ``eps`` (others are skipped).
+
+    Without ``eps``: the radius attacked in the most runs (a run may hold several radii).
+    """
     from xairobust.runs import load_tensors
 
-    runs = []
+    found = []
     for path in find_runs(list(paths)):
         rob = path / "robustness.json"
-        if not rob.is_file():
+        if rob.is_file():
+            cands = _candidates(read_json(rob).get("results", []), unconstrained)
+            if cands:
+                found.append((path, cands))
+    if eps is None:
+        eps = _common_eps([c for _, c in found])
+    runs = []
+    for path, cands in found:
+        match = [r for r in cands if abs(float(r["eps"]) - eps) <= 1e-9 * max(1.0, abs(eps))]
+        if not match:
             continue
-        entry = _pick_entry(read_json(rob).get("results", []), eps, unconstrained)
-        if entry is None:
-            continue
+        entry = match[-1]
         meta = read_run_meta(path)
         tensors = load_tensors(path / entry["file"])
         runs.append(MerRun(path, meta.get("label") or meta["method"]["name"], int(meta.get("seed", 0)), entry,
                            {k: v.double().numpy() for k, v in tensors.items()}))
     if not runs:
+        radius = "" if eps is None else f" at eps {eps:g}"
         raise ConfigError(
-            f"report: no run under {', '.join(map(str, paths))} has a {NAME} result;"
+            f"report: no run under {', '.join(map(str, paths))} has a {NAME} result{radius};"
             " run `xairobust mer-attack RUN` first"
         )
     return runs
@@ -285,6 +304,8 @@ def write_report(
     models = [m for m in scatter_models if any(r.label == m for r in runs)] or _labels(runs)[:3]
     shown = fig_scatter(runs, list(emotions), models, scatter_seed, out / "figures" / "true_vs_pred")
     summary = {
+        "eps": runs[0].entry["eps"],
+        "unconstrained_reference": unconstrained,
         "runs": [{"path": str(r.path), "label": r.label, "seed": r.seed, **{k: r.entry.get(k) for k in (
             "mae_before", "mae_after", "delta_mae", "corr_before", "corr_after", "snr_db", "eps", "steps")}}
                  for r in runs],
