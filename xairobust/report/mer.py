@@ -129,7 +129,7 @@ def table1_markdown(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         lines.append(
             f"| {r['system']} | {_pm(r['avg_corr_mean'], r['avg_corr_std'])} | {_pm(r['mae_mean'], r['mae_std'])}"
-            f" | {_pm(r['delta_mae_mean'], r['delta_mae_std'], 3)} | {_pm(r['corr_after_mean'], r['corr_after_std'])}"
+            f" | {_pm(r['delta_mae_mean'], r['delta_mae_std'], 4)} | {_pm(r['corr_after_mean'], r['corr_after_std'])}"
             f" | {_pm(r['snr_db_mean'], r['snr_db_std'], 1)} | {r['seeds']} |"
         )
     return "\n".join(lines) + "\n"
@@ -142,7 +142,7 @@ def table1_latex(df: pd.DataFrame) -> str:
     lines = [r"\begin{tabular}{lccc}", r"\toprule", r"System & Avg.\ Corr. & MAE & $\Delta$MAE \\", r"\midrule"]
     for _, r in df.iterrows():
         lines.append(f"{r['system']} & {pm(r['avg_corr_mean'], r['avg_corr_std'])} & {pm(r['mae_mean'], r['mae_std'])}"
-                     f" & {pm(r['delta_mae_mean'], r['delta_mae_std'], 3)} \\\\")
+                     f" & {pm(r['delta_mae_mean'], r['delta_mae_std'], 4)} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -259,12 +259,15 @@ def fig_scatter(runs: list[MerRun], emotions: list[str], models: list[str], seed
             ax.scatter(s["targets"][:, k], s["pred_adv"][:, k], marker="o", facecolors="none",
                        edgecolors="chocolate", label="attacked")
             ax.plot([0, 1], [0, 1], ls="--", c="mediumseagreen")
-            # inset: the clean predictions in the annotations' [0, 1] range (as the paper's Fig. 4)
-            inset = ax.inset_axes([0.64, 0.04, 0.33, 0.33], xticklabels=[], yticklabels=[])
-            inset.scatter(s["targets"][:, k], s["pred_clean"][:, k], marker="x", s=8, c="cornflowerblue")
-            inset.plot([0, 1], [0, 1], ls="--", c="mediumseagreen")
-            inset.set_xlim(0, 1)
-            inset.set_ylim(0, 1)
+            shown = np.concatenate([s["pred_clean"][:, k], s["pred_adv"][:, k]])
+            if shown.min() < -0.1 or shown.max() > 1.1:
+                # attacked predictions leave [0, 1]: an inset shows the clean ones in the
+                # annotations' range (as the paper's Fig. 4)
+                inset = ax.inset_axes([0.64, 0.04, 0.33, 0.33], xticklabels=[], yticklabels=[])
+                inset.scatter(s["targets"][:, k], s["pred_clean"][:, k], marker="x", s=8, c="cornflowerblue")
+                inset.plot([0, 1], [0, 1], ls="--", c="mediumseagreen")
+                inset.set_xlim(0, 1)
+                inset.set_ylim(0, 1)
             ax.set_title(f"{run.label} (seed {run.seed}) — {emo}")
             if col == 0:
                 ax.set_ylabel("prediction")
