@@ -27,7 +27,7 @@ from xairobust.cli_util import quiet_option
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", type=int, default=None, help="Attack only the first N samples of the split.")
 @click.option("--batch-size", type=int, default=36, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda:1, ...")
 @click.option("--data-dir", default=None, help="Where datasets live (default: $XAIROBUST_DATA, else ~/.cache/xairobust/data).")
 @click.option("--force", is_flag=True, help="Attack again even when this result exists for these weights.")
 @quiet_option

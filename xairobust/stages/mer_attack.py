@@ -26,7 +26,7 @@ import torch
 
 from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME, BIMRegressionParams, bim_regression_attack, snr_db
-from xairobust.data.base import get_source, resolve_data_dir
+from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import predict, score_outputs
 from xairobust.progress import make_progress
@@ -71,7 +71,7 @@ def attack_regression_run(
     split: str = "test",
     n: int | None = None,
     batch_size: int = 36,
-    device: str = "cpu",
+    device: str = "auto",
     data_dir: str | None = None,
     force: bool = False,
     quiet: bool = False,
@@ -99,6 +99,9 @@ def attack_regression_run(
         if done is not None:
             return done
 
+    from xairobust.stages.train import pick_device
+
+    device = pick_device(device)  # "auto" -> cuda when available; bad names are a ConfigError
     model, meta = load_run(run_dir, device)
     ds = meta["dataset"]
     source = get_source(ds["name"])
@@ -128,8 +131,6 @@ def attack_regression_run(
     wall = time.perf_counter() - t0
     x = data.inputs()
     x_adv = torch.cat(advs)
-    from xairobust.data.base import DataSplit
-
     adv_split = DataSplit(x_adv, data.y, data.info)
     pred_clean = predict(model, data, batch_size, device)
     pred_adv = predict(model, adv_split, batch_size, device)
@@ -216,6 +217,6 @@ def attack_from_options(run: str | Path, options: dict[str, Any], extra: dict[st
     conf = cfg.build(BIMRegressionParams, params, f"attack --attack {NAME}")
     return attack_regression_run(
         run, conf, split=opts.get("split", "test"), n=opts.get("n"), batch_size=int(opts.get("batch_size", 36)),
-        device=str(opts.get("device", "cpu")).replace("auto", "cuda" if torch.cuda.is_available() else "cpu"),
+        device=str(opts.get("device", "auto")),
         data_dir=opts.get("data_dir"), quiet=quiet,
     )
