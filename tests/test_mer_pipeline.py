@@ -192,6 +192,12 @@ def test_mer_report_cli(mer_runs, tmp_path):
                                     "--scatter-models", "A2E,A2M2E"])
     assert res.exit_code == 0, res.output
     assert "| A2E |" in res.output and "t(3) = " in res.output
+    res = CliRunner().invoke(main, ["mer-report", str(runs), "--out", str(tmp_path / "r2"), "--eps", "0.001",
+                                    "--pairs", "A2M2E:A2E", "--ttest-on", "delta"])
+    assert res.exit_code == 0, res.output
+    assert "A2M2E vs. A2E (ΔMAE per excerpt, 2 seed(s)): t(3)" in res.output
+    res = CliRunner().invoke(main, ["mer-report", str(runs), "--out", str(tmp_path / "r3"), "--pairs", "A2E"])
+    assert isinstance(res.exception, ConfigError)
 
 
 def test_attack_command_dispatches_bim_regression(mer_runs, digits_run):

@@ -64,15 +64,26 @@ def mer_attack(runs, eps, step_size, max_iter, corr_threshold, mse_threshold, un
 @click.option("--scatter-seed", type=int, default=None, help="Seed of the runs in the scatter figure (default: lowest).")
 @click.option("--ttest-on", type=click.Choice(["after", "delta"]), default="after", show_default=True,
               help="Per-excerpt statistic: MAE after the attack (the reference's test) or ΔMAE.")
-def mer_report(runs, out, eps, unconstrained_reference, emotions, scatter_models, scatter_seed, ttest_on) -> None:
+@click.option("--pairs", default="A2E:A2M2E,A2B2E:A2M2E", show_default=True,
+              help="Label pairs to t-test (Bonferroni over all of them), e.g. A2E:aA2E.")
+def mer_report(runs, out, eps, unconstrained_reference, emotions, scatter_models, scatter_seed, ttest_on,
+               pairs) -> None:
     """Table 1, ΔMAE box plot, true-vs-predicted scatter and t-tests for attacked MER runs."""
+    from xairobust.errors import ConfigError
     from xairobust.report.mer import write_report
+
+    pair_list = []
+    for item in (p.strip() for p in pairs.split(",") if p.strip()):
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b:
+            raise ConfigError(f"mer-report: --pairs takes A:B items separated by commas, got '{item}'")
+        pair_list.append((a, b))
 
     summary = write_report(
         list(runs), out, eps=eps, unconstrained=unconstrained_reference,
         emotions=tuple(e.strip() for e in emotions.split(",") if e.strip()),
         scatter_models=tuple(m.strip() for m in scatter_models.split(",") if m.strip()),
-        scatter_seed=scatter_seed, ttest_on=ttest_on,
+        scatter_seed=scatter_seed, ttest_on=ttest_on, pairs=tuple(pair_list),
     )
     click.echo((Path(out) / "table1.md").read_text(), nl=False)
     click.echo((Path(out) / "ttests.md").read_text(), nl=False)

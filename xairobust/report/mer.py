@@ -192,7 +192,7 @@ def paired_tests(runs: list[MerRun], on: str = "after", pairs=PAIRS, alpha: floa
 
 def ttests_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
     if df.empty:
-        return "No pair could be tested (needs A2E/A2B2E and A2M2E runs with common seeds).\n"
+        return "No pair could be tested (each pair needs runs of both labels with common seeds).\n"
     m = len(df)
     lines = [f"Two-sided paired t-tests, Bonferroni-corrected for {m} test(s) (α = {alpha}/{m}):", ""]
     for _, r in df.iterrows():
@@ -291,6 +291,7 @@ def write_report(
     scatter_models: tuple[str, ...] = ("A2B2E", "A2M2E", "aA2B2E"),
     scatter_seed: int | None = None,
     ttest_on: str = "after",
+    pairs: tuple[tuple[str, str], ...] = PAIRS,
 ) -> dict[str, Any]:
     """Write table1.{csv,md,tex}, ttests.{csv,md}, figures/*.{png,pdf} and summary.json under ``out``."""
     runs = collect(paths, eps, unconstrained)
@@ -300,7 +301,7 @@ def write_report(
     write_text_atomic(out / "table1.csv", df.to_csv(index=False))
     write_text_atomic(out / "table1.md", table1_markdown(df))
     write_text_atomic(out / "table1.tex", table1_latex(df))
-    tests = paired_tests(runs, ttest_on)
+    tests = paired_tests(runs, ttest_on, pairs)
     write_text_atomic(out / "ttests.csv", tests.to_csv(index=False))
     write_text_atomic(out / "ttests.md", ttests_markdown(tests))
     fig_delta_mae(runs, out / "figures" / "delta_mae_box")
