@@ -218,7 +218,7 @@ def fig_delta_mae(runs: list[MerRun], path: Path) -> None:
     labels = _labels(runs)
     data = [[r.entry["delta_mae"] for r in runs if r.label == lab] for lab in labels]
     fig, ax = plt.subplots(figsize=(1.4 * len(labels) + 2, 4))
-    box = ax.boxplot(data, patch_artist=True, widths=0.6)
+    box = ax.boxplot(data, patch_artist=True, widths=0.6, medianprops={"color": "k", "linewidth": 2})
     ax.set_xticks(range(1, len(labels) + 1), labels)
     for patch, lab in zip(box["boxes"], labels, strict=True):
         patch.set_facecolor(COLOURS.get(lab, "lightgrey"))
