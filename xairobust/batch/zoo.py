@@ -66,6 +66,7 @@ class MethodEntry:
                 f"method '{self.name}': grid.{key} must be a non-empty list of values, got {values!r}",
             )
             require(key not in self.params, f"method '{self.name}': '{key}' is in both params and grid")
+        self.expand()  # a label that names an unknown hyper-parameter fails here, not mid-batch
 
     def expand(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, params) for every point of the hyper-parameter grid."""
