@@ -97,7 +97,7 @@ def test_plan_has_one_job_per_stage_and_grid_point(tmp_path):
     assert train.target == f"runs/tiny/digits_digits_cnn_standard_s0-{train.key}"
     assert conf.seed == 0 and conf.model_kwargs == {"width": 4} and conf.epochs == 1
     report = plan.reports()[0]
-    assert report.target == "results/tiny" and len(report.inputs) == 4
+    assert report.target == "results/tiny/digits_digits_cnn" and len(report.inputs) == 4
 
 
 def test_changing_one_stage_changes_only_its_and_later_keys(tmp_path):
@@ -208,7 +208,7 @@ def test_failing_job_is_isolated_and_reported(tmp_path):
     summary = console.export_text()
     assert f"train {bad_run}: RunError: train: the loss became nan" in summary
     assert "logs/train.log" in summary and "skipped 5 job(s)" in summary
-    table = (root / "results/tiny/table.csv").read_text().splitlines()
+    table = (root / "results/tiny/digits_digits_cnn/table.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in table[1:]] == ["standard"]
 
     # Again: the good run is reused untouched, the failed one retried (and failing again).

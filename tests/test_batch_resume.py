@@ -80,7 +80,7 @@ def test_sigkill_mid_job_then_resume(tmp_path):
     assert fingerprint(files) == before  # their files are untouched (mtime and content)
     assert check_files_whole(root) == []  # no temporary file left anywhere
     for name in ("table.csv", "table.md"):
-        assert (root / "results/tiny" / name).read_bytes() == (reference / "results/tiny" / name).read_bytes()
+        assert (root / "results/tiny/digits_digits_cnn" / name).read_bytes() == (reference / "results/tiny/digits_digits_cnn" / name).read_bytes()
     # Every artefact of every run is identical to the uninterrupted batch's.
     for f in sorted(p for p in (reference / "runs").rglob("*") if p.is_file()):
         rel = f.relative_to(reference)

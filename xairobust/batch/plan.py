@@ -10,6 +10,7 @@ paths such as a fine-tuning ``init`` run) do not depend on where the root is mou
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,9 +79,13 @@ def slug(text: str) -> str:
 
 
 def identity(conf: Any) -> dict[str, Any]:
-    """What determines a stage's results: ``conf.identity()`` if it has one, else its fields."""
-    if hasattr(conf, "identity"):
-        return conf.identity()
+    """What determines a stage's results: ``conf.identity()`` if it takes no arguments, else its fields."""
+    fn = getattr(conf, "identity", None)
+    if callable(fn) and not any(
+        p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in inspect.signature(fn).parameters.values()
+    ):
+        return fn()
     d = cfg.to_dict(conf)
     for k in NOT_IDENTITY:
         d.pop(k, None)
@@ -200,12 +205,12 @@ class _Builder:
 
     # -- per run -------------------------------------------------------------------------------
 
-    def run_jobs(self, train: Job) -> list[str]:
+    def run_jobs(self, train: Job, model: ModelEntry) -> list[str]:
         """attack, explain and score jobs of one run; returns the ids a report needs."""
         needed: list[str] = []
         name = train.run_name
         if self.has("attack"):
-            conf, mapping = self.build_conf("attack", self.zoo.attack, f"{self.where}: attack")
+            conf, mapping = self.build_conf("attack", {**self.zoo.attack, **model.attack}, f"{self.where}: attack")
             job = self.add(Job(id=f"attack:{name}", stage="attack", tag="attack", ref=self.refs["attack"],
                                config=mapping, target=train.target, deps=[train.id], run_name=name,
                                key_base=self.key_base("attack", conf), summary=f"attack {name}"))
@@ -213,6 +218,8 @@ class _Builder:
         if self.has("explain"):
             for e in self.zoo.explainers:
                 mapping = {**self.zoo.explain, **e.explain, "explainer": e.name}
+                if e.params:
+                    mapping["params"] = {**mapping.get("params", {}), **e.params}
                 conf, mapping = self.build_conf("explain", mapping, f"{self.where}: explainer '{e.name}'")
                 ex = self.add(Job(id=f"explain:{name}:{e.name}", stage="explain", tag=f"explain-{e.name}",
                                   ref=self.refs["explain"], config=mapping, target=train.target, deps=[train.id],
@@ -239,11 +246,9 @@ class _Builder:
         if not self.has("report"):
             return
         entries = self.zoo.reports
-        single_default = False
         if entries is None:
             pairs = list(dict.fromkeys((d.name, m.name) for d, m, *_ in runs))
             entries = [ReportEntry(name=f"{d}_{m}", datasets=[d], models=[m]) for d, m in pairs]
-            single_default = len(entries) == 1
         for i, entry in enumerate(entries):
             chosen = [
                 (train, needed) for d, m, label, train, needed in runs
@@ -254,8 +259,15 @@ class _Builder:
             if not chosen:
                 raise ConfigError(f"{self.where}: reports[{i}] '{entry.name}' matches no run of the grid")
             where = f"{self.where}: report '{entry.name}'"
-            conf, mapping = self.build_conf("report", {**self.zoo.report, **entry.config}, where)
-            target = self.results_dir if single_default else f"{self.results_dir}/{entry.name}"
+            mapping = {**self.zoo.report, **entry.config}
+            fields = {f.name for f in dataclasses.fields(self.classes["report"])}
+            if "baseline" in fields and "baseline" not in mapping:
+                # The report's baseline is a row label; the zoo may have renamed 'standard'.
+                standard = next((m for m in self.zoo.methods if m.name == "standard" and m.label), None)
+                if standard is not None:
+                    mapping["baseline"] = standard.expand()[0][0]
+            conf, mapping = self.build_conf("report", mapping, where)
+            target = f"{self.results_dir}/{entry.name}"
             inputs = {train.target: needed for train, needed in chosen}
             job = Job(id=f"report:{entry.name}", stage="report", tag="report", ref=self.refs["report"],
                       config=mapping, target=target, deps=[d for ids in inputs.values() for d in ids],
@@ -296,7 +308,7 @@ def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[
                     train = b.train_job(dataset, model, label, seed, points, made, ())
                 for label in points:
                     train = made[label]
-                    runs.append((dataset, model, label, train, b.run_jobs(train)))
+                    runs.append((dataset, model, label, train, b.run_jobs(train, model)))
     if not runs:
         raise ConfigError(f"{b.where}: the grid is empty (check the methods' models/datasets restrictions)")
     b.report_jobs(runs)

@@ -148,7 +148,8 @@ def run_batch(zoo: Zoo | str | Path, opts: BatchOptions, out: Console | None = N
     start = time.perf_counter()
     try:
         with root_lock(root / plan.runs_dir / ".batch.lock"), sigterm_as_interrupt():
-            result.removed_tmp = sweep_stale_tmp([root / plan.runs_dir, root / plan.results_dir])
+            result.removed_tmp = sweep_stale_tmp([root / plan.runs_dir, root / plan.results_dir],
+                                                 [root / j.target for j in plan.reports()])
             _schedule(plan, root, stamps, executor, opts, result)
     finally:
         executor.shutdown(cancel=result.interrupted)

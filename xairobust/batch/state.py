@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,18 @@ def done_stamps(plan: Any, root: Path) -> dict[str, str]:
     return stamps
 
 
-def sweep_stale_tmp(dirs: list[Path]) -> int:
+def sweep_stale_tmp(dirs: list[Path], report_dirs: list[Path] = ()) -> int:
     """Remove temporary files an interrupted batch left behind; returns how many.
 
-    Only safe while no job writes below ``dirs``: the batch holds the root's lock when calling it.
+    Also the staging folders ``.<report>.<random>`` that build_report renders into beside each
+    report directory. Only safe while no job writes below ``dirs``: the batch holds the lock.
     """
     removed = 0
+    for report in report_dirs:
+        for d in report.parent.glob(f".{report.name}.*"):
+            if d.is_dir() and re.fullmatch(r"[a-z0-9_]{8}", d.name[len(report.name) + 2 :]):
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
     for d in dirs:
         if not d.is_dir():
             continue

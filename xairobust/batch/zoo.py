@@ -39,6 +39,7 @@ class ModelEntry:
     name: str
     kwargs: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)  # e.g. a smaller lr for a deeper network
+    attack: dict = field(default_factory=dict)  # e.g. the attack radius this model was trained at
 
 
 @dataclass
@@ -94,9 +95,14 @@ class MethodEntry:
 
 @dataclass
 class ExplainerEntry:
-    """One explainer: an explain job and a score job per run. ``explain``/``score`` override keys."""
+    """One explainer: an explain job and a score job per run.
+
+    ``params`` are the explainer's own parameters (e.g. ``n_steps``); ``explain``/``score`` override
+    keys of the zoo's ``explain``/``score`` blocks for this explainer.
+    """
 
     name: str
+    params: dict = field(default_factory=dict)
     explain: dict = field(default_factory=dict)
     score: dict = field(default_factory=dict)
 
