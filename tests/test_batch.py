@@ -75,6 +75,11 @@ def test_shipped_zoos_are_found_by_name_and_valid():
         assert load_zoo(name).name == name
     with pytest.raises(ConfigError, match="Did you mean 'quickstart'"):
         find_zoo("quikstart")
+    # Installed packages find them as package data (xairobust/configs/zoo links to configs/zoo).
+    from importlib import resources
+
+    packaged = resources.files("xairobust") / "configs" / "zoo" / "quickstart.yaml"
+    assert packaged.is_file() and packaged.read_text() == shipped["quickstart"].read_text()
 
 
 # -- the job graph -------------------------------------------------------------------------------
@@ -239,3 +244,23 @@ def test_report_and_table_after_complete_run_are_reused(tmp_path):
     ran = {j.split(":")[0] for j, o in third.outcomes.items() if o.status == "done"}
     assert ran == {"score", "report"}
     assert (run / "scores" / "grad.csv").read_bytes() == original
+
+
+def test_eta_uses_each_stages_mean_time(monkeypatch):
+    from xairobust.batch import view as view_mod
+
+    now = [100.0]
+    monkeypatch.setattr(view_mod.time, "perf_counter", lambda: now[0])
+    v = view_mod.BatchView(total=6, cached=0, parallelism=2, quiet=True)
+    for i, stage in enumerate(["train", "train", "train", "score", "score", "score"]):
+        v.add_pending(str(i), stage)
+    assert v.eta() is None  # nothing measured yet
+    v.started("0", "train", "t0")
+    v.finished("0", True, 10.0)
+    v.started("3", "score", "s0")
+    v.finished("3", True, 2.0)
+    v.started("1", "train", "t1")
+    now[0] = 104.0  # train 1 has run 4 s of its expected 10
+    # pending: train 2 (10) + scores 4, 5 (2 each); running: train 1 (10 - 4 = 6) -> 20 s / 2 workers
+    assert v.eta() == pytest.approx(10.0)
+    assert v.finished_count() == 2 and "2/6 jobs" in str(v.render().renderables[0])

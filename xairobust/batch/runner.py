@@ -135,6 +135,7 @@ def make_executor(opts: BatchOptions) -> Any:
 def run_batch(zoo: Zoo | str | Path, opts: BatchOptions, out: Console | None = None) -> BatchResult:
     """Run (or with ``dry_run`` only print) the zoo; prints the plan or the summary to ``out``."""
     out = out or Console()
+    EXECUTORS.get(opts.executor)  # an unknown executor is an error even for --dry-run
     zoo = zoo if isinstance(zoo, Zoo) else load_zoo(zoo)
     plan, missing = build_plan(zoo, skip_missing_stages=opts.skip_missing_stages)
     root = resolve_root(opts, zoo)
