@@ -191,7 +191,7 @@ def test_failing_job_is_isolated_and_reported(tmp_path):
     zoo = tiny_zoo(tmp_path, seeds=[0], methods=["standard", {"name": "standard", "label": "bad", "train": {"lr": 1e9}}])
     root = tmp_path / "root"
     console = Console(record=True, width=300, file=open("/dev/null", "w"))  # noqa: SIM115
-    result = run_batch(zoo, BatchOptions(root=str(root), workers=2, quiet=True), out=console)
+    result = run_batch(zoo, BatchOptions(root=str(root), workers=1, quiet=True), out=console)
     jobs = result.plan.by_id()
     status = {j: o.status for j, o in result.outcomes.items()}
     bad_train = next(j for j in jobs if j.startswith("train:") and "_bad_" in j)

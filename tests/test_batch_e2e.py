@@ -36,6 +36,7 @@ def real_zoo(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_real_stages_end_to_end_and_resume(tmp_path):
     zoo = real_zoo(tmp_path)
     root = tmp_path / "root"
@@ -59,6 +60,7 @@ def test_real_stages_end_to_end_and_resume(tmp_path):
     assert fingerprint(files) == before
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_same_tables_as_local(tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
     zoo = tiny_zoo(tmp_path)

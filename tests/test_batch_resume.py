@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from batch_util import REPO, check_files_whole, fingerprint, subprocess_env, tiny_zoo, wait_group_gone
 from rich.console import Console
 
@@ -37,6 +38,7 @@ def finished_files(root: Path, zoo_path: Path) -> tuple[set[str], list[Path]]:
     return set(stamps), files
 
 
+@pytest.mark.slow
 def test_sigkill_mid_job_then_resume(tmp_path):
     quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115
     # gxi explanations sleep 3 s between writing the attributions and their .json: the kill lands there.
