@@ -32,13 +32,14 @@ class BatchView:
         self.total = total
         self.cached = cached
         self.parallelism = max(1, parallelism)
-        self.quiet = quiet
+        self.console = Console(file=sys.stderr)
+        # No terminal (a log file, a cluster job): plain lines instead of a live view.
+        self.quiet = quiet or not self.console.is_terminal
         self.start = time.perf_counter()
         self.running: dict[str, tuple[str, str, float]] = {}  # id -> (stage, summary, start)
         self.pending: dict[str, str] = {}  # id -> stage, not started yet
         self.walls: dict[str, list[float]] = {}  # stage -> wall times of finished jobs
         self.done = self.failed = self.skipped = 0
-        self.console = Console(file=sys.stderr)
         self._live: Live | None = None
 
     # -- events --------------------------------------------------------------------------------
