@@ -264,3 +264,14 @@ def test_eta_uses_each_stages_mean_time(monkeypatch):
     # pending: train 2 (10) + scores 4, 5 (2 each); running: train 1 (10 - 4 = 6) -> 20 s / 2 workers
     assert v.eta() == pytest.approx(10.0)
     assert v.finished_count() == 2 and "2/6 jobs" in str(v.render().renderables[0])
+
+
+def test_bad_executor_options_are_one_line_errors(tmp_path):
+    zoo = tiny_zoo(tmp_path)
+    with pytest.raises(ConfigError, match="unknown executor 'lokal'. Did you mean 'local'"):
+        run_batch(zoo, BatchOptions(root=str(tmp_path / "r"), executor="lokal", dry_run=True), out=quiet_console())
+    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        run_batch(zoo, BatchOptions(root=str(tmp_path / "r"), workers=0), out=quiet_console())
+    with pytest.raises(ConfigError, match="--address is for --executor ray"):
+        run_batch(zoo, BatchOptions(root=str(tmp_path / "r"), address="auto"), out=quiet_console())
+    assert not (tmp_path / "r").exists()

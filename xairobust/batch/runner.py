@@ -35,7 +35,7 @@ class BatchOptions:
     root: str | None = None  # results root; default: the zoo's `root:`, else the current directory
     executor: str = "local"
     workers: int | None = None  # local: processes (default: CPU cores // threads); ray: CPUs of a local Ray
-    threads: int = 1
+    threads: int | None = None  # local: torch threads per worker (default 1); ray: default the task's CPUs
     address: str | None = None
     dry_run: bool = False
     quiet: bool = False
@@ -126,10 +126,11 @@ def job_spec(job: Job, root: Path, key: str, dep_stamps: dict[str, str], inputs:
 
 def make_executor(opts: BatchOptions) -> Any:
     cls = EXECUTORS.get(opts.executor)
-    workers = opts.workers
-    if opts.executor == "local" and workers is None:
-        workers = default_workers(opts.threads)
-    return cls(workers=workers, threads=opts.threads, address=opts.address)
+    workers, threads = opts.workers, opts.threads
+    if opts.executor == "local":
+        threads = 1 if threads is None else threads
+        workers = default_workers(threads) if workers is None else workers
+    return cls(workers=workers, threads=threads, address=opts.address)
 
 
 def run_batch(zoo: Zoo | str | Path, opts: BatchOptions, out: Console | None = None) -> BatchResult:

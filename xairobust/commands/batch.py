@@ -13,12 +13,13 @@ from xairobust.cli_util import quiet_option
 @click.option("--executor", default="local", show_default=True, help="Where jobs run: local or ray.")
 @click.option("--workers", type=int, help="local: parallel worker processes (default: CPU cores // threads);"
               " ray: CPUs of the Ray started for the batch.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads per local worker.")
+@click.option("--threads", type=int, help="Torch threads per job (local default: 1; ray default: the CPUs the"
+              " zoo's resources give the job).")
 @click.option("--address", help="ray: 'auto' or the address of a running cluster (default: start a local Ray).")
 @click.option("--root", help="Results root: runs/ and results/ go below it (default: the zoo's root, else .)."
               " With ray, a path every node reaches.")
 @quiet_option
-def batch(zoo: str, dry_run: bool, executor: str, workers: int | None, threads: int, address: str | None,
+def batch(zoo: str, dry_run: bool, executor: str, workers: int | None, threads: int | None, address: str | None,
           root: str | None, quiet: bool) -> None:
     """Run the model zoo ZOO (a YAML file, or a shipped zoo: quickstart, cifar10_cpu, imagenette_paper).
 
