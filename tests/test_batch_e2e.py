@@ -6,7 +6,7 @@ import os
 
 import pytest
 import yaml
-from batch_util import check_files_whole, fingerprint, tiny_zoo
+from batch_util import check_files_whole, fingerprint
 from rich.console import Console
 
 from xairobust.batch.runner import BatchOptions, run_batch
@@ -36,11 +36,18 @@ def real_zoo(tmp_path):
     return path
 
 
+@pytest.fixture(scope="module")
+def real_local(tmp_path_factory):
+    """The real zoo run once with the local executor: (zoo file, root, result)."""
+    tmp = tmp_path_factory.mktemp("real")
+    zoo = real_zoo(tmp)
+    root = tmp / "local"
+    return zoo, root, run_batch(zoo, BatchOptions(root=str(root), workers=2, quiet=True), out=quiet())
+
+
 @pytest.mark.slow
-def test_real_stages_end_to_end_and_resume(tmp_path):
-    zoo = real_zoo(tmp_path)
-    root = tmp_path / "root"
-    first = run_batch(zoo, BatchOptions(root=str(root), workers=2, quiet=True), out=quiet())
+def test_real_stages_end_to_end_and_resume(real_local):
+    zoo, root, first = real_local
     failed = {j: o.error for j, o in first.outcomes.items() if o.status != "done"}
     assert first.ok, failed
     report = root / "results/real/digits_digits_cnn"
@@ -61,21 +68,22 @@ def test_real_stages_end_to_end_and_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_executor_gives_the_same_tables_as_local(tmp_path):
+def test_ray_executor_gives_the_same_tables_as_local(real_local, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
-    zoo = tiny_zoo(tmp_path)
-    local = run_batch(zoo, BatchOptions(root=str(tmp_path / "local"), workers=2, quiet=True), out=quiet())
+    zoo, local_root, local = real_local
     try:
         on_ray = run_batch(zoo, BatchOptions(root=str(tmp_path / "ray"), executor="ray", workers=2, quiet=True),
                            out=quiet())
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    assert local.ok and on_ray.ok
+    assert local.ok and on_ray.ok, {j: o.error for j, o in on_ray.outcomes.items() if o.status != "done"}
     assert "ray" in on_ray.executor and "2 CPUs" in on_ray.executor
-    for name in ("table.csv", "table.md"):
-        a = (tmp_path / "local/results/tiny/digits_digits_cnn" / name).read_bytes()
-        b = (tmp_path / "ray/results/tiny/digits_digits_cnn" / name).read_bytes()
-        assert a == b
-    for f in (tmp_path / "local/runs").rglob("*.safetensors"):
-        assert (tmp_path / "ray" / f.relative_to(tmp_path / "local")).read_bytes() == f.read_bytes()
+    assert on_ray.count("done") == len(on_ray.plan.jobs)  # all ran on Ray, nothing reused
+    report = "results/real/digits_digits_cnn"
+    for name in ("table.csv", "table.md", "table.tex", "stats.csv"):
+        assert (tmp_path / "ray" / report / name).read_bytes() == (local_root / report / name).read_bytes(), name
+    for f in (local_root / "runs").rglob("*.safetensors"):
+        assert (tmp_path / "ray" / f.relative_to(local_root)).read_bytes() == f.read_bytes()
+    for f in (local_root / "runs").rglob("scores/*.csv"):
+        assert (tmp_path / "ray" / f.relative_to(local_root)).read_bytes() == f.read_bytes()
