@@ -108,6 +108,7 @@ class _Builder:
         self.runs_dir = f"runs/{zoo.name}"
         self.results_dir = f"results/{zoo.name}"
         self.jobs: list[Job] = []
+        self.by_id: dict[str, Job] = {}
         self.skipped_stages: list[str] = []
         self.refs = {s: StageRef.parse(zoo.stages[s], d) if s in zoo.stages else d for s, d in DEFAULT_STAGES.items()}
         self.classes: dict[str, type] = {}
@@ -139,13 +140,14 @@ class _Builder:
         return cfg.build(cls, mapping, where), mapping
 
     def add(self, job: Job) -> Job:
-        by_id = {j.id: j for j in self.jobs}
+        by_id = self.by_id
         if job.id in by_id:
             raise ConfigError(f"{self.where}: two grid points give the same job {job.id}; give them distinct labels")
         job.resources = self.zoo.resources_for(job.stage)
         if not job.key:
             job.key = job_key(job, {d: by_id[d].key for d in job.deps})
         self.jobs.append(job)
+        by_id[job.id] = job
         return job
 
     # -- train ---------------------------------------------------------------------------------
@@ -273,8 +275,7 @@ class _Builder:
                       config=mapping, target=target, deps=[d for ids in inputs.values() for d in ids],
                       inputs=inputs, key_base=self.key_base("report", conf),
                       summary=f"report {entry.name} ({len(inputs)} runs)")
-            by_id = {j.id: j for j in self.jobs}
-            job.key = job_key(job, {d: by_id[d].key for d in job.deps}, list(inputs))
+            job.key = job_key(job, {d: self.by_id[d].key for d in job.deps}, list(inputs))
             self.add(job)
 
 
