@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients
+from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor, nn
 
 from xairobust.config import require
@@ -44,7 +44,7 @@ class IGParams:
         require(self.uniform_low < self.uniform_high, "ig: --uniform-low must be below --uniform-high")
 
 
-@EXPLAINERS.register("ig", label="IG", library="captum.attr.IntegratedGradients")
+@EXPLAINERS.register("ig", label="IG", library="captum.attr.IntegratedGradients (same sum, one backward)")
 class IntegratedGradientsExplainer(Explainer):
     """Integrated Gradients (Sundararajan et al. 2017); records Captum's convergence delta per sample.
 
@@ -69,22 +69,47 @@ class IntegratedGradientsExplainer(Explainer):
 
     def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         _check_shapes(inputs, targets, seeds)
-        ig = IntegratedGradients(model)
         outs, deltas = [], []
         for sl in chunks(len(inputs), self.chunk_size):
-            x = inputs[sl]
-            attr, delta = ig.attribute(
-                x,
-                baselines=self.baselines(x, seeds[sl]),
-                target=targets[sl].tolist(),
-                n_steps=self.params.n_steps,
-                method=self.params.method,
-                return_convergence_delta=True,
-            )
-            outs.append(attr.detach())
-            deltas.append(delta.detach().float().cpu())
+            x, t = inputs[sl], targets[sl]
+            base = self.baselines(x, seeds[sl])
+            attr = self.integrate(model, x, base, t)
+            outs.append(attr)
+            deltas.append(self.delta(model, x, base, t, attr).cpu())
         self._delta = torch.cat(deltas) if deltas else torch.empty(0)
         return torch.cat(outs) if outs else torch.empty_like(inputs)
+
+    def integrate(self, model: nn.Module, x: Tensor, base: Tensor, targets: Tensor) -> Tensor:
+        """Captum's IG sum with Captum's quadrature, one backward of the summed target outputs.
+
+        ``captum.attr.IntegratedGradients`` back-propagates ``torch.unbind(outputs)`` (one grad
+        output per point) and builds the path with a Python loop over steps; on small models
+        that costs a third of the time. The result is the same (tests/test_explain.py).
+        """
+        n = self.params.n_steps
+        step_sizes, alphas = (f(n) for f in approximation_parameters(self.params.method))
+        shape = (n,) + (1,) * x.dim()
+        a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(shape)
+        w = torch.tensor(step_sizes, dtype=torch.float32, device=x.device).view(shape)
+        diff = x - base
+        points = (base.unsqueeze(0) + a * diff.unsqueeze(0)).reshape(n * len(x), *x.shape[1:])
+        points = points.detach().requires_grad_()
+        rows = targets.to(x.device).repeat(n)  # step-major, like Captum
+        with torch.enable_grad():
+            out = model(points)
+            (grad,) = torch.autograd.grad(out.gather(1, rows[:, None]).sum(), points)
+        total = (grad.view(n, *x.shape) * w).sum(0)
+        return (total * diff).detach()
+
+    @staticmethod
+    @torch.no_grad()
+    def delta(model: nn.Module, x: Tensor, base: Tensor, targets: Tensor, attr: Tensor) -> Tensor:
+        """Captum's convergence delta, sum(attr) - (f(x) - f(baseline)), from one forward pass
+        of 2B inputs (Captum's own runs two passes plus checks: ~8 % of IG's time on small models)."""
+        out = model(torch.cat([x, base])).double()
+        rows = torch.arange(len(x), device=x.device)
+        gap = out[rows, targets] - out[rows + len(x), targets]
+        return (attr.double().flatten(1).sum(1) - gap).float()
 
     def extras(self) -> dict[str, Tensor]:
         return {} if self._delta is None else {"convergence_delta": self._delta}
