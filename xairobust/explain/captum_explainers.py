@@ -1,7 +1,10 @@
-"""Integrated Gradients, Gradient SHAP and Expected Gradients as Captum adapters.
+"""Integrated Gradients, Gradient SHAP and Expected Gradients, built on Captum.
 
 All three compute gradients of the model output ``targets`` (a logit for classifiers, an output
-for regressors) with respect to inputs in the model's input space ([0, 1] pixels).
+for regressors) with respect to inputs in the model's input space ([0, 1] pixels). Each runs
+Captum's computation (IG: its quadrature; SHAP: its draws) in one batched backward pass per
+chunk instead of Captum's per-point / per-sample calls, and tests/test_explain.py checks the
+results equal ``captum.attr.IntegratedGradients`` / ``captum.attr.GradientShap``.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class IntegratedGradientsExplainer(Explainer):
         of 2B inputs (Captum's own runs two passes plus checks: ~8 % of IG's time on small models)."""
         out = model(torch.cat([x, base])).double()
         rows = torch.arange(len(x), device=x.device)
+        targets = targets.to(x.device)
         gap = out[rows, targets] - out[rows + len(x), targets]
         return (attr.double().flatten(1).sum(1) - gap).float()
 
