@@ -141,34 +141,39 @@ class _ShapBase(Explainer):
     def stdevs(self) -> float:
         raise NotImplementedError
 
-    def draws(self, x: Tensor, seed: int) -> tuple[Tensor, Tensor]:
-        """(points, x~ - b) for one sample (x of shape (1, ...)): ``n_samples`` rows each."""
+    def draws(self, x: Tensor, seed: int) -> tuple[Tensor | None, Tensor, Tensor]:
+        """One sample's (input noise or None, baselines b_k, alphas a_k), ``n_samples`` each,
+        drawn in Captum's order from that sample's seed (x of shape (1, ...))."""
         n = self.params.n_samples
-        xs = x.expand(n, *x.shape[1:])
+        noise = None
         if self.stdevs() > 0:
-            std = torch.full(xs.shape, self.stdevs(), dtype=x.dtype)
-            xs = xs + torch.normal(0.0, std, generator=torch.Generator().manual_seed(seed)).to(x.device)
+            std = torch.full((n, *x.shape[1:]), self.stdevs(), dtype=x.dtype)
+            noise = torch.normal(0.0, std, generator=torch.Generator().manual_seed(seed))
         rs = np.random.RandomState(seed % (2**32))
         base = self.baseline_set(x, seed)
-        picks = torch.as_tensor(rs.choice(len(base), n), device=x.device)
-        alphas = torch.tensor(rs.uniform(0.0, 1.0, n), dtype=x.dtype, device=x.device)
-        b = base[picks]
-        diff = xs - b
-        return b + alphas.view(-1, *([1] * (x.dim() - 1))) * diff, diff
+        picks = torch.as_tensor(rs.choice(len(base), n), device=base.device)
+        alphas = torch.tensor(rs.uniform(0.0, 1.0, n), dtype=x.dtype)
+        return noise, base[picks], alphas
 
     def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         _check_shapes(inputs, targets, seeds)
         n = self.params.n_samples
+        dev = inputs.device
         outs = []
         for sl in chunks(len(inputs), self.chunk_size):
-            pairs = [self.draws(inputs[i : i + 1], int(seeds[i])) for i in range(sl.start, sl.stop)]
-            points = torch.cat([p for p, _ in pairs]).detach().requires_grad_()
-            diffs = torch.cat([d for _, d in pairs])
-            rows = targets[sl].to(inputs.device).repeat_interleave(n)
+            drawn = [self.draws(inputs[i : i + 1], int(seeds[i])) for i in range(sl.start, sl.stop)]
+            xs = inputs[sl].repeat_interleave(n, 0)
+            if drawn[0][0] is not None:
+                xs = xs + torch.cat([d[0] for d in drawn]).to(dev)
+            b = torch.cat([d[1] for d in drawn]).to(dev, inputs.dtype)
+            alphas = torch.cat([d[2] for d in drawn]).to(dev).view(-1, *([1] * (inputs.dim() - 1)))
+            diffs = xs - b
+            points = (b + alphas * diffs).detach().requires_grad_()
+            rows = targets[sl].to(dev).repeat_interleave(n)
             with torch.enable_grad():
                 out = model(points)
                 (grad,) = torch.autograd.grad(out.gather(1, rows[:, None]).sum(), points)
-            attr = (diffs * grad).view(len(pairs), n, *inputs.shape[1:]).mean(1)
+            attr = (diffs * grad).view(len(drawn), n, *inputs.shape[1:]).mean(1)
             outs.append(attr.detach())
         return torch.cat(outs) if outs else torch.empty_like(inputs)
 
