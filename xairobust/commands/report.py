@@ -44,11 +44,13 @@ def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quie
     from xairobust.report import ReportConfig, build_report
 
     data = merged_config(config_path, options)
+    # `out` and `runs` may come from the YAML file too; the command line wins
     out = out or data.pop("out", None)
-    data.pop("runs", None)
+    data.pop("out", None)
+    listed = data.pop("runs", [])
+    paths = list(runs) or ([listed] if isinstance(listed, str) else list(listed))
     if not out:
         raise ConfigError("report: --out is required, e.g. --out results/zoo")
-    paths = list(runs) or list(cfg.load_yaml(config_path).get("runs", [])) if config_path else list(runs)
     if not paths:
         raise ConfigError("report: give the run directories, e.g. `xairobust report runs/* --out results/zoo`")
     conf = cfg.build(ReportConfig, data, config_path or "report")
