@@ -175,27 +175,3 @@ def test_cli_errors_are_one_line(run, args, message, monkeypatch, capsys):
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
     assert not (run / "attributions" / "igg.json").exists()
 
-
-def test_metric_vs_epoch_scores_from_checkpoints(tmp_path):
-    from xairobust.stages.score import score_checkpoints
-    from xairobust.stages.train import TrainConfig, train
-
-    run = train(TrainConfig(epochs=2, seed=1, save_every=1), tmp_path / "ckpt", quiet=True)
-    explain(run, ExplainConfig(explainer="ig", n=5, params={"n_steps": 4}), quiet=True)
-    conf = ScoreConfig(explainer="ig", metrics="complexity,sparseness,faithfulness_estimate")
-    score_checkpoints(run, conf, quiet=True)
-    files = sorted(p.name for p in (run / "scores" / "epochs").glob("*.csv"))
-    assert files == ["ig_epoch_001.csv", "ig_epoch_002.csv"]
-    # the last checkpoint holds the final weights: its scores are the run's own scores
-    final = [float(r["value"]) for r in _rows(score(run, conf, quiet=True))]
-    last = [float(r["value"]) for r in _rows(run / "scores" / "epochs" / "ig_epoch_002.csv")]
-    first = [float(r["value"]) for r in _rows(run / "scores" / "epochs" / "ig_epoch_001.csv")]
-    np.testing.assert_allclose(last, final, rtol=1e-5)
-    assert not np.allclose(first, final)
-
-
-def test_checkpoint_scores_need_checkpoints(run):
-    from xairobust.stages.score import score_checkpoints
-
-    with pytest.raises(RunError, match="--save-every"):
-        score_checkpoints(run, ScoreConfig(explainer="ig", metrics="complexity"), quiet=True)

@@ -21,13 +21,8 @@ from xairobust.cli_util import config_option, merged_config, quiet_option
 @click.option("--seed", type=int, help="Seed of the metrics' perturbations (default 0).")
 @click.option("--batch-size", type=int, help="Samples per Quantus call (speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
-@click.option(
-    "--checkpoints", is_flag=True,
-    help="Metric-vs-epoch: re-explain and score with every checkpoint kept by `train --save-every`"
-    " (writes RUN/scores/epochs/<explainer>_epoch_NNN.csv).",
-)
 @quiet_option
-def score(run_dir: str, config_path: str | None, quiet: bool, sets: tuple[str, ...], checkpoints: bool, **options) -> None:
+def score(run_dir: str, config_path: str | None, quiet: bool, sets: tuple[str, ...], **options) -> None:
     """Score RUN/attributions/<explainer>: writes RUN/scores/<explainer>.csv and .json.
 
     `xairobust list metrics` shows the metrics; presets and defaults are documented in
@@ -35,13 +30,13 @@ def score(run_dir: str, config_path: str | None, quiet: bool, sets: tuple[str, .
     """
     from xairobust import config as cfg
     from xairobust.runs import require_run
-    from xairobust.stages.score import ScoreConfig, score_checkpoints
+    from xairobust.stages.score import ScoreConfig
     from xairobust.stages.score import score as run_score
 
     require_run(run_dir)
     data = merged_config(config_path, {**options, "metric_params": parse_sets(sets)})
     conf = cfg.build(ScoreConfig, data, config_path or "score")
-    path = (score_checkpoints if checkpoints else run_score)(run_dir, conf, quiet=quiet)
+    path = run_score(run_dir, conf, quiet=quiet)
     click.echo(f"scores written to {path}")
 
 
