@@ -208,3 +208,18 @@ def test_bad_params_name_the_option(bad, match):
 
     with pytest.raises(ConfigError, match=match):
         PGDParams(**bad)
+
+
+def test_presets_are_valid_train_configs():
+    from pathlib import Path
+
+    from xairobust import config as cfg
+    from xairobust.stages.train import TrainConfig, build_method
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs" / "presets").glob("*.yaml"))
+    assert len(presets) >= 6
+    for path in presets:
+        conf = cfg.build(TrainConfig, cfg.load_yaml(path), str(path))
+        method = build_method(conf.method, conf.method_params)
+        if conf.method == "pgd" and "imagenette_linf8" in path.name:
+            assert method.params.eps == pytest.approx(8 / 255) and method.params.steps == 7
