@@ -127,12 +127,22 @@ def clean_row_batchnorm(model: nn.Module, clean_rows: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def capture_outputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, Tensor]]:
-    """Forward hooks storing each named module's output in the yielded dict."""
+    """Forward hooks storing each named module's output in the yielded dict.
+
+    A module that runs more than once per forward pass (a reused ReLU, a shared block) has no
+    single activation per input, and one whose output is not a tensor cannot be measured:
+    both are ConfigErrors naming the layer, so a bad hook point never silently measures
+    something else.
+    """
     store: dict[str, Tensor] = {}
     modules = dict(model.named_modules())
     handles = []
     for name in names:
         def hook(_m, _inp, out, name=name):
+            if name in store:
+                raise ConfigError(f"nsloss: layer '{name}' runs more than once per forward pass; choose other --layers")
+            if not isinstance(out, Tensor):
+                raise ConfigError(f"nsloss: layer '{name}' does not output a tensor; choose other --layers")
             store[name] = out
         handles.append(modules[name].register_forward_hook(hook))
     try:
@@ -187,6 +197,9 @@ class NsLoss(TrainingMethod):
             out = model(rows)
         total = out.new_zeros(())
         ns_sum, ns_count = 0.0, 0
+        missing = [n for n in self.layer_names if n not in acts]
+        if missing:
+            raise ConfigError(f"nsloss: layer(s) {', '.join(missing)} never ran in the forward pass; choose other --layers")
         for name in self.layer_names:
             term, md, ma = layer_terms(acts[name], batch, p.perturbations, p.eps_ns, p.granularity)
             total = total + term
