@@ -11,13 +11,13 @@ import importlib
 import os
 import pkgutil
 import sys
-from pathlib import Path
 
 import click
 
 from xairobust import config as cfg
-from xairobust.cli_util import config_option, merged_config, parse_extra_options, quiet_option
+from xairobust.cli_util import check_extra_keys, config_option, merged_config, parse_extra_options, quiet_option
 from xairobust.errors import XaiRobustError
+from xairobust.registry import METHODS
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
@@ -44,21 +44,25 @@ def main() -> None:
 @click.option("--device", help="auto (default), cpu, cuda, cuda:1, ...")
 @click.option("--data-dir", help="Where datasets live (default: $XAIROBUST_DATA, else ~/.cache/xairobust/data).")
 @click.option("--out", help="Run directory to write (default: runs/<dataset>_<model>_<method>_s<seed>).")
+@click.option("--force", is_flag=True, help="Replace a finished run of another config in --out.")
 @quiet_option
 @click.pass_context
-def train(ctx: click.Context, config_path: str | None, quiet: bool, **options) -> None:
+def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool, **options) -> None:
     """Train a model and write its run directory.
 
     Method hyper-parameters are extra options, e.g. `--method pgd --norm l2 --eps 0.5 --steps 7`;
     `xairobust list methods` shows each method's options and defaults.
     """
-    from xairobust.stages.train import TrainConfig, train as run_train
+    from xairobust.stages.train import TrainConfig
+    from xairobust.stages.train import train as run_train
 
     method_params = parse_extra_options(ctx.args, "train")
     data = merged_config(config_path, {**options, "method_params": method_params})
+    method = str(data.get("method", "standard"))
+    check_extra_keys(method_params, METHODS.get(method), ctx.command, f"method '{method}'")
     conf = cfg.build(TrainConfig, data, config_path or "train")
     out = conf.out or f"runs/{conf.dataset}_{conf.model}_{conf.resolved_label()}_s{conf.seed}"
-    run_dir = run_train(conf, out, quiet=quiet)
+    run_dir = run_train(conf, out, quiet=quiet, force=force)
     click.echo(f"run written to {run_dir}")
 
 

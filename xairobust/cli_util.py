@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
 from xairobust.config import load_yaml
 from xairobust.errors import ConfigError
+from xairobust.registry import did_you_mean
 
 
 def parse_extra_options(args: list[str], where: str) -> dict[str, Any]:
@@ -65,3 +68,20 @@ config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=None,
     help="YAML file with the same keys as the options; options given on the command line win.",
 )
+
+
+def check_extra_keys(extra: Mapping[str, Any], entry: object, command: click.Command, label: str) -> None:
+    """Refuse extra ``--key`` options that are neither the command's nor the entry's parameters.
+
+    A typo of a command option (``--modle``) would otherwise be read as a hyper-parameter.
+    """
+    params = getattr(entry, "Params", None)
+    allowed = [f.name for f in dataclasses.fields(params)] if params is not None else []
+    own = [p.name for p in command.params if p.name]
+    for key in extra:
+        if key not in allowed:
+            hint = did_you_mean(key, allowed + own).replace("'", "'--", 1).replace("_", "-")
+            takes = ", ".join(f"--{a.replace('_', '-')}" for a in allowed) or "no options of its own"
+            raise ConfigError(
+                f"{command.name}: unknown option '--{key.replace('_', '-')}'.{hint} ({label} takes {takes})"
+            )

@@ -3,6 +3,6 @@
 Each module in this package registers one dataset source (see ``base.DatasetSource``).
 """
 
-from xairobust.data.base import DataSplit, DatasetInfo, DatasetSource, get_dataset, resolve_data_dir
+from xairobust.data.base import DatasetInfo, DatasetSource, DataSplit, get_dataset, resolve_data_dir
 
 __all__ = ["DataSplit", "DatasetInfo", "DatasetSource", "get_dataset", "resolve_data_dir"]

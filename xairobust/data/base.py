@@ -8,9 +8,10 @@ attack radii and attributions all live in this one space (DESIGN.md, "One input 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -84,7 +85,7 @@ class DataSplit:
         y = self.y if index is None else self.y[index]
         return y.to(device, non_blocking=True)
 
-    def subset(self, index: Tensor) -> "DataSplit":
+    def subset(self, index: Tensor) -> DataSplit:
         """A split restricted to ``index`` (keeps augmentation and extras)."""
         return DataSplit(
             self.x[index],

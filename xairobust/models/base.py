@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +54,11 @@ def create_model(
     ``mean``/``std`` default to 0/1 per channel (identity normalisation). ``kwargs`` go to the
     builder. Everything here is recorded in ``run.json`` so ``load_run`` rebuilds the same net.
     """
-    builder = MODELS.get(name)
+    if name.startswith("timm:"):  # any timm architecture: `timm:<arch>` (models/timm_models.py)
+        builder = MODELS.get("timm")
+        kwargs = {**kwargs, "arch": name[len("timm:") :]}
+    else:
+        builder = MODELS.get(name)
     mean = tuple(mean) if mean is not None else (0.0,) * in_channels
     std = tuple(std) if std is not None else (1.0,) * in_channels
     try:

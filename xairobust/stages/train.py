@@ -25,11 +25,12 @@ from xairobust.provenance import config_hash, git_commit, versions
 from xairobust.registry import METHODS
 from xairobust.runs import (
     CONFIG_YAML,
+    FORMAT_VERSION,
     HISTORY_CSV,
     RUN_JSON,
     WEIGHTS,
-    FORMAT_VERSION,
     load_run,
+    read_json,
     save_model,
     write_json_atomic,
     write_text_atomic,
@@ -60,6 +61,9 @@ class TrainConfig:
     init: str | None = None  # run directory whose weights start this run (fine-tuning)
     save_every: int = 0  # keep checkpoints/epoch_NNN.safetensors every N epochs (0: none)
     patience: int = 0  # early stopping on the validation headline metric (0: off)
+    # Hold out this fraction of the training split (stratified, fixed seed) as the validation
+    # split when the dataset has none (CIFAR-10, ImageNette); 0: no validation split.
+    val_fraction: float = 0.0
     eval_batch_size: int = 256
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPUs
@@ -74,6 +78,7 @@ class TrainConfig:
         require(self.weight_decay >= 0, f"train: --weight-decay must be >= 0, got {self.weight_decay}")
         require(self.save_every >= 0, f"train: --save-every must be >= 0, got {self.save_every}")
         require(self.patience >= 0, f"train: --patience must be >= 0, got {self.patience}")
+        require(0 <= self.val_fraction < 1, f"train: --val-fraction must be in [0, 1), got {self.val_fraction}")
 
     def resolved_label(self) -> str:
         return self.label or self.method
@@ -151,6 +156,39 @@ def init_from_run(model: nn.Module, init: str, model_name: str, model_kwargs: di
     model.load_state_dict(source.state_dict())
 
 
+# The held-out validation images depend on this seed only (not on the training seed), so every
+# run of a zoo is selected on the same images.
+VAL_SPLIT_SEED = 0
+
+
+def split_validation(split: DataSplit, fraction: float) -> tuple[DataSplit, DataSplit]:
+    """(train, val): a stratified random ``fraction`` of ``split`` held out, without augmentation."""
+    gen = torch.Generator().manual_seed(VAL_SPLIT_SEED)
+    y = split.y
+    if split.info.task == "classification":
+        held = []
+        for c in torch.unique(y):
+            members = torch.nonzero(y == c).flatten()
+            members = members[torch.randperm(len(members), generator=gen)]
+            held.append(members[: round(fraction * len(members))])
+        val_idx = torch.cat(held)
+    else:
+        val_idx = torch.randperm(len(y), generator=gen)[: round(fraction * len(y))]
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[val_idx] = False
+    val = split.subset(torch.sort(val_idx).values)
+    val.augment = None
+    return split.subset(torch.nonzero(keep).flatten()), val
+
+
+def resident(split: DataSplit, device: torch.device) -> DataSplit:
+    """The split with its tensors moved to ``device`` once (uint8 CIFAR-10 is 150 MB), so that
+    batches are gathered and augmented there instead of being copied from the host each step."""
+    return DataSplit(
+        split.x.to(device), split.y.to(device), split.info, split.augment, {k: v.to(device) for k, v in split.extras.items()}
+    )
+
+
 def _history_csv(rows: list[dict[str, Any]]) -> str:
     keys: list[str] = []
     for row in rows:
@@ -179,6 +217,7 @@ def _train_epoch(
     sums: dict[str, float] = {}
     count = 0
     autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=conf.precision == "bf16")
+    order = order.to(split.x.device)
     for start in range(0, len(order), conf.batch_size):
         idx = order[start : start + conf.batch_size]
         x = split.inputs(idx, ctx.device)
@@ -207,20 +246,44 @@ def _train_epoch(
     return {f"train_{k}": v / count for k, v in sums.items()}
 
 
-def train(conf: TrainConfig, out: str | Path, quiet: bool = False) -> Path:
-    """Train one model as ``conf`` says and write the run directory ``out``. Returns ``out``."""
+def existing_run_is_current(out: Path, conf: TrainConfig, force: bool) -> bool:
+    """True when ``out`` already holds a finished run of this exact config (training is a no-op).
+
+    A finished run of another config is never overwritten silently (that would lose data).
+    """
+    if not (out / RUN_JSON).is_file():
+        return False  # absent or interrupted before the end: (re)train
+    meta = read_json(out / RUN_JSON)
+    if meta.get("config_hash") == config_hash(conf.identity()) and (out / WEIGHTS).is_file():
+        return True
+    if not force:
+        raise ConfigError(
+            f"train: {out} already holds a run with another config; choose another --out or pass --force"
+        )
+    return False
+
+
+def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool = False) -> Path:
+    """Train one model as ``conf`` says and write the run directory ``out``. Returns ``out``.
+
+    Re-running with the same config is a no-op; ``force`` replaces a run of another config.
+    """
     out = Path(out)
     source = get_source(conf.dataset)
     method = build_method(conf.method, conf.method_params)
+    if existing_run_is_current(out, conf, force):
+        return out
     device = pick_device(conf.device)
     root = resolve_data_dir(conf.data_dir)
     train_split = source.load("train", root, **conf.dataset_kwargs)
     test_split = source.load("test", root, **conf.dataset_kwargs)
     val_split = source.load("val", root, **conf.dataset_kwargs) if "val" in source.splits else None
+    if val_split is None and conf.val_fraction > 0:
+        train_split, val_split = split_validation(train_split, conf.val_fraction)
     info = train_split.info
     require(
         conf.patience == 0 or val_split is not None,
-        f"train: --patience needs a validation split, and dataset '{conf.dataset}' has none",
+        f"train: --patience needs a validation split, and dataset '{conf.dataset}' has none: set --val-fraction",
     )
 
     torch.manual_seed(conf.seed)
@@ -241,6 +304,8 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False) -> Path:
         total_epochs=conf.epochs,
     )
     method.prepare(model, ctx)
+    if device.type == "cuda":
+        train_split = resident(train_split, device)
     opt = _optimizer(conf, model)
     sched = _scheduler(conf, opt)
     data_gen = torch.Generator().manual_seed(conf.seed)
@@ -295,7 +360,8 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False) -> Path:
         "seed": conf.seed,
         "training": {k: resolved[k] for k in ("epochs", "batch_size", "optimizer", "lr", "momentum",
                                               "weight_decay", "schedule", "milestones", "init",
-                                              "patience", "precision", "channels_last")},
+                                              "patience", "val_fraction", "precision",
+                                              "channels_last")},
         "epochs_run": len(history),
         "best_epoch": best_epoch or None,
         "test": final,
