@@ -7,10 +7,11 @@ backward and double backward). A method is "efficient" when its time ratio is wi
 its FLOP ratio: the extra time is then the extra arithmetic, not overhead.
 
     PYTHONPATH=. python scripts/bench_train_step.py                    # CPU, ResNet-18 (CIFAR) width 16
-    PYTHONPATH=. python scripts/bench_train_step.py --width 64 --batch 128 --device cuda
+    PYTHONPATH=. python scripts/bench_train_step.py --model registered --batch 128 --device cuda
 
-The model is the registered ``resnet18_cifar`` when the package has it, else a local
-CIFAR-style ResNet-18 (3x3 stem, four stages of two basic blocks, BN, global pool).
+``--model local`` (default) is a CIFAR-style ResNet-18 defined here (3x3 stem, four stages of
+two basic blocks, BN, global pool) at a CPU-sized ``--width``; ``--model registered`` is the
+package's ``resnet18_cifar``.
 """
 
 from __future__ import annotations
@@ -70,14 +71,11 @@ METHODS = {
 }
 
 
-def make_model(width: int) -> tuple[nn.Module, str]:
-    if "resnet18_cifar" in MODELS.names():
-        try:
-            net = MODELS.get("resnet18_cifar")(num_outputs=10, in_channels=3, width=width)
-            return NormalizedModel(net, (0.5,) * 3, (0.25,) * 3), f"registered resnet18_cifar (width {width})"
-        except TypeError:
-            net = MODELS.get("resnet18_cifar")(num_outputs=10, in_channels=3)
-            return NormalizedModel(net, (0.5,) * 3, (0.25,) * 3), "registered resnet18_cifar"
+def make_model(kind: str, width: int) -> tuple[nn.Module, str]:
+    """``registered``: the package's resnet18_cifar (full width); ``local``: the ResNet-18 above at ``width``."""
+    if kind == "registered":
+        net = MODELS.get("resnet18_cifar")(num_outputs=10, in_channels=3)
+        return NormalizedModel(net, (0.5,) * 3, (0.25,) * 3), "registered resnet18_cifar (timm resnet18, CIFAR stem)"
     return NormalizedModel(ResNet18Cifar(10, width), (0.5,) * 3, (0.25,) * 3), f"local CIFAR ResNet-18 (width {width})"
 
 
@@ -115,6 +113,8 @@ def step_fn(model, method, x, y, ctx, opt):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=["local", "registered"], default="local",
+                    help="local: a CIFAR ResNet-18 at --width (CPU-sized); registered: resnet18_cifar")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
@@ -127,7 +127,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model, desc = make_model(args.width)
+    model, desc = make_model(args.model, args.width)
     model.to(device).train()
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
