@@ -17,6 +17,7 @@ package's ``resnet18_cifar``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -131,33 +132,35 @@ def main() -> None:
     model.to(device).train()
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    results = {}
+    # Every method gets its own copy of the model and optimiser; the timed steps are interleaved
+    # (one step of each method per round) so that load drift on a shared machine hits all alike.
+    steps, results = {}, {}
     for name in args.methods.split(","):
-        model.load_state_dict(state)
+        own = copy.deepcopy(model)
         method = build_method(name, METHODS[name])
         ctx = TrainContext(task="classification", criterion=nn.functional.cross_entropy, num_outputs=10,
                            value_range=(0.0, 1.0), generator=torch.Generator(device=device).manual_seed(0),
                            device=device)
-        method.prepare(model, ctx)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        step = step_fn(model, method, x, y, ctx, opt)
-        flops = count_flops(step)
+        method.prepare(own, ctx)
+        opt = torch.optim.SGD(own.parameters(), lr=1e-3, momentum=0.9)
+        steps[name] = step_fn(own, method, x, y, ctx, opt)
+        results[name] = {"flops": count_flops(steps[name]), "times": []}
         for _ in range(args.warmup):
-            step()
-        times = []
-        for _ in range(args.repeats):
+            steps[name]()
+    for _ in range(args.repeats):
+        for name, step in steps.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        results[name] = {"median_s": statistics.median(times), "min_s": min(times), "flops": flops}
+            results[name]["times"].append(time.perf_counter() - t0)
+    for r in results.values():
+        r["median_s"], r["min_s"] = statistics.median(r["times"]), min(r["times"])
     base = results["standard"]
     print(f"model: {desc}; batch {args.batch} x 3x32x32; device {device}; threads {args.threads}; "
-          f"median of {args.repeats} steps")
+          f"median of {args.repeats} interleaved steps")
     print(f"{'method':10s} {'step s':>9s} {'time ratio':>11s} {'FLOP ratio':>11s} {'time/FLOP':>10s}")
     for name, r in results.items():
         tr, fr = r["median_s"] / base["median_s"], r["flops"] / base["flops"]
