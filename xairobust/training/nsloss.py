@@ -93,8 +93,7 @@ def _clean_stats_bn_forward(module: _BatchNorm, clean_rows: int):
             return type(module).forward(module, inp)
         dims = [0] + list(range(2, inp.dim()))
         clean = inp[:clean_rows]
-        mean = clean.mean(dim=dims)
-        var = clean.var(dim=dims, unbiased=False)
+        var, mean = torch.var_mean(clean, dim=dims, unbiased=False)
         if module.training and module.track_running_stats and module.running_mean is not None:
             with torch.no_grad():
                 module.num_batches_tracked.add_(1)
@@ -103,11 +102,16 @@ def _clean_stats_bn_forward(module: _BatchNorm, clean_rows: int):
                 unbiased = var * (count / max(count - 1, 1))
                 module.running_mean.mul_(1 - factor).add_(factor * mean)
                 module.running_var.mul_(1 - factor).add_(factor * unbiased)
+        # Fold normalisation and affine into one per-channel scale and shift (tiny tensors), so
+        # the large activation is touched by a single fused multiply-add.
         shape = [1, -1] + [1] * (inp.dim() - 2)
-        out = (inp - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
+        scale = torch.rsqrt(var + module.eps)
         if module.affine:
-            out = out * module.weight.view(shape) + module.bias.view(shape)
-        return out
+            scale = scale * module.weight
+        shift = -mean * scale
+        if module.affine:
+            shift = shift + module.bias
+        return torch.addcmul(shift.view(shape), inp, scale.view(shape))
 
     return forward
 
