@@ -78,10 +78,11 @@ def neuron_view(act: Tensor, granularity: str) -> Tensor:
 def layer_terms(act: Tensor, batch: int, n: int, eps: float, granularity: str) -> tuple[Tensor, Tensor, Tensor]:
     """(loss term sum_j NS_ij*MA_ij, MD_ij, MA_ij) of one layer from its output on the concatenated batch."""
     a = neuron_view(act, granularity)
-    clean = a[:batch]
-    pert = a[batch:].view(n, batch, a.shape[1])
-    ma = clean.abs().mean(dim=0)
-    md = (pert - clean.unsqueeze(0)).abs().mean(dim=(0, 1))
+    # split (not slicing) so that the backward pass concatenates the two gradients instead of
+    # zero-filling a full-size buffer per slice.
+    clean, pert = a.view(n + 1, batch, a.shape[1]).split([1, n])
+    ma = clean[0].abs().mean(dim=0)
+    md = (pert - clean).abs().mean(dim=(0, 1))
     return md.sum() / (eps * a.shape[1]), md, ma
 
 
@@ -213,7 +214,7 @@ class NsLoss(TrainingMethod):
                 ns_sum += float(ns.sum())
                 ns_count += int(live.sum())
         logs = {"nsloss": float(total.detach()), "mean_ns": ns_sum / max(ns_count, 1)}
-        return out[:batch], total, logs
+        return out.split([batch, out.shape[0] - batch])[0], total, logs
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         out, ns, logs = self.regulariser(model, x, ctx.generator)
