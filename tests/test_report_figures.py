@@ -61,3 +61,14 @@ def test_epoch_scores_are_sample_means(tmp_path):
     frame = collect_epoch_scores(collect_runs([tmp_path / "runs"]), ["ig"])
     assert frame[["epoch", "metric", "seed"]].values.tolist() == [[2, "max_sens", 4], [10, "max_sens", 4]]
     np.testing.assert_allclose(frame["value"], [1.5, 0.7])
+
+
+def test_rerun_replaces_figures_of_the_earlier_report(tmp_path):
+    zoo(tmp_path / "runs", n=6, seeds=(0,))
+    out = tmp_path / "out"
+    build_report([tmp_path / "runs"], out, ReportConfig(plot="violin", formats=["png", "svg"], dpi=30), quiet=True,
+                 registry=fake_registry())
+    (out / "figures" / "notes.txt").write_text("mine")
+    build_report([tmp_path / "runs"], out, ReportConfig(plot="box", formats=["png"], dpi=30), quiet=True,
+                 registry=fake_registry())
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["attributions.png", "box_ig.png", "notes.txt"]

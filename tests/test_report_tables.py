@@ -156,3 +156,31 @@ def test_combined_and_separate_tables(tmp_path):
     assert body.count(r"\textbf{") == 2 * 5 and body.count(r"\underline{") == 0
     csv = pd.read_csv(tmp_path / "comb" / "table.csv")
     assert list(csv["explainer"]) == ["ig", "ig", "gradient_shap", "gradient_shap"]
+
+
+def test_regression_error_columns(tmp_path):
+    import json
+
+    runs = tmp_path / "runs"
+    for label, seed, mae, deltas in (("standard", 0, 0.30, (0.20, 0.9)), ("standard", 1, 0.32, (0.22, 0.9)),
+                                      ("pgd", 0, 0.35, (0.05, 0.4))):
+        run = write_run(runs, f"{label}{seed}", label=label, seed=seed, clean=None,
+                        scores={"ig": {"sparse": np.linspace(0, 1, 4) + seed}})
+        meta = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**meta, "test": {"loss": 0.1, "mae": mae, "mean_pearson": 0.5}}))
+        entries = [  # the headline (bim, linf, 0.01) and another budget that must not be used
+            {"attack": "bim", "norm": "linf", "eps": 0.01, "robust_accuracy": None, "delta_mae": deltas[0]},
+            {"attack": "bim", "norm": "linf", "eps": 0.1, "robust_accuracy": None, "delta_mae": deltas[1]},
+        ]
+        (run / "robustness.json").write_text(json.dumps({
+            "clean_accuracy": None, "robust_accuracy": None, "headline": "bim", "headline_norm": "linf",
+            "headline_eps": 0.01, "task": "regression", "results": entries}))
+    build_report([runs], tmp_path / "out", ReportConfig(figures=False), quiet=True, registry=fake_registry())
+    table = pd.read_csv(tmp_path / "out" / "table.csv").set_index("method")
+    assert "clean_accuracy_mean" not in table.columns and "robust_accuracy_mean" not in table.columns
+    assert table.loc["standard", "clean_mae_mean"] == pytest.approx(0.31)
+    assert table.loc["standard", "clean_mae_std"] == pytest.approx(np.std([0.30, 0.32], ddof=1))
+    assert table.loc["standard", "delta_mae_mean"] == pytest.approx(0.21)
+    assert table.loc["pgd", "delta_mae_mark"] == "best" and table.loc["standard", "clean_mae_mark"] == "best"
+    tex = (tmp_path / "out" / "table.tex").read_text()
+    assert r"\multicolumn{2}{c}{Error}" in tex and r"$\Delta$MAE $\downarrow$" in tex

@@ -25,12 +25,14 @@ from xairobust.errors import ConfigError
 @click.option("--pairing", type=click.Choice(["mean", "pool"]),
               help="Seeds: pair per seed, then average each sample's pairs (mean, default) or pool them.")
 @click.option("--bootstrap", type=int, help="BCa bootstrap resamples for CIs of the mean difference (0: off).")
+@click.option("--ci-level", type=float, help="Bootstrap confidence level (default: 0.95).")
 @click.option("--seed", type=int, help="Bootstrap seed (default: 0).")
 @click.option("--digits", type=int, help="Significant digits of each column's largest value (default: 3).")
 @click.option("--order", help="Row order after the baseline, e.g. nsloss,jacobian,pgd.")
 @click.option("--figures/--no-figures", "figures", default=None, help="Write figures (default: yes).")
 @click.option("--plot", type=click.Choice(["box", "violin"]), help="Per-metric distribution plot (default: box).")
 @click.option("--grid-images", type=int, help="Test images in the attribution grid (default: 6).")
+@click.option("--formats", help="Figure formats, e.g. pdf,png (default) or svg.")
 @quiet_option
 def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quiet: bool, **options) -> None:
     """Tables (table.tex/.csv/.md), stats.csv and figures/ for run directories.
@@ -44,11 +46,13 @@ def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quie
     from xairobust.report import ReportConfig, build_report
 
     data = merged_config(config_path, options)
+    # `out` and `runs` may come from the YAML file too; the command line wins
     out = out or data.pop("out", None)
-    data.pop("runs", None)
+    data.pop("out", None)
+    listed = data.pop("runs", [])
+    paths = list(runs) or ([listed] if isinstance(listed, str) else list(listed))
     if not out:
         raise ConfigError("report: --out is required, e.g. --out results/zoo")
-    paths = list(runs) or list(cfg.load_yaml(config_path).get("runs", [])) if config_path else list(runs)
     if not paths:
         raise ConfigError("report: give the run directories, e.g. `xairobust report runs/* --out results/zoo`")
     conf = cfg.build(ReportConfig, data, config_path or "report")

@@ -65,9 +65,9 @@ class ReportConfig:
         require(bool(self.formats) and not bad, f"report: formats must be among pdf, png, svg, got {bad or 'none'}")
 
 
-def _warn(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"warning: {message}", file=sys.stderr)
+def _warn(message: str) -> None:
+    """A warning on stderr; printed with --quiet too (it silences progress bars, not findings)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def build_report(
@@ -85,12 +85,12 @@ def build_report(
     explainers = resolve_explainers(runs, list(conf.explainer))
     scores, notes = collect_scores(runs, explainers)
     for note in notes:
-        _warn(note, quiet)
+        _warn(note)
     metric_names = list(dict.fromkeys(scores["metric"]))
     metas = {name: metric_meta(name, registry) for name in metric_names}
     for m in metas.values():
         if m.direction is None:
-            _warn(f"metric '{m.name}' is not registered with a direction; no arrow or best/second marks", quiet)
+            _warn(f"metric '{m.name}' is not registered with a direction; no arrow or best/second marks")
     ordered = order_metrics(list(metas.values()))
     runs_df = run_frame(runs)
     summary = summarise(scores, runs_df)
@@ -101,7 +101,7 @@ def build_report(
         pairing=conf.pairing, bootstrap=conf.bootstrap, ci_level=conf.ci_level, seed=conf.seed,
     )
     if stats.empty:
-        _warn(f"no '{conf.baseline}' runs to compare with (--baseline); stats.csv has no rows", quiet)
+        _warn(f"no '{conf.baseline}' runs to compare with (--baseline); stats.csv has no rows")
     significant = {
         (r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant
     }
@@ -126,7 +126,23 @@ def build_report(
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale_figures(out / "figures", written)
     return written
+
+
+FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_")
+
+
+def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
+    """Delete figures an earlier report wrote here that this one did not (e.g. an explainer
+    since left out), so the folder never mixes two reports. Other files are left alone."""
+    if not folder.is_dir():
+        return
+    keep = set(written)
+    for path in folder.iterdir():
+        if (path.is_file() and path not in keep and path.suffix in (".pdf", ".png", ".svg")
+                and path.name.startswith(FIGURE_STEMS)):
+            path.unlink()
 
 
 def _figures(
@@ -159,7 +175,7 @@ def _figures(
         if kind == "grid":
             fig, why = figs.attribution_grid(mine, rows, explainers, conf.grid_images)
             if fig is None:
-                _warn(f"no attribution grid{' for ' + mine[0].setting if multi else ''}: {why}", quiet)
+                _warn(f"no attribution grid{' for ' + mine[0].setting if multi else ''}: {why}")
                 continue
         elif kind == "dist":
             part = scores[(scores["explainer"] == explainer) & (scores["setting"] == mine[0].setting)]

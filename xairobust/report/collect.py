@@ -1,7 +1,8 @@
 """Collect run directories into pandas frames: one record per run, one row per sample x metric.
 
 Reads only the files of the shared formats: ``run.json`` (label, method, seed, clean_accuracy,
-dataset/model names), ``robustness.json`` (robust_accuracy), ``scores/<explainer>.csv``
+test.mae, dataset/model names), ``robustness.json`` (robust_accuracy; for regression the headline
+entry's delta_mae), ``scores/<explainer>.csv``
 (index,target,metric,value) and, for metric-vs-epoch curves,
 ``scores/epochs/<explainer>_epoch_NNN.csv`` (same columns). A malformed file is a one-line
 RunError naming it.
@@ -39,6 +40,8 @@ class RunRecord:
     model: str
     clean_accuracy: float  # NaN when the run has none (regression)
     robust_accuracy: float  # NaN when robustness.json is absent
+    clean_mae: float = math.nan  # regression: run.json test.mae
+    delta_mae: float = math.nan  # regression: the headline attack's MAE after - before
 
     @property
     def setting(self) -> str:
@@ -93,18 +96,33 @@ def read_run(path: Path) -> RunRecord:
     if not isinstance(label, str):
         raise RunError(f"{where}: 'label' must be a string, got {label!r}")
     clean = _number(meta.get("clean_accuracy"), f"{where}: 'clean_accuracy'")
-    robust = math.nan
+    test = meta.get("test") if isinstance(meta.get("test"), dict) else {}
+    mae = _number(test.get("mae"), f"{where}: 'test.mae'")
+    robust = delta = math.nan
     rob_path = path / ROBUSTNESS_JSON
     if rob_path.is_file():
         rob = read_json(rob_path)
         robust = _number(rob.get("robust_accuracy"), f"{rob_path}: 'robust_accuracy'")
         if math.isnan(clean):
             clean = _number(rob.get("clean_accuracy"), f"{rob_path}: 'clean_accuracy'")
+        delta = _headline_delta_mae(rob, rob_path)
     return RunRecord(
         path=path, label=label, method=method, seed=seed,
         dataset=_name(meta.get("dataset")), model=_name(meta.get("model")),
-        clean_accuracy=clean, robust_accuracy=robust,
+        clean_accuracy=clean, robust_accuracy=robust, clean_mae=mae, delta_mae=delta,
     )
+
+
+def _headline_delta_mae(rob: dict[str, Any], where: Path) -> float:
+    """ΔMAE of the headline (attack, norm, eps) entry of a regression robustness.json, else NaN."""
+    results = rob.get("results")
+    if not isinstance(results, list):
+        return math.nan
+    for entry in results:
+        if (isinstance(entry, dict) and entry.get("attack") == rob.get("headline")
+                and entry.get("norm") == rob.get("headline_norm") and entry.get("eps") == rob.get("headline_eps")):
+            return _number(entry.get("delta_mae"), f"{where}: 'delta_mae'")
+    return math.nan
 
 
 def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
@@ -224,8 +242,9 @@ def collect_epoch_scores(runs: list[RunRecord], explainers: list[str]) -> pd.Dat
 
 
 def run_frame(runs: list[RunRecord]) -> pd.DataFrame:
-    """One row per run: setting, label, method, seed, run, clean_accuracy, robust_accuracy."""
+    """One row per run: setting, label, method, seed, run and the accuracy/error columns."""
     return pd.DataFrame(
         [{"setting": r.setting, "label": r.label, "method": r.method, "seed": r.seed, "run": str(r.path),
-          "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy} for r in runs]
+          "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
+          "clean_mae": r.clean_mae, "delta_mae": r.delta_mae} for r in runs]
     )

@@ -69,6 +69,14 @@ def _heat(a: np.ndarray) -> np.ndarray:
     return np.clip(h / scale, -1, 1)
 
 
+def _overlay(h: np.ndarray) -> np.ndarray:
+    """RGBA heat map: red positive, blue negative, opacity growing with |h| so that pixels
+    without attribution show the image underneath."""
+    rgba = plt.get_cmap("bwr")((h + 1) / 2)
+    rgba[..., 3] = 0.15 + 0.8 * np.abs(h)
+    return rgba
+
+
 def read_attributions(run: RunRecord, explainer: str) -> dict[str, np.ndarray] | None:
     path = run.path / "attributions" / f"{explainer}.safetensors"
     if not path.is_file():
@@ -127,7 +135,7 @@ def attribution_grid(
             img, _ = _image(data["inputs"][k])
             gray = img.mean(axis=2) if img.ndim == 3 else img
             axes[i, j].imshow(gray, cmap="gray", vmin=0, vmax=1)
-            axes[i, j].imshow(_heat(data["attributions"][k]), cmap="bwr", vmin=-1, vmax=1, alpha=0.6)
+            axes[i, j].imshow(_overlay(_heat(data["attributions"][k])))
         axes[i, 0].set_ylabel(f"{label}\n{explainer}", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])

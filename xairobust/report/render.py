@@ -138,17 +138,18 @@ def latex_document(bodies: list[str]) -> tuple[str, str]:
     """(table.tex: a document pdflatex compiles as is, table_body.tex: the tables alone)."""
     body = LATEX_HEADER + "\n".join(bodies)
     doc = "\n".join([
+        "% Written by `xairobust report`; compile with `pdflatex table.tex`.",
         r"\documentclass{article}",
         r"\usepackage[T1]{fontenc}",
         r"\usepackage[margin=1.5cm,landscape]{geometry}",
         r"\usepackage{booktabs}",
         r"\usepackage{graphicx}",
         r"\begin{document}",
-        body,
+        "\n".join(bodies),
         r"\end{document}",
         "",
     ])
-    return LATEX_HEADER + doc, body
+    return doc, body
 
 
 def _md_cell(cell: Cell, decimals: int) -> str:

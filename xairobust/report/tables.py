@@ -17,12 +17,19 @@ import pandas as pd
 
 from xairobust.report.meta import MetricMeta
 
-ACCURACY_COLUMNS = (("clean_accuracy", "Clean"), ("robust_accuracy", "Robust"))
+# (key in the run frame, header, criterion group, direction); shown only when some run has a value.
+ACCURACY_COLUMNS = (
+    ("clean_accuracy", "Clean", "Accuracy", "higher"),
+    ("robust_accuracy", "Robust", "Accuracy", "higher"),
+    ("clean_mae", "MAE", "Error", "lower"),  # regression models (e.g. music emotion)
+    ("delta_mae", "ΔMAE", "Error", "lower"),  # MAE increase under the headline attack
+)
+RUN_GROUPS = {"Accuracy", "Error"}
 
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # metric name, or clean_accuracy / robust_accuracy
+    key: str  # metric name, or a run-level column (clean_accuracy, robust_accuracy, clean_mae, delta_mae)
     label: str  # short header, e.g. "Max"
     group: str  # criterion header, e.g. "Sensitivity"
     direction: str | None  # "higher" | "lower" | None
@@ -74,9 +81,10 @@ def summarise(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """
     per_run = run_means(scores).rename(columns={"metric": "column"})
     scored = scores[["explainer", "setting", "label", "seed", "run"]].drop_duplicates()
-    acc = scored.merge(runs[["run", "clean_accuracy", "robust_accuracy"]], on="run", how="left")
+    keys = [k for k, *_ in ACCURACY_COLUMNS]
+    acc = scored.merge(runs[["run", *keys]], on="run", how="left")
     acc = acc.melt(id_vars=["explainer", "setting", "label", "seed", "run"],
-                   value_vars=[k for k, _ in ACCURACY_COLUMNS], var_name="column", value_name="value")
+                   value_vars=keys, var_name="column", value_name="value")
     both = pd.concat([per_run, acc], ignore_index=True)
     grouped = both.groupby(["explainer", "setting", "label", "column"], sort=False)["value"]
     out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
@@ -87,9 +95,9 @@ def columns_for(metas: list[MetricMeta], summary: pd.DataFrame) -> list[Column]:
     """Metric columns in criterion order, then the accuracy columns that have any value."""
     cols = [Column(m.name, m.label, m.category.capitalize() if m.category != "other" else "Other",
                    m.direction) for m in metas]
-    for key, label in ACCURACY_COLUMNS:
+    for key, label, group, direction in ACCURACY_COLUMNS:
         if summary.loc[summary["column"] == key, "mean"].notna().any():
-            cols.append(Column(key, label, "Accuracy", "higher"))
+            cols.append(Column(key, label, group, direction))
     return cols
 
 
@@ -191,7 +199,7 @@ def wide_frame(tables: list[Table]) -> pd.DataFrame:
                     row[f"{col.key}_std"] = c.std
                     row[f"{col.key}_n"] = c.n
                     row[f"{col.key}_mark"] = {1: "best", 2: "second"}.get(c.mark, "")
-                    if col.group != "Accuracy":
+                    if col.group not in RUN_GROUPS:
                         row[f"{col.key}_significant"] = c.significant
                 rows.append(row)
     return pd.DataFrame(rows)
