@@ -172,12 +172,30 @@ def test_mer_configs_and_zoo_files_build():
         labels[conf.label] = (conf.model, conf.method)
     assert labels == {"A2E": ("a2e", "standard"), "A2B2E": ("a2b2e", "standard"), "A2M2E": ("a2m2e", "a2m2e_joint"),
                       "aA2E": ("a2e", "bim_adv"), "aA2B2E": ("a2b2e", "bim_adv")}
-    for name, n_labels, n_seeds in (("mer.yaml", 5, 10), ("mer_cpu.yaml", 4, 2)):
-        zoo = cfg.load_yaml(root / "zoo" / name)
-        assert len(zoo["runs"]) == n_labels and len(zoo["seeds"]) == n_seeds
-        for entry in zoo["runs"]:
-            cfg.build(TrainConfig, {**zoo["defaults"], **entry}, name)
-        cfg.build(BIMRegressionParams, zoo["attack"], name)
+    from xairobust.batch.zoo import load_zoo
+    from xairobust.report.mer import MerReportConfig
+    from xairobust.stages.mer_attack import BIMAttackConfig
+
+    for name, n_seeds in (("mer", 10), ("mer_cpu", 2)):
+        zoo = load_zoo(name)
+        assert zoo.seeds == n_seeds or len(zoo.seeds) == n_seeds
+        conf = cfg.build(BIMAttackConfig, zoo.attack, name)
+        assert (conf.eps, conf.step_size, conf.corr_threshold) == (0.001, 0.002, -1.0)
+        for rep in zoo.reports:
+            cfg.build(MerReportConfig, rep.config, name)
+
+
+def test_batch_stage_functions(mer_runs, tmp_path):
+    from xairobust.report.mer import MerReportConfig, build_report
+    from xairobust.stages.mer_attack import BIMAttackConfig, attack_stage
+
+    root, runs = mer_runs
+    dirs = sorted(runs.iterdir())
+    for run in dirs:
+        path = attack_stage(run, BIMAttackConfig(max_iter=2, data_dir=str(root)), quiet=True)
+        assert path == run / "robustness.json" and path.is_file()
+    files = build_report(dirs, tmp_path / "rep", MerReportConfig(eps=0.001, pairs=["A2E:A2M2E"]))
+    assert all(f.is_file() for f in files)
 
 
 def test_mer_report_cli(mer_runs, tmp_path):

@@ -18,7 +18,7 @@ grouped by their ``label`` (A2E, A2B2E, A2M2E, aA2E, aA2B2E in the zoo), one run
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from xairobust.errors import ConfigError
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic, write_text_atomic
 
 ORDER = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E")
+# (model, training method) -> the paper's system name; runs of other combinations keep their label.
+SYSTEMS = {("a2e", "standard"): "A2E", ("a2b2e", "standard"): "A2B2E", ("a2m2e", "a2m2e_joint"): "A2M2E",
+           ("a2e", "bim_adv"): "aA2E", ("a2b2e", "bim_adv"): "aA2B2E"}
 PAIRS = (("A2E", "A2M2E"), ("A2B2E", "A2M2E"))
 EMOTIONS = ("valence", "energy", "tension", "anger", "fear", "happy", "sad", "tender")
 # Colours as the paper's Fig. 3: black boxes orange, adversarially trained blue, bottleneck green.
@@ -85,7 +88,9 @@ def collect(paths: list[str | Path], eps: float | None = None, unconstrained: bo
         entry = match[-1]
         meta = read_run_meta(path)
         tensors = load_tensors(path / entry["file"])
-        runs.append(MerRun(path, meta.get("label") or meta["method"]["name"], int(meta.get("seed", 0)), entry,
+        system = SYSTEMS.get((meta["model"]["name"], meta["method"]["name"]))
+        label = meta.get("label") if meta.get("label") in ORDER else system or meta.get("label") or meta["method"]["name"]
+        runs.append(MerRun(path, label, int(meta.get("seed", 0)), entry,
                            {k: v.double().numpy() for k, v in tensors.items()}))
     if not runs:
         radius = "" if eps is None else f" at eps {eps:g}"
@@ -319,3 +324,25 @@ def write_report(
     }
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+@dataclass
+class MerReportConfig:
+    """The batch runner's report stage for MER zoos (``stages: {report: ...}``); mer-report's options."""
+
+    eps: float | None = None
+    unconstrained_reference: bool = False
+    emotions: list[str] = field(default_factory=lambda: ["tension", "tender"])
+    scatter_models: list[str] = field(default_factory=lambda: ["A2B2E", "A2M2E", "aA2B2E"])
+    scatter_seed: int | None = None
+    ttest_on: str = "after"
+    pairs: list[str] = field(default_factory=lambda: ["A2E:A2M2E", "A2B2E:A2M2E"])
+
+
+def build_report(run_dirs: list[Path], out: Path, conf: MerReportConfig, quiet: bool = False) -> list[Path]:
+    """``build_report(run_dirs, out, conf)`` with the batch runner's signature."""
+    pairs = tuple(tuple(p.split(":", 1)) for p in conf.pairs)
+    write_report(list(run_dirs), out, eps=conf.eps, unconstrained=conf.unconstrained_reference,
+                 emotions=tuple(conf.emotions), scatter_models=tuple(conf.scatter_models),
+                 scatter_seed=conf.scatter_seed, ttest_on=conf.ttest_on, pairs=pairs)  # type: ignore[arg-type]
+    return [Path(out) / name for name in ("table1.md", "ttests.md", "summary.json")]

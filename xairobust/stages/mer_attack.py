@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,23 @@ def attack_from_options(run: str | Path, options: dict[str, Any], extra: dict[st
         device=str(opts.get("device", "auto")),
         data_dir=opts.get("data_dir"), quiet=quiet,
     )
+
+
+@dataclass
+class BIMAttackConfig(BIMRegressionParams):
+    """The batch runner's attack stage for regression zoos (``stages: {attack: ...}`` in a zoo file)."""
+
+    split: str = "test"
+    n: int | None = None
+    batch_size: int = 36
+    device: str = "auto"
+    data_dir: str | None = None
+
+
+def attack_stage(run_dir: str | Path, conf: BIMAttackConfig, quiet: bool = False) -> Path:
+    """``attack(run_dir, conf)`` with the batch runner's signature; returns robustness.json."""
+    names = [f.name for f in fields(BIMRegressionParams)]
+    params = BIMRegressionParams(**{k: getattr(conf, k) for k in names})
+    attack_regression_run(run_dir, params, split=conf.split, n=conf.n, batch_size=conf.batch_size,
+                          device=conf.device, data_dir=conf.data_dir, quiet=quiet)
+    return Path(run_dir) / ROBUSTNESS
