@@ -102,3 +102,14 @@ def test_retraining_the_same_config_is_a_no_op_and_another_config_is_refused(tmp
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
     train(TrainConfig(epochs=1, seed=1), out, quiet=True, force=True)
     assert json.loads((out / "run.json").read_text())["seed"] == 1
+
+
+def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_tensors(tmp_path / "w.safetensors", {"a": torch.zeros(1)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
