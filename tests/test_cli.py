@@ -49,6 +49,8 @@ def test_train_from_a_yaml_config_with_cli_override(tmp_path):
         (["train", "--epoch", "2"], "unknown option '--epoch'. Did you mean '--epochs'?"),
         (["train", "--epochs", "0"], "--epochs must be >= 1"),
         (["train", "--init", "/nonexistent/run"], "run directory not found: /nonexistent/run"),
+        (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["trian"], "No such command 'trian'. Did you mean 'train'?"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):

@@ -85,8 +85,13 @@ def run() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other user error: click's default prints usage over several.
+        where = f"xairobust {exc.ctx.info_name}" if exc.ctx and exc.ctx.parent else "xairobust"
+        click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except XaiRobustError as exc:
         click.echo(f"error: {exc}", err=True)

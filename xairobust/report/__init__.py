@@ -1,1 +1,8 @@
-"""report"""
+"""Reports: tables (LaTeX/CSV/Markdown), paired statistics against the baseline, and figures.
+
+Entry point: ``build_report(run_dirs, out, conf, quiet=False)`` with ``ReportConfig``.
+"""
+
+from xairobust.report.build import ReportConfig, build_report
+
+__all__ = ["ReportConfig", "build_report"]

@@ -1,0 +1,119 @@
+"""Robust evaluation: robustness.json merging, PGD recomputation, AutoAttack on an exactly solvable model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from xairobust.attacks.autoattack import autoattack
+from xairobust.attacks.pgd import pgd_attack
+from xairobust.data.base import get_dataset
+from xairobust.errors import ConfigError
+from xairobust.runs import load_run
+from xairobust.stages.attack import AttackConfig, attack
+
+
+@pytest.fixture()
+def run(digits_run, tmp_path):
+    """A private copy of the shared digits run (this test writes robustness.json into it)."""
+    dst = tmp_path / "run"
+    shutil.copytree(digits_run, dst)
+    return dst
+
+
+def test_pgd_entry_matches_an_independent_recomputation(run):
+    conf = AttackConfig(norm="linf", eps=0.1, steps=5, restarts=1, autoattack=False, n=48, batch_size=48, seed=3)
+    path = attack(run, conf, quiet=True)
+    data = json.loads(path.read_text())
+    assert data["headline"] == "pgd" and len(data["results"]) == 1
+    entry = data["results"][0]
+    model, _ = load_run(run)
+    split = get_dataset("digits", "test")
+    x, y = split.inputs(slice(0, 48)), split.targets(slice(0, 48))
+    adv = pgd_attack(model, x, y, norm="linf", eps=0.1, step_size=0.05, steps=5, random_start=True,
+                     loss_fn=nn.functional.cross_entropy, value_range=(0.0, 1.0),
+                     generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        robust = float((model(adv).argmax(1) == y).float().mean())
+        clean = float((model(x).argmax(1) == y).float().mean())
+    assert entry["robust_accuracy"] == pytest.approx(robust) == pytest.approx(data["robust_accuracy"])
+    assert data["clean_accuracy"] == pytest.approx(clean)
+    assert entry["robust_accuracy"] < clean
+    assert entry["step_size"] == pytest.approx(0.05) and entry["n"] == 48
+
+
+def test_entries_merge_by_attack_norm_eps_and_reruns_are_noops(run):
+    base = dict(steps=2, autoattack=False, n=16, batch_size=16)
+    path = attack(run, AttackConfig(norm="linf", eps=0.1, **base), quiet=True)
+    first = path.read_text()
+    attack(run, AttackConfig(norm="linf", eps=0.1, **base), quiet=True)
+    assert path.read_text() == first  # same attack, same weights: nothing rewritten
+    attack(run, AttackConfig(norm="l2", eps=0.5, **base), quiet=True)
+    data = json.loads(path.read_text())
+    assert [(e["norm"], e["eps"]) for e in data["results"]] == [("l2", 0.5), ("linf", 0.1)]
+    assert data["headline_norm"] == "l2"
+    old_l2, old_linf = data["results"]
+    attack(run, AttackConfig(norm="linf", eps=0.1, **{**base, "steps": 4}), quiet=True)
+    data = json.loads(path.read_text())
+    assert len(data["results"]) == 2
+    assert data["results"][0] == old_l2  # the other entry is kept as it was
+    assert data["results"][1]["steps"] == 4 and old_linf["steps"] == 2
+
+
+def test_autoattack_entry_is_the_headline(run):
+    path = attack(run, AttackConfig(norm="linf", eps=0.3, steps=3, autoattack=True, n=6, batch_size=6), quiet=True)
+    data = json.loads(path.read_text())
+    assert data["headline"] == "autoattack"
+    aa = next(e for e in data["results"] if e["attack"] == "autoattack")
+    assert data["robust_accuracy"] == aa["robust_accuracy"] <= data["clean_accuracy"]
+
+
+def _linear_case(norm: str, eps: float):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
+    x = 0.3 + 0.4 * torch.rand(60, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        w, b = model[1].weight, model[1].bias
+        robust = torch.ones(len(x), dtype=torch.bool)
+        for i in range(len(x)):
+            for j in range(4):
+                if j == y[i]:
+                    continue
+                dw = w[y[i]] - w[j]
+                margin = dw @ x[i].flatten() + b[y[i]] - b[j]
+                dual = dw.abs().sum() if norm == "linf" else dw.norm()
+                robust[i] &= bool(margin > eps * dual)  # the worst case over the ball, box not binding
+    return model, x, y, robust
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.03), ("l2", 0.15)])
+def test_autoattack_finds_exactly_the_non_robust_points_of_a_linear_model(norm, eps):
+    model, x, y, robust = _linear_case(norm, eps)
+    assert 0 < int(robust.sum()) < len(x)  # both kinds present: the test can fail either way
+    adv = autoattack(model, x, y, norm=norm, eps=eps, num_classes=4)
+    with torch.no_grad():
+        still = model(adv).argmax(1) == y
+    assert torch.equal(still, robust)
+    d = (adv - x).flatten(1)
+    size = d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
+    assert float(size.max()) <= eps * (1 + 1e-5)
+
+
+def test_autoattack_refuses_unbounded_inputs():
+    model, x, y, _ = _linear_case("linf", 0.03)
+    with pytest.raises(ConfigError, match="--no-autoattack"):
+        autoattack(model, x, y, norm="linf", eps=0.03, num_classes=4, value_range=None)
+    with pytest.raises(ConfigError, match="5 x 5"):
+        autoattack(model, x[:, :, :4, :4], y, norm="l2", eps=0.03, num_classes=4)
+
+
+@pytest.mark.parametrize("bad,match", [({"eps": 0}, "--eps"), ({"steps": 0}, "--steps"), ({"restarts": 0}, "--restarts"),
+                                       ({"n": 0}, "--n")])
+def test_bad_config_names_the_option(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        AttackConfig(**bad)

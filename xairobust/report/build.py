@@ -1,0 +1,199 @@
+"""``build_report``: run directories -> results/NAME/{table.tex, table_body.tex, table.csv,
+table.md, stats.csv, figures/*}, every input checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from xairobust.config import require
+from xairobust.progress import track
+from xairobust.registry import Registry
+from xairobust.report import figures as figs
+from xairobust.report.collect import (
+    collect_epoch_scores,
+    collect_runs,
+    collect_scores,
+    resolve_explainers,
+    run_frame,
+)
+from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
+from xairobust.report.render import caption_parts, latex_document, latex_table, markdown_table
+from xairobust.report.stats import compare_to_baseline
+from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
+
+
+@dataclass
+class ReportConfig:
+    """Options of ``xairobust report`` (build with ``xairobust.config.build``)."""
+
+    explainer: list[str] = field(default_factory=list)  # empty: every explainer that has scores
+    combined: bool = False  # one table with a block per explainer instead of one table each
+    baseline: str = "standard"  # the row (label) every method is tested against
+    test: Literal["wilcoxon", "ttest"] = "wilcoxon"
+    correction: Literal["holm", "bonferroni", "none"] = "holm"
+    alpha: float = 0.05  # significance level for the table's * marker (after correction)
+    pairing: Literal["mean", "pool"] = "mean"  # how seeds combine into sample pairs (stats.py)
+    bootstrap: int = 0  # resamples for BCa CIs of the mean difference; 0: none
+    ci_level: float = 0.95
+    seed: int = 0  # bootstrap seed
+    digits: int = 3  # significant digits of each column's largest mean
+    order: list[str] = field(default_factory=list)  # row order after the baseline; rest alphabetical
+    figures: bool = True
+    grid_images: int = 6  # test images (columns) in the attribution grid
+    plot: Literal["box", "violin"] = "box"
+    formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
+    dpi: int = 150
+
+    def __post_init__(self) -> None:
+        require(0 < self.alpha < 1, "report: --alpha must be in (0, 1)")
+        require(0 < self.ci_level < 1, "report: --ci-level must be in (0, 1)")
+        require(self.bootstrap == 0 or self.bootstrap >= 100,
+                "report: --bootstrap must be 0 (off) or at least 100 resamples")
+        require(1 <= self.digits <= 8, "report: --digits must be between 1 and 8")
+        require(self.grid_images >= 1, "report: --grid-images must be at least 1")
+        require(self.dpi >= 10, "report: --dpi must be at least 10")
+        bad = [f for f in self.formats if f not in ("pdf", "png", "svg")]
+        require(bool(self.formats) and not bad, f"report: formats must be among pdf, png, svg, got {bad or 'none'}")
+
+
+def _warn(message: str) -> None:
+    """A warning on stderr; printed with --quiet too (it silences progress bars, not findings)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def build_report(
+    run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: bool = False, *, registry: Registry | None = None
+) -> list[Path]:
+    """Write the report for ``run_dirs`` (run directories or folders holding them) into ``out``.
+
+    ``registry`` is the metric registry for column metadata (default: METRICS). Returns the files
+    written. Every input is read and validated first; outputs are rendered into a temporary
+    folder beside ``out`` and then moved in file by file (each move atomic), so bad input writes
+    nothing and a killed report leaves whole files only.
+    """
+    out = Path(out)
+    runs = collect_runs(list(run_dirs))
+    explainers = resolve_explainers(runs, list(conf.explainer))
+    scores, notes = collect_scores(runs, explainers)
+    for note in notes:
+        _warn(note)
+    metric_names = list(dict.fromkeys(scores["metric"]))
+    metas = {name: metric_meta(name, registry) for name in metric_names}
+    for m in metas.values():
+        if m.direction is None:
+            _warn(f"metric '{m.name}' is not registered with a direction; no arrow or best/second marks")
+    ordered = order_metrics(list(metas.values()))
+    runs_df = run_frame(runs)
+    summary = summarise(scores, runs_df)
+    columns = columns_for(ordered, summary)
+
+    stats = compare_to_baseline(
+        scores, metas, baseline=conf.baseline, test=conf.test, correction=conf.correction, alpha=conf.alpha,
+        pairing=conf.pairing, bootstrap=conf.bootstrap, ci_level=conf.ci_level, seed=conf.seed,
+    )
+    if stats.empty:
+        _warn(f"no '{conf.baseline}' runs to compare with (--baseline); stats.csv has no rows")
+    significant = {
+        (r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant
+    }
+    tables = build_tables(summary, columns, combined=conf.combined, baseline=conf.baseline,
+                          order=list(conf.order), digits=conf.digits, significant=significant)
+    have_stats = not stats.empty
+    captions = [caption_parts(t, conf.baseline, conf.test, conf.correction, conf.alpha, have_stats) for t in tables]
+    tex, tex_body = latex_document([latex_table(t, c) for t, c in zip(tables, captions, strict=True)])
+    md = "\n".join(markdown_table(t, c) for t, c in zip(tables, captions, strict=True))
+    epoch_scores = collect_epoch_scores(runs, explainers) if conf.figures else pd.DataFrame()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / "table.tex").write_text(tex)
+        (staging / "table_body.tex").write_text(tex_body)
+        (staging / "table.md").write_text(md)
+        wide_frame(tables).to_csv(staging / "table.csv", index=False)
+        stats.to_csv(staging / "stats.csv", index=False)
+        if conf.figures:
+            _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
+        written = _move_into(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale_figures(out / "figures", written)
+    return written
+
+
+FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_")
+
+
+def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
+    """Delete figures an earlier report wrote here that this one did not (e.g. an explainer
+    since left out), so the folder never mixes two reports. Other files are left alone."""
+    if not folder.is_dir():
+        return
+    keep = set(written)
+    for path in folder.iterdir():
+        if (path.is_file() and path not in keep and path.suffix in (".pdf", ".png", ".svg")
+                and path.name.startswith(FIGURE_STEMS)):
+            path.unlink()
+
+
+def _figures(
+    folder: Path,
+    runs,
+    scores: pd.DataFrame,
+    epoch_scores: pd.DataFrame,
+    metas: dict[str, MetricMeta],
+    ordered: list[MetricMeta],
+    explainers: list[str],
+    conf: ReportConfig,
+    quiet: bool,
+) -> None:
+    folder.mkdir()
+    settings = list(dict.fromkeys(r.setting for r in runs))
+    multi = len(settings) > 1
+    jobs = []
+    for setting in settings:
+        suffix = f"_{figs.slug(setting)}" if multi else ""
+        mine = [r for r in runs if r.setting == setting]
+        rows = order_rows(list(dict.fromkeys(r.label for r in mine)), conf.baseline, list(conf.order))
+        jobs.append(("attributions" + suffix, "grid", mine, rows, None))
+        for explainer in explainers:
+            jobs.append((f"{conf.plot}_{figs.slug(explainer)}{suffix}", "dist", mine, rows, explainer))
+            if not epoch_scores.empty:
+                part = epoch_scores[(epoch_scores["explainer"] == explainer) & (epoch_scores["setting"] == setting)]
+                if len(part):
+                    jobs.append((f"epochs_{figs.slug(explainer)}{suffix}", "epochs", mine, rows, explainer))
+    for stem, kind, mine, rows, explainer in track(jobs, len(jobs), "report figures", quiet):
+        if kind == "grid":
+            fig, why = figs.attribution_grid(mine, rows, explainers, conf.grid_images)
+            if fig is None:
+                _warn(f"no attribution grid{' for ' + mine[0].setting if multi else ''}: {why}")
+                continue
+        elif kind == "dist":
+            part = scores[(scores["explainer"] == explainer) & (scores["setting"] == mine[0].setting)]
+            present = [m for m in ordered if m.name in set(part["metric"])]
+            fig = figs.metric_distributions(part, present, rows, conf.plot)
+        else:
+            part = epoch_scores[(epoch_scores["explainer"] == explainer) & (epoch_scores["setting"] == mine[0].setting)]
+            present = [m for m in ordered if m.name in set(part["metric"])]
+            fig = figs.epoch_curves(part, mine, present)
+        figs.save(fig, folder, stem, list(conf.formats), conf.dpi)
+
+
+def _move_into(staging: Path, out: Path) -> list[Path]:
+    """Move every staged file to the same place under ``out`` (os.replace: atomic per file)."""
+    written = []
+    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dst = out / src.relative_to(staging)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+        written.append(dst)
+    return written

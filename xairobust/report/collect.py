@@ -1,0 +1,250 @@
+"""Collect run directories into pandas frames: one record per run, one row per sample x metric.
+
+Reads only the files of the shared formats: ``run.json`` (label, method, seed, clean_accuracy,
+test.mae, dataset/model names), ``robustness.json`` (robust_accuracy; for regression the headline
+entry's delta_mae), ``scores/<explainer>.csv``
+(index,target,metric,value) and, for metric-vs-epoch curves,
+``scores/epochs/<explainer>_epoch_NNN.csv`` (same columns). A malformed file is a one-line
+RunError naming it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xairobust.errors import ConfigError, RunError
+from xairobust.registry import did_you_mean
+from xairobust.runs import find_runs, read_json, read_run_meta
+
+SCORE_COLUMNS = ("index", "target", "metric", "value")
+ROBUSTNESS_JSON = "robustness.json"
+EPOCH_SCORES = re.compile(r"^(?P<explainer>.+)_epoch_(?P<epoch>\d+)\.csv$")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a report needs from one run directory."""
+
+    path: Path
+    label: str
+    method: str
+    seed: int
+    dataset: str
+    model: str
+    clean_accuracy: float  # NaN when the run has none (regression)
+    robust_accuracy: float  # NaN when robustness.json is absent
+    clean_mae: float = math.nan  # regression: run.json test.mae
+    delta_mae: float = math.nan  # regression: the headline attack's MAE after - before
+
+    @property
+    def setting(self) -> str:
+        """Runs are compared only within one dataset/model setting."""
+        return "/".join(p for p in (self.dataset, self.model) if p)
+
+    def score_file(self, explainer: str) -> Path:
+        return self.path / "scores" / f"{explainer}.csv"
+
+    def explainers(self) -> list[str]:
+        folder = self.path / "scores"
+        return sorted(p.stem for p in folder.glob("*.csv")) if folder.is_dir() else []
+
+    def epoch_score_files(self, explainer: str) -> dict[int, Path]:
+        folder = self.path / "scores" / "epochs"
+        found: dict[int, Path] = {}
+        if folder.is_dir():
+            for p in folder.glob("*.csv"):
+                m = EPOCH_SCORES.match(p.name)
+                if m and m["explainer"] == explainer:
+                    found[int(m["epoch"])] = p
+        return dict(sorted(found.items()))
+
+
+def _number(value: Any, where: str) -> float:
+    """A float from JSON, NaN for null/absent; anything else is a RunError."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RunError(f"{where} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def _name(value: Any) -> str:
+    """``{"name": "pgd", ...}`` or ``"pgd"`` -> ``"pgd"``."""
+    if isinstance(value, dict):
+        value = value.get("name")
+    return str(value) if value is not None else ""
+
+
+def read_run(path: Path) -> RunRecord:
+    """One run directory's record; missing or malformed run.json/robustness.json -> RunError."""
+    meta = read_run_meta(path)
+    where = path / "run.json"
+    method = _name(meta.get("method"))
+    if not method:
+        raise RunError(f"{where}: missing field 'method'")
+    seed = meta.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RunError(f"{where}: 'seed' must be an integer, got {seed!r}")
+    label = meta.get("label") or method
+    if not isinstance(label, str):
+        raise RunError(f"{where}: 'label' must be a string, got {label!r}")
+    clean = _number(meta.get("clean_accuracy"), f"{where}: 'clean_accuracy'")
+    test = meta.get("test") if isinstance(meta.get("test"), dict) else {}
+    mae = _number(test.get("mae"), f"{where}: 'test.mae'")
+    robust = delta = math.nan
+    rob_path = path / ROBUSTNESS_JSON
+    if rob_path.is_file():
+        rob = read_json(rob_path)
+        robust = _number(rob.get("robust_accuracy"), f"{rob_path}: 'robust_accuracy'")
+        if math.isnan(clean):
+            clean = _number(rob.get("clean_accuracy"), f"{rob_path}: 'clean_accuracy'")
+        delta = _headline_delta_mae(rob, rob_path)
+    return RunRecord(
+        path=path, label=label, method=method, seed=seed,
+        dataset=_name(meta.get("dataset")), model=_name(meta.get("model")),
+        clean_accuracy=clean, robust_accuracy=robust, clean_mae=mae, delta_mae=delta,
+    )
+
+
+def _headline_delta_mae(rob: dict[str, Any], where: Path) -> float:
+    """ΔMAE of the headline (attack, norm, eps) entry of a regression robustness.json, else NaN."""
+    results = rob.get("results")
+    if not isinstance(results, list):
+        return math.nan
+    for entry in results:
+        if (isinstance(entry, dict) and entry.get("attack") == rob.get("headline")
+                and entry.get("norm") == rob.get("headline_norm") and entry.get("eps") == rob.get("headline_eps")):
+            return _number(entry.get("delta_mae"), f"{where}: 'delta_mae'")
+    return math.nan
+
+
+def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
+    """Records of every run directory among/below ``paths``; none found or duplicates -> error."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise RunError(f"report: no such file or directory: {', '.join(missing)}")
+    dirs = find_runs(list(paths))
+    if not dirs:
+        raise RunError(
+            f"report: no run directories (with run.json) in {', '.join(map(str, paths)) or '(nothing given)'};"
+            " create them with `xairobust train`"
+        )
+    runs = [read_run(d) for d in dirs]
+    seen: dict[tuple[str, str, int], Path] = {}
+    for r in runs:
+        key = (r.setting, r.label, r.seed)
+        if key in seen:
+            raise ConfigError(
+                f"report: runs {seen[key]} and {r.path} both are '{r.label}' with seed {r.seed}"
+                f"{' on ' + r.setting if r.setting else ''}; give one a different --label or seed,"
+                " or leave one out"
+            )
+        seen[key] = r.path
+    return runs
+
+
+def read_scores(path: Path) -> pd.DataFrame:
+    """A scores CSV (index,target,metric,value) validated; value may be NaN (a dropped sample)."""
+    if not path.is_file():
+        raise RunError(f"missing file: {path}")
+    try:
+        df = pd.read_csv(path, dtype={"metric": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not a valid scores CSV ({str(exc).splitlines()[0]})") from None
+    absent = [c for c in SCORE_COLUMNS if c not in df.columns]
+    if absent:
+        raise RunError(f"{path}: missing column(s) {', '.join(absent)}; expected {','.join(SCORE_COLUMNS)}")
+    if df.empty:
+        raise RunError(f"{path}: no score rows")
+    for col in ("index", "value"):
+        converted = pd.to_numeric(df[col], errors="coerce")
+        bad = converted.isna() & df[col].notna() if col == "value" else converted.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise RunError(f"{path}: line {row + 2}: '{col}' is not a number ({df[col].iloc[row]!r})")
+        df[col] = converted
+    if (df["index"] != df["index"].round()).any():
+        raise RunError(f"{path}: 'index' must hold integer sample indices")
+    df["index"] = df["index"].astype(np.int64)
+    df["metric"] = df["metric"].astype(str)
+    dup = df.duplicated(["index", "metric"])
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise RunError(f"{path}: line {row + 2}: sample {df['index'].iloc[row]} scored twice for '{df['metric'].iloc[row]}'")
+    return df[list(SCORE_COLUMNS)].astype({"value": float})
+
+
+def available_explainers(runs: list[RunRecord]) -> list[str]:
+    return sorted({e for r in runs for e in r.explainers()})
+
+
+def resolve_explainers(runs: list[RunRecord], wanted: list[str]) -> list[str]:
+    """The explainers to report: ``wanted`` (each must have scores somewhere) or all found."""
+    found = available_explainers(runs)
+    if not found:
+        raise RunError(
+            "report: none of the runs has scores (scores/<explainer>.csv);"
+            " run `xairobust explain` and `xairobust score` first"
+        )
+    for name in wanted:
+        if name not in found:
+            raise ConfigError(
+                f"report: --explainer '{name}': no run has scores/{name}.csv.{did_you_mean(name, found)}"
+                f" Scored: {', '.join(found)}"
+            )
+    return list(wanted) or found
+
+
+def collect_scores(runs: list[RunRecord], explainers: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Long frame (explainer, setting, label, method, seed, run, index, target, metric, value).
+
+    Returns the frame and notes about runs without scores for an explainer (they are left out of
+    that explainer's table, not an error: a zoo may be partly scored).
+    """
+    frames, notes = [], []
+    for explainer in explainers:
+        for r in runs:
+            path = r.score_file(explainer)
+            if not path.is_file():
+                notes.append(f"{r.path} has no scores/{explainer}.csv; left out of the {explainer} table")
+                continue
+            df = read_scores(path)
+            df.insert(0, "explainer", explainer)
+            df.insert(1, "setting", r.setting)
+            df.insert(2, "label", r.label)
+            df.insert(3, "method", r.method)
+            df.insert(4, "seed", r.seed)
+            df.insert(5, "run", str(r.path))
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True), notes
+
+
+def collect_epoch_scores(runs: list[RunRecord], explainers: list[str]) -> pd.DataFrame:
+    """Per-epoch scores (mean over samples per run x epoch x metric); empty when no run has any."""
+    rows = []
+    for explainer in explainers:
+        for r in runs:
+            for epoch, path in r.epoch_score_files(explainer).items():
+                df = read_scores(path)
+                means = df.groupby("metric", sort=False)["value"].mean()
+                for metric, value in means.items():
+                    rows.append({"explainer": explainer, "setting": r.setting, "label": r.label,
+                                 "seed": r.seed, "run": str(r.path), "epoch": epoch,
+                                 "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows, columns=["explainer", "setting", "label", "seed", "run", "epoch", "metric", "value"])
+
+
+def run_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """One row per run: setting, label, method, seed, run and the accuracy/error columns."""
+    return pd.DataFrame(
+        [{"setting": r.setting, "label": r.label, "method": r.method, "seed": r.seed, "run": str(r.path),
+          "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
+          "clean_mae": r.clean_mae, "delta_mae": r.delta_mae} for r in runs]
+    )

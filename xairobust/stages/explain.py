@@ -1,0 +1,258 @@
+"""The explain stage: run directory -> attributions/<explainer>.safetensors + <explainer>.json.
+
+The safetensors file is self-contained (inputs, targets, indices, attributions and, for
+explainers that draw baselines from the training data, the ``background`` they drew from), so
+``score`` never needs the dataset.
+
+Sample choice (deterministic, documented): ``selection=stratified`` (default for classifiers)
+takes the test split in its stored order and picks classes round-robin -- the first sample of
+each class, then the second of each, ... -- until ``n``; ``first`` takes the first ``n``;
+``random`` a permutation seeded by ``seed``. Indices are stored sorted; a larger ``n`` with
+``stratified`` or ``first`` contains the smaller one's samples.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from xairobust import config as cfg
+from xairobust.config import require
+from xairobust.data.base import get_dataset
+from xairobust.errors import ConfigError
+from xairobust.explain.base import Explainer, sample_seeds
+from xairobust.progress import make_progress
+from xairobust.provenance import config_hash, git_commit, versions
+from xairobust.registry import EXPLAINERS
+from xairobust.runs import load_run, read_json, save_tensors, write_json_atomic
+
+FORMAT = 1
+
+
+@dataclass
+class ExplainConfig:
+    """Keys of ``xairobust explain --config``."""
+
+    explainer: str = "ig"
+    params: dict = field(default_factory=dict)  # the explainer's Params (e.g. n_steps)
+    n: int = 200
+    target: str = "pred"  # pred | label | an output index
+    selection: Literal["stratified", "first", "random"] = "stratified"
+    seed: int = 0
+    background_size: int = 200  # training inputs for data-baseline explainers
+    batch_size: int = 32  # samples per explainer call (memory only; results do not depend on it)
+    device: str = "auto"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        require(self.n >= 1, f"explain: --n must be >= 1, got {self.n}")
+        require(self.batch_size >= 1, f"explain: --batch-size must be >= 1, got {self.batch_size}")
+        require(self.background_size >= 1, f"explain: --background-size must be >= 1, got {self.background_size}")
+        t = str(self.target)
+        require(
+            t in ("pred", "label") or t.isdigit(),
+            f"explain: --target must be pred, label or an output index (0, 1, ...), got '{self.target}'",
+        )
+        self.target = t
+
+    def identity(self, explainer_params: dict[str, Any]) -> dict[str, Any]:
+        """What determines the attributions (not batch size, device or paths)."""
+        return {
+            "explainer": self.explainer,
+            "params": explainer_params,
+            "n": self.n,
+            "target": self.target,
+            "selection": self.selection,
+            "seed": self.seed,
+            "background_size": self.background_size,
+        }
+
+
+def build_explainer(name: str, params: dict[str, Any], background: Tensor | None = None) -> Explainer:
+    cls = EXPLAINERS.get(name)
+    return cls(cfg.build(cls.Params, params, f"explainer '{name}'"), background)
+
+
+def wants_background(name: str, params: Any) -> bool:
+    cls = EXPLAINERS.get(name)
+    hook = getattr(cls, "wants_background", None)
+    return bool(hook(params)) if hook else bool(cls.needs_background)
+
+
+def select_indices(labels: Tensor | None, n_total: int, n: int, selection: str, seed: int) -> Tensor:
+    """Deterministic choice of ``n`` test indices (see the module docstring)."""
+    n = min(n, n_total)
+    if selection == "random":
+        g = torch.Generator().manual_seed(seed)
+        return torch.randperm(n_total, generator=g)[:n].sort().values
+    if selection == "first" or labels is None:
+        return torch.arange(n)
+    per_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+    order = []
+    for rank in range(max(len(p) for p in per_class)):
+        order.extend(int(p[rank]) for p in per_class if rank < len(p))
+    return torch.tensor(sorted(order[:n]), dtype=torch.int64)
+
+
+def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_outputs: int) -> Tensor:
+    """Explained output per sample: predicted class, label, or a fixed output index."""
+    if mode.isdigit():
+        k = int(mode)
+        if k >= num_outputs:
+            raise ConfigError(f"explain: --target {k} is out of range; the model has {num_outputs} outputs (0..{num_outputs - 1})")
+        return torch.full((len(outputs),), k, dtype=torch.int64)
+    if task == "regression":
+        if num_outputs == 1:
+            return torch.zeros(len(outputs), dtype=torch.int64)
+        raise ConfigError(
+            f"explain: a regression model has no predicted class; give --target INDEX (0..{num_outputs - 1}), the output to explain"
+        )
+    if mode == "pred":
+        return outputs.argmax(1).to(torch.int64)
+    return labels.to(torch.int64)
+
+
+def pick_device(name: str) -> torch.device:
+    from xairobust.stages.train import pick_device as _pick
+
+    return _pick(name)
+
+
+def attribution_paths(run_dir: Path, explainer: str) -> tuple[Path, Path]:
+    base = Path(run_dir) / "attributions"
+    return base / f"{explainer}.safetensors", base / f"{explainer}.json"
+
+
+def _summary(values: Tensor) -> dict[str, float]:
+    v = values.double().abs()
+    return {"mean_abs": float(v.mean()), "median_abs": float(v.median()), "max_abs": float(v.max())}
+
+
+def explain(run_dir: str | Path, conf: ExplainConfig, quiet: bool = False) -> Path:
+    """Write the attributions of ``conf.n`` test samples; no-op when they exist for this config."""
+    run_dir = Path(run_dir)
+    model, meta = load_run(run_dir)
+    explainer_cls = EXPLAINERS.get(conf.explainer)
+    params = cfg.build(explainer_cls.Params, conf.params, f"explainer '{conf.explainer}'")
+    params_dict = cfg.to_dict(params)
+    identity = {**conf.identity(params_dict), "weights_sha256": meta.get("weights_sha256")}
+    tensors_path, json_path = attribution_paths(run_dir, conf.explainer)
+    if tensors_path.is_file() and json_path.is_file():
+        old = read_json(json_path)
+        if old.get("config_hash") == config_hash(identity):
+            return tensors_path
+
+    info = meta["dataset"]["info"]
+    task, num_outputs = info["task"], int(info["num_outputs"])
+    if conf.target == "label" and task == "regression":
+        raise ConfigError("explain: --target label needs a classifier; give --target INDEX for a regression model")
+    device = pick_device(conf.device)
+    model.to(device)
+    ds_name, ds_kwargs = meta["dataset"]["name"], meta["dataset"].get("kwargs", {})
+    test = get_dataset(ds_name, "test", conf.data_dir, **ds_kwargs)
+    labels = test.y if task == "classification" else None
+    indices = select_indices(labels, len(test), conf.n, conf.selection, conf.seed)
+    x = test.inputs(indices)
+    y = test.targets(indices)
+
+    background = None
+    if wants_background(conf.explainer, params):
+        train = get_dataset(ds_name, "train", conf.data_dir, **ds_kwargs)
+        g = torch.Generator().manual_seed(conf.seed)
+        bidx = torch.randperm(len(train), generator=g)[: conf.background_size].sort().values
+        background = train.inputs(bidx)
+
+    start = time.perf_counter()
+    explainer = explainer_cls(params, None if background is None else background.to(device))
+    if hasattr(explainer, "chunk_size"):
+        explainer.chunk_size = conf.batch_size
+    with torch.no_grad():
+        outputs = torch.cat([model(x[s : s + 256].to(device)).float().cpu() for s in range(0, len(x), 256)])
+    targets = resolve_targets(conf.target, outputs, y, task, num_outputs)
+    seeds = sample_seeds(conf.seed, indices)
+
+    attributions, extras = _attribute_all(model, explainer, x, targets, seeds, conf.batch_size, device, quiet)
+    wall = time.perf_counter() - start
+
+    tensors = {"inputs": x, "targets": targets, "indices": indices, "attributions": attributions}
+    tensors.update({f"extra.{k}": v for k, v in extras.items()})
+    if background is not None:
+        tensors["background"] = background
+    save_tensors(tensors_path, tensors)
+    doc = {
+        "format": FORMAT,
+        "explainer": conf.explainer,
+        "params": params_dict,
+        "stochastic": bool(explainer_cls.stochastic),
+        "seed": conf.seed,
+        "seeds": "per sample: sample_seeds(seed, index) = (index * 1000003 + seed) mod 2^62",
+        "target": conf.target,
+        "n": int(len(indices)),
+        "selection": conf.selection,
+        "split": "test",
+        "background_size": None if background is None else int(len(background)),
+        "task": task,
+        "prediction_matches_label": (
+            float((outputs.argmax(1) == y).float().mean()) if task == "classification" else None
+        ),
+        "extras": {k: _summary(v) for k, v in extras.items()},
+        "batch_size": conf.batch_size,
+        "device": str(device),
+        "wall_time_s": round(wall, 3),
+        "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256")},
+        "config_hash": config_hash(identity),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
+    return tensors_path
+
+
+def _attribute_all(
+    model: nn.Module,
+    explainer: Explainer,
+    x: Tensor,
+    targets: Tensor,
+    seeds: Tensor,
+    batch_size: int,
+    device: torch.device,
+    quiet: bool,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Attributions in chunks of ``batch_size`` samples, on CPU, with a progress bar."""
+    outs: list[Tensor] = []
+    extras: dict[str, list[Tensor]] = {}
+    with make_progress(quiet) as progress:
+        task = progress.add_task("explain", total=len(x), info="")
+        for s in range(0, len(x), batch_size):
+            sl = slice(s, s + batch_size)
+            a = explainer.attribute(model, x[sl].to(device), targets[sl].to(device), seeds[sl])
+            outs.append(a.detach().float().cpu())
+            for k, v in explainer.extras().items():
+                extras.setdefault(k, []).append(v.detach().float().cpu())
+            progress.advance(task, len(x[sl]))
+    return torch.cat(outs), {k: torch.cat(v) for k, v in extras.items()}
+
+
+def load_attributions(run_dir: str | Path, explainer: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a finished explain stage, or a RunError saying how to make it."""
+    from xairobust.errors import RunError
+    from xairobust.runs import load_tensors
+
+    tensors_path, json_path = attribution_paths(Path(run_dir), explainer)
+    if not json_path.is_file() or not tensors_path.is_file():
+        raise RunError(
+            f"no attributions for explainer '{explainer}' in {run_dir}; run"
+            f" `xairobust explain --model {run_dir} --explainer {explainer}` first"
+        )
+    return load_tensors(tensors_path), read_json(json_path)
+
+
+def as_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
