@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--width", type=int, default=16, help="digits_cnn width when no --model (16 = the demo model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -74,7 +75,8 @@ def main() -> None:
         k = int(meta["dataset"]["info"]["num_outputs"])
     else:
         torch.manual_seed(0)
-        model = create_model("digits_cnn", num_outputs=10, in_channels=1, mean=[0.5], std=[0.3]).to(device).eval()
+        model = create_model("digits_cnn", num_outputs=10, in_channels=1, mean=[0.5], std=[0.3], width=args.width)
+        model = model.to(device).eval()
         shape, k = (1, 8, 8), 10
     for p in model.parameters():
         p.requires_grad_(False)
@@ -84,7 +86,8 @@ def main() -> None:
     t = torch.randint(0, k, (B,), generator=g).to(device)
     seeds = sample_seeds(0, torch.arange(B))
 
-    print(f"device={device} threads={args.threads} input={shape} batch={B} steps={S}")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"device={device} threads={args.threads} input={shape} params={n_params} batch={B} steps={S}")
     ig_cls = EXPLAINERS.get("ig")
     ig = ig_cls(cfg.build(ig_cls.Params, {"n_steps": S}, "ig"))
     ig.chunk_size = B

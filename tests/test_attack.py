@@ -117,3 +117,28 @@ def test_autoattack_refuses_unbounded_inputs():
 def test_bad_config_names_the_option(bad, match):
     with pytest.raises(ConfigError, match=match):
         AttackConfig(**bad)
+
+
+def test_regression_fields_against_direct_formulas():
+    import numpy as np
+
+    from xairobust.data.base import DatasetInfo, DataSplit
+    from xairobust.stages.attack import _regression_fields
+
+    info = DatasetInfo(name="toy", task="regression", num_outputs=2, input_shape=(3,), mean=(0.0,), std=(1.0,),
+                       value_range=None)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 3, generator=g), torch.randn(20, 2, generator=g)
+    model = nn.Linear(3, 2).eval()
+    adv = x + 0.1 * torch.randn(20, 3, generator=g)
+    f = _regression_fields(model, DataSplit(x, y, info), 20, adv, "cpu")
+    with torch.no_grad():
+        pb, pa = model(x).numpy(), model(adv).numpy()
+    yn = y.numpy()
+    assert f["mae_before"] == pytest.approx(np.abs(pb - yn).mean(), rel=1e-6)
+    assert f["delta_mae"] == pytest.approx(np.abs(pa - yn).mean() - np.abs(pb - yn).mean(), abs=1e-6)
+    corr = np.mean([np.corrcoef(pa[:, j], yn[:, j])[0, 1] for j in range(2)])
+    assert f["corr_after"] == pytest.approx(corr, rel=1e-5)
+    snr = np.mean(10 * np.log10((x.numpy() ** 2).sum(1) / ((adv - x).numpy() ** 2).sum(1)))
+    assert f["snr_db"] == pytest.approx(snr, rel=1e-5)
+    assert f["robust_accuracy"] is None

@@ -169,3 +169,18 @@ def test_shap_explainers_equal_captum_gradient_shap_per_sample(name, override, t
                 stdevs=explainer.stdevs(), target=int(t[i]),
             )
         torch.testing.assert_close(attr[i : i + 1], ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre", "riemann_left"])
+@pytest.mark.parametrize("baseline", ["black", "uniform"])
+def test_ig_equals_captum_integrated_gradients(method, baseline, tiny):
+    from captum.attr import IntegratedGradients
+
+    model, x, t, seeds, _ = tiny
+    ig = make("ig", None, n_steps=20, method=method, baseline=baseline)
+    attr = ig.attribute(model, x, t, seeds)
+    ref, delta = IntegratedGradients(model).attribute(
+        x, baselines=ig.baselines(x, seeds), target=t.tolist(), n_steps=20, method=method, return_convergence_delta=True
+    )
+    torch.testing.assert_close(attr, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ig.extras()["convergence_delta"], delta.float(), rtol=1e-4, atol=1e-6)

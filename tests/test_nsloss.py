@@ -167,3 +167,35 @@ def test_describe_records_the_resolved_layers():
 def test_bad_params_name_the_option(bad, match):
     with pytest.raises(ConfigError, match=match):
         NsLossParams(**bad)
+
+
+def test_reused_or_unused_modules_are_refused():
+    class Reuse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(9, 9)
+            self.act = nn.ReLU()
+            self.spare = nn.Linear(9, 9)
+
+        def forward(self, x):
+            return self.act(self.fc(self.act(x.flatten(1))))
+
+    model, x = Reuse().double(), _x()
+    with pytest.raises(ConfigError, match="'act' runs more than once"):
+        NsLoss(NsLossParams(layers=["act"])).regulariser(model, x, None)
+    with pytest.raises(ConfigError, match="spare.*never ran"):
+        NsLoss(NsLossParams(layers=["spare"])).regulariser(model, x, None)
+
+
+def test_run_json_records_the_resolved_layers(tmp_path):
+    import json
+
+    from xairobust.stages.train import TrainConfig, train
+
+    conf = TrainConfig(epochs=1, seed=0, method="nsloss",
+                       method_params={"lam": 0.5, "eps_ns": 0.5, "perturbations": 2, "layers": ["net.head.*"]})
+    run = train(conf, tmp_path / "ns", quiet=True)
+    method = json.loads((run / "run.json").read_text())["method"]
+    assert method["name"] == "nsloss" and method["params"]["perturbations"] == 2
+    assert method["layers_resolved"] == ["net.head.0", "net.head.1", "net.head.2", "net.head.3"]
+    assert "clean rows" in method["batchnorm"]

@@ -169,22 +169,22 @@ def _ctx(epoch: int = 0, value_range=(0.0, 1.0)) -> TrainContext:
 
 
 def test_training_loss_uses_the_attack_and_adv_every():
-    model = _net().train()
+    model = _net().eval()  # eval: no dropout noise, so the loss can be recomputed exactly
     x, y = _data(16)
     method = PGDTraining(PGDParams(norm="linf", eps=0.2, steps=3, adv_every=2, random_start=False))
-    clean_loss = nn.functional.cross_entropy
-    torch.manual_seed(5)
     loss0, logs0 = method.loss(model, x, y, _ctx(epoch=0))
     adv = pgd_attack(model, x, y, norm="linf", eps=0.2, step_size=2.5 * 0.2 / 3, steps=3, random_start=False,
-                     loss_fn=clean_loss, value_range=(0.0, 1.0), generator=None)
-    model.eval()  # compare without dropout noise: evaluate both at the same point in eval mode
+                     loss_fn=nn.functional.cross_entropy, value_range=(0.0, 1.0), generator=None)
     with torch.no_grad():
-        assert float(clean_loss(model(adv), y)) > float(clean_loss(model(x), y))
-    model.train()
-    assert "adv_loss" in logs0 and model.training
+        adv_loss = float(nn.functional.cross_entropy(model(adv), y))
+        clean_loss = float(nn.functional.cross_entropy(model(x), y))
+    assert float(loss0.detach()) == pytest.approx(adv_loss, rel=1e-6) and adv_loss > clean_loss
     assert method.is_adversarial_epoch(0) and not method.is_adversarial_epoch(1) and method.is_adversarial_epoch(2)
-    _, logs1 = method.loss(model, x, y, _ctx(epoch=1))
-    assert "adv_loss" not in logs1
+    loss1, logs1 = method.loss(model, x, y, _ctx(epoch=1))  # a clean epoch
+    assert float(loss1.detach()) == pytest.approx(clean_loss, rel=1e-6) and "adv_loss" not in logs1
+    train_model = _net().train()
+    method.loss(train_model, x, y, _ctx(epoch=0))
+    assert train_model.training  # the attack handed train mode back
 
 
 def test_adv_mix_averages_clean_and_adversarial_rows():
@@ -208,3 +208,19 @@ def test_bad_params_name_the_option(bad, match):
 
     with pytest.raises(ConfigError, match=match):
         PGDParams(**bad)
+
+
+def test_presets_are_valid_train_configs():
+    from pathlib import Path
+
+    from xairobust import config as cfg
+    from xairobust.stages.train import TrainConfig, build_method
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs" / "presets").glob("digits_*.yaml"))
+    assert [p.stem for p in presets] == ["digits_jacobian", "digits_nsloss", "digits_pgd"]
+    for path in presets:
+        conf = cfg.build(TrainConfig, cfg.load_yaml(path), str(path))
+        method = build_method(conf.method, conf.method_params)
+        assert conf.dataset == "digits" and conf.method == path.stem.split("_")[1]
+        if conf.method == "pgd":
+            assert method.params.eps == pytest.approx(0.1) and method.params.resolved_step_size() == pytest.approx(0.025)

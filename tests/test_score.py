@@ -174,3 +174,4 @@ def test_cli_errors_are_one_line(run, args, message, monkeypatch, capsys):
     assert exit_info.value.code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
     assert not (run / "attributions" / "igg.json").exists()
+

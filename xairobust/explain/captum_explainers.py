@@ -1,7 +1,10 @@
-"""Integrated Gradients, Gradient SHAP and Expected Gradients as Captum adapters.
+"""Integrated Gradients, Gradient SHAP and Expected Gradients, built on Captum.
 
 All three compute gradients of the model output ``targets`` (a logit for classifiers, an output
-for regressors) with respect to inputs in the model's input space ([0, 1] pixels).
+for regressors) with respect to inputs in the model's input space ([0, 1] pixels). Each runs
+Captum's computation (IG: its quadrature; SHAP: its draws) in one batched backward pass per
+chunk instead of Captum's per-point / per-sample calls, and tests/test_explain.py checks the
+results equal ``captum.attr.IntegratedGradients`` / ``captum.attr.GradientShap``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients
+from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor, nn
 
 from xairobust.config import require
@@ -44,7 +47,7 @@ class IGParams:
         require(self.uniform_low < self.uniform_high, "ig: --uniform-low must be below --uniform-high")
 
 
-@EXPLAINERS.register("ig", label="IG", library="captum.attr.IntegratedGradients")
+@EXPLAINERS.register("ig", label="IG", library="captum.attr.IntegratedGradients (same sum, one backward)")
 class IntegratedGradientsExplainer(Explainer):
     """Integrated Gradients (Sundararajan et al. 2017); records Captum's convergence delta per sample.
 
@@ -69,22 +72,48 @@ class IntegratedGradientsExplainer(Explainer):
 
     def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         _check_shapes(inputs, targets, seeds)
-        ig = IntegratedGradients(model)
         outs, deltas = [], []
         for sl in chunks(len(inputs), self.chunk_size):
-            x = inputs[sl]
-            attr, delta = ig.attribute(
-                x,
-                baselines=self.baselines(x, seeds[sl]),
-                target=targets[sl].tolist(),
-                n_steps=self.params.n_steps,
-                method=self.params.method,
-                return_convergence_delta=True,
-            )
-            outs.append(attr.detach())
-            deltas.append(delta.detach().float().cpu())
+            x, t = inputs[sl], targets[sl]
+            base = self.baselines(x, seeds[sl])
+            attr = self.integrate(model, x, base, t)
+            outs.append(attr)
+            deltas.append(self.delta(model, x, base, t, attr).cpu())
         self._delta = torch.cat(deltas) if deltas else torch.empty(0)
         return torch.cat(outs) if outs else torch.empty_like(inputs)
+
+    def integrate(self, model: nn.Module, x: Tensor, base: Tensor, targets: Tensor) -> Tensor:
+        """Captum's IG sum with Captum's quadrature, one backward of the summed target outputs.
+
+        ``captum.attr.IntegratedGradients`` back-propagates ``torch.unbind(outputs)`` (one grad
+        output per point) and builds the path with a Python loop over steps; on small models
+        that costs a third of the time. The result is the same (tests/test_explain.py).
+        """
+        n = self.params.n_steps
+        step_sizes, alphas = (f(n) for f in approximation_parameters(self.params.method))
+        shape = (n,) + (1,) * x.dim()
+        a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(shape)
+        w = torch.tensor(step_sizes, dtype=torch.float32, device=x.device).view(shape)
+        diff = x - base
+        points = (base.unsqueeze(0) + a * diff.unsqueeze(0)).reshape(n * len(x), *x.shape[1:])
+        points = points.detach().requires_grad_()
+        rows = targets.to(x.device).repeat(n)  # step-major, like Captum
+        with torch.enable_grad():
+            out = model(points)
+            (grad,) = torch.autograd.grad(out.gather(1, rows[:, None]).sum(), points)
+        total = (grad.view(n, *x.shape) * w).sum(0)
+        return (total * diff).detach()
+
+    @staticmethod
+    @torch.no_grad()
+    def delta(model: nn.Module, x: Tensor, base: Tensor, targets: Tensor, attr: Tensor) -> Tensor:
+        """Captum's convergence delta, sum(attr) - (f(x) - f(baseline)), from one forward pass
+        of 2B inputs (Captum's own runs two passes plus checks: ~8 % of IG's time on small models)."""
+        out = model(torch.cat([x, base])).double()
+        rows = torch.arange(len(x), device=x.device)
+        targets = targets.to(x.device)
+        gap = out[rows, targets] - out[rows + len(x), targets]
+        return (attr.double().flatten(1).sum(1) - gap).float()
 
     def extras(self) -> dict[str, Tensor]:
         return {} if self._delta is None else {"convergence_delta": self._delta}
@@ -112,34 +141,39 @@ class _ShapBase(Explainer):
     def stdevs(self) -> float:
         raise NotImplementedError
 
-    def draws(self, x: Tensor, seed: int) -> tuple[Tensor, Tensor]:
-        """(points, x~ - b) for one sample (x of shape (1, ...)): ``n_samples`` rows each."""
+    def draws(self, x: Tensor, seed: int) -> tuple[Tensor | None, Tensor, Tensor]:
+        """One sample's (input noise or None, baselines b_k, alphas a_k), ``n_samples`` each,
+        drawn in Captum's order from that sample's seed (x of shape (1, ...))."""
         n = self.params.n_samples
-        xs = x.expand(n, *x.shape[1:])
+        noise = None
         if self.stdevs() > 0:
-            std = torch.full(xs.shape, self.stdevs(), dtype=x.dtype)
-            xs = xs + torch.normal(0.0, std, generator=torch.Generator().manual_seed(seed)).to(x.device)
+            std = torch.full((n, *x.shape[1:]), self.stdevs(), dtype=x.dtype)
+            noise = torch.normal(0.0, std, generator=torch.Generator().manual_seed(seed))
         rs = np.random.RandomState(seed % (2**32))
         base = self.baseline_set(x, seed)
-        picks = torch.as_tensor(rs.choice(len(base), n), device=x.device)
-        alphas = torch.tensor(rs.uniform(0.0, 1.0, n), dtype=x.dtype, device=x.device)
-        b = base[picks]
-        diff = xs - b
-        return b + alphas.view(-1, *([1] * (x.dim() - 1))) * diff, diff
+        picks = torch.as_tensor(rs.choice(len(base), n), device=base.device)
+        alphas = torch.tensor(rs.uniform(0.0, 1.0, n), dtype=x.dtype)
+        return noise, base[picks], alphas
 
     def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         _check_shapes(inputs, targets, seeds)
         n = self.params.n_samples
+        dev = inputs.device
         outs = []
         for sl in chunks(len(inputs), self.chunk_size):
-            pairs = [self.draws(inputs[i : i + 1], int(seeds[i])) for i in range(sl.start, sl.stop)]
-            points = torch.cat([p for p, _ in pairs]).detach().requires_grad_()
-            diffs = torch.cat([d for _, d in pairs])
-            rows = targets[sl].to(inputs.device).repeat_interleave(n)
+            drawn = [self.draws(inputs[i : i + 1], int(seeds[i])) for i in range(sl.start, sl.stop)]
+            xs = inputs[sl].repeat_interleave(n, 0)
+            if drawn[0][0] is not None:
+                xs = xs + torch.cat([d[0] for d in drawn]).to(dev)
+            b = torch.cat([d[1] for d in drawn]).to(dev, inputs.dtype)
+            alphas = torch.cat([d[2] for d in drawn]).to(dev).view(-1, *([1] * (inputs.dim() - 1)))
+            diffs = xs - b
+            points = (b + alphas * diffs).detach().requires_grad_()
+            rows = targets[sl].to(dev).repeat_interleave(n)
             with torch.enable_grad():
                 out = model(points)
                 (grad,) = torch.autograd.grad(out.gather(1, rows[:, None]).sum(), points)
-            attr = (diffs * grad).view(len(pairs), n, *inputs.shape[1:]).mean(1)
+            attr = (diffs * grad).view(len(drawn), n, *inputs.shape[1:]).mean(1)
             outs.append(attr.detach())
         return torch.cat(outs) if outs else torch.empty_like(inputs)
 

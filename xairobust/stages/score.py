@@ -115,23 +115,38 @@ def _csv(indices: np.ndarray, targets: np.ndarray, results: dict[str, np.ndarray
     return buf.getvalue()
 
 
-def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
-    """Score the stored attributions; no-op when the scores exist for this config and file."""
-    run_dir = Path(run_dir)
-    preset, metrics = build_metrics(conf)
-    tensors, attr_meta = load_attributions(run_dir, conf.explainer)
-    tensors_path, _ = attribution_paths(run_dir, conf.explainer)
-    identity = {
-        "explainer": conf.explainer,
-        "metrics": {name: cfg.to_dict(m.params) for name, m in metrics.items()},
-        "n": conf.n,
-        "seed": conf.seed,
-        "attributions_sha256": file_sha256(tensors_path),
-    }
-    csv_path, json_path = score_paths(run_dir, conf.explainer)
-    if csv_path.is_file() and json_path.is_file() and read_json(json_path).get("config_hash") == config_hash(identity):
-        return csv_path
+def _run_metrics(metrics: dict[str, Metric], inp: MetricInput, quiet: bool, what: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every metric on ``inp``, with a progress bar each: (values per metric, JSON report)."""
+    results: dict[str, np.ndarray] = {}
+    report: dict[str, Any] = {}
+    n = len(inp.x)
+    with make_progress(quiet) as progress:
+        for name, metric in metrics.items():
+            task = progress.add_task(f"{what}{name}", total=n, info="")
+            if isinstance(metric, QuantusMetric):
+                metric.on_chunk = lambda k, task=task: progress.advance(task, k)
+            start = time.perf_counter()
+            values = metric.score(inp)
+            progress.update(task, completed=n)
+            results[name] = values
+            m = METRICS.meta(name)
+            finite = np.isfinite(values).any()
+            report[name] = {
+                "params": cfg.to_dict(metric.params),
+                "category": m.get("category"),
+                "direction": m.get("direction"),
+                "label": m.get("label"),
+                "mean": float(np.nanmean(values)) if finite else None,
+                "std": float(np.nanstd(values)) if finite else None,
+                "wall_time_s": round(time.perf_counter() - start, 3),
+                "diagnostics": metric.diagnostics(),
+            }
+    return results, report
 
+
+def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
+    """(model, run meta, device, attribution tensors and meta, explainer, n) for a score run."""
+    tensors, attr_meta = load_attributions(run_dir, conf.explainer)
     model, meta = load_run(run_dir)
     if meta["dataset"]["info"]["task"] == "regression" and any(
         getattr(m.params, "drop_changed", False) for m in metrics.values()
@@ -144,12 +159,16 @@ def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
     explainer = build_explainer(conf.explainer, attr_meta["params"], None if background is None else background.to(device))
     if hasattr(explainer, "chunk_size"):
         explainer.chunk_size = conf.batch_size
+    return model, meta, device, tensors, attr_meta, explainer, n
+
+
+def _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf: ScoreConfig, a: np.ndarray) -> MetricInput:
     value_range = meta["dataset"]["info"].get("value_range")
-    inp = MetricInput(
+    return MetricInput(
         model=model,
         x=tensors["inputs"][:n].numpy(),
         y=tensors["targets"][:n].numpy(),
-        a=tensors["attributions"][:n].numpy(),
+        a=a,
         indices=tensors["indices"][:n].numpy(),
         explain=make_explain(device, explainer, int(attr_meta["seed"]), conf.seed),
         seed=conf.seed,
@@ -157,31 +176,23 @@ def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
         value_range=tuple(value_range) if value_range else None,
     )
 
-    results: dict[str, np.ndarray] = {}
-    report: dict[str, Any] = {}
-    with make_progress(quiet) as progress:
-        for name, metric in metrics.items():
-            task = progress.add_task(name, total=n, info="")
-            if isinstance(metric, QuantusMetric):
-                metric.on_chunk = lambda k, task=task: progress.advance(task, k)
-            start = time.perf_counter()
-            values = metric.score(inp)
-            progress.update(task, completed=n)
-            results[name] = values
-            m = METRICS.meta(name)
-            report[name] = {
-                "params": cfg.to_dict(metric.params),
-                "category": m.get("category"),
-                "direction": m.get("direction"),
-                "label": m.get("label"),
-                "mean": float(np.nanmean(values)) if np.isfinite(values).any() else None,
-                "std": float(np.nanstd(values)) if np.isfinite(values).any() else None,
-                "wall_time_s": round(time.perf_counter() - start, 3),
-                "diagnostics": metric.diagnostics(),
-            }
 
-    write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
-    doc = {
+def _identity(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]) -> dict[str, Any]:
+    tensors_path, _ = attribution_paths(run_dir, conf.explainer)
+    if not tensors_path.is_file():
+        load_attributions(run_dir, conf.explainer)  # the RunError that says how to make them
+    return {
+        "explainer": conf.explainer,
+        "metrics": {name: cfg.to_dict(m.params) for name, m in metrics.items()},
+        "n": conf.n,
+        "seed": conf.seed,
+        "attributions_sha256": file_sha256(tensors_path),
+    }
+
+
+def _doc(conf: ScoreConfig, preset, report, attr_meta, explainer, n, device, identity, run_dir: Path, **more) -> dict[str, Any]:
+    tensors_path, _ = attribution_paths(run_dir, conf.explainer)
+    return {
         "format": FORMAT,
         "explainer": conf.explainer,
         "explainer_params": attr_meta["params"],
@@ -194,10 +205,25 @@ def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
         "normalisation": "per sample: a / max|a| of that sample (Quantus' default divides by the batch max)",
         "device": str(device),
         "attributions": {"path": str(tensors_path), "sha256": identity["attributions_sha256"]},
+        **more,
         "config_hash": config_hash(identity),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(json_path, doc)
+
+
+def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
+    """Score the stored attributions; no-op when the scores exist for this config and file."""
+    run_dir = Path(run_dir)
+    preset, metrics = build_metrics(conf)
+    identity = _identity(run_dir, conf, metrics)
+    csv_path, json_path = score_paths(run_dir, conf.explainer)
+    if csv_path.is_file() and json_path.is_file() and read_json(json_path).get("config_hash") == config_hash(identity):
+        return csv_path
+    model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
+    inp = _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf, tensors["attributions"][:n].numpy())
+    results, report = _run_metrics(metrics, inp, quiet)
+    write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
+    write_json_atomic(json_path, _doc(conf, preset, report, attr_meta, explainer, n, device, identity, run_dir))
     return csv_path

@@ -74,4 +74,8 @@ class JacobianRegularisation(TrainingMethod):
         return loss, {"task_loss": float(task.detach()), "jacobian_sq": float(jac.detach())}
 
     def describe(self) -> dict[str, Any]:
-        return {"estimator": "exact" if self.params.n_proj == -1 else "random projections (C/n_proj) sum ||J^T v||^2"}
+        return {
+            "estimator": "exact" if self.params.n_proj == -1 else "random projections (C/n_proj) sum ||J^T v||^2",
+            "jacobian_of": "model outputs w.r.t. inputs in the input space, batch mean of ||J_b||_F^2",
+            "batchnorm": "train mode: the vector-Jacobian products include the batch-statistics path",
+        }

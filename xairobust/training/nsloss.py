@@ -78,10 +78,11 @@ def neuron_view(act: Tensor, granularity: str) -> Tensor:
 def layer_terms(act: Tensor, batch: int, n: int, eps: float, granularity: str) -> tuple[Tensor, Tensor, Tensor]:
     """(loss term sum_j NS_ij*MA_ij, MD_ij, MA_ij) of one layer from its output on the concatenated batch."""
     a = neuron_view(act, granularity)
-    clean = a[:batch]
-    pert = a[batch:].view(n, batch, a.shape[1])
-    ma = clean.abs().mean(dim=0)
-    md = (pert - clean.unsqueeze(0)).abs().mean(dim=(0, 1))
+    # split (not slicing) so that the backward pass concatenates the two gradients instead of
+    # zero-filling a full-size buffer per slice.
+    clean, pert = a.view(n + 1, batch, a.shape[1]).split([1, n])
+    ma = clean[0].abs().mean(dim=0)
+    md = (pert - clean).abs().mean(dim=(0, 1))
     return md.sum() / (eps * a.shape[1]), md, ma
 
 
@@ -93,8 +94,7 @@ def _clean_stats_bn_forward(module: _BatchNorm, clean_rows: int):
             return type(module).forward(module, inp)
         dims = [0] + list(range(2, inp.dim()))
         clean = inp[:clean_rows]
-        mean = clean.mean(dim=dims)
-        var = clean.var(dim=dims, unbiased=False)
+        var, mean = torch.var_mean(clean, dim=dims, unbiased=False)
         if module.training and module.track_running_stats and module.running_mean is not None:
             with torch.no_grad():
                 module.num_batches_tracked.add_(1)
@@ -103,11 +103,16 @@ def _clean_stats_bn_forward(module: _BatchNorm, clean_rows: int):
                 unbiased = var * (count / max(count - 1, 1))
                 module.running_mean.mul_(1 - factor).add_(factor * mean)
                 module.running_var.mul_(1 - factor).add_(factor * unbiased)
+        # Fold normalisation and affine into one per-channel scale and shift (tiny tensors), so
+        # the large activation is touched by a single fused multiply-add.
         shape = [1, -1] + [1] * (inp.dim() - 2)
-        out = (inp - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
+        scale = torch.rsqrt(var + module.eps)
         if module.affine:
-            out = out * module.weight.view(shape) + module.bias.view(shape)
-        return out
+            scale = scale * module.weight
+        shift = -mean * scale
+        if module.affine:
+            shift = shift + module.bias
+        return torch.addcmul(shift.view(shape), inp, scale.view(shape))
 
     return forward
 
@@ -127,12 +132,22 @@ def clean_row_batchnorm(model: nn.Module, clean_rows: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def capture_outputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, Tensor]]:
-    """Forward hooks storing each named module's output in the yielded dict."""
+    """Forward hooks storing each named module's output in the yielded dict.
+
+    A module that runs more than once per forward pass (a reused ReLU, a shared block) has no
+    single activation per input, and one whose output is not a tensor cannot be measured:
+    both are ConfigErrors naming the layer, so a bad hook point never silently measures
+    something else.
+    """
     store: dict[str, Tensor] = {}
     modules = dict(model.named_modules())
     handles = []
     for name in names:
         def hook(_m, _inp, out, name=name):
+            if name in store:
+                raise ConfigError(f"nsloss: layer '{name}' runs more than once per forward pass; choose other --layers")
+            if not isinstance(out, Tensor):
+                raise ConfigError(f"nsloss: layer '{name}' does not output a tensor; choose other --layers")
             store[name] = out
         handles.append(modules[name].register_forward_hook(hook))
     try:
@@ -187,6 +202,9 @@ class NsLoss(TrainingMethod):
             out = model(rows)
         total = out.new_zeros(())
         ns_sum, ns_count = 0.0, 0
+        missing = [n for n in self.layer_names if n not in acts]
+        if missing:
+            raise ConfigError(f"nsloss: layer(s) {', '.join(missing)} never ran in the forward pass; choose other --layers")
         for name in self.layer_names:
             term, md, ma = layer_terms(acts[name], batch, p.perturbations, p.eps_ns, p.granularity)
             total = total + term
@@ -196,7 +214,7 @@ class NsLoss(TrainingMethod):
                 ns_sum += float(ns.sum())
                 ns_count += int(live.sum())
         logs = {"nsloss": float(total.detach()), "mean_ns": ns_sum / max(ns_count, 1)}
-        return out[:batch], total, logs
+        return out.split([batch, out.shape[0] - batch])[0], total, logs
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         out, ns, logs = self.regulariser(model, x, ctx.generator)

@@ -1,0 +1,316 @@
+"""Grid expansion and the job graph: zoo -> train -> attack -> explain -> score -> report jobs.
+
+Every job has a key: a short hash of its resolved config and the keys of the jobs it depends
+on. A run directory is named ``<dataset>_<model>_<label>_s<seed>-<key>``, so a changed config
+gets a new directory and an unchanged one is found again. All paths in jobs are relative to the
+results root; workers run with the root as their working directory, so hashes (which include
+paths such as a fine-tuning ``init`` run) do not depend on where the root is mounted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xairobust import config as cfg
+from xairobust.batch.kinds import DEFAULT_STAGES, StageRef
+from xairobust.batch.zoo import DatasetEntry, ModelEntry, ReportEntry, Resources, Zoo
+from xairobust.errors import ConfigError
+from xairobust.provenance import config_hash
+from xairobust.registry import DATASETS, EXPLAINERS, MODELS
+
+STAGE_ORDER = {"train": 0, "attack": 1, "explain": 2, "score": 3, "report": 4}
+# Config fields that do not change a stage's results (left out of job keys).
+NOT_IDENTITY = ("device", "data_dir", "out", "quiet")
+
+
+@dataclass
+class Job:
+    """One stage call. ``target`` is the run directory (or the report's directory)."""
+
+    id: str
+    stage: str
+    tag: str  # file stem of the job's marker and log: train, attack, explain-ig, report, ...
+    ref: StageRef
+    config: dict[str, Any]  # the mapping the stage's config class is built from
+    target: str  # relative to the root
+    deps: list[str] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    key: str = ""
+    key_base: dict[str, Any] = field(default_factory=dict)  # what the key hashes, less the deps
+    # A report runs over the runs whose chains finished: ``inputs`` maps each run directory to
+    # the ids of its jobs the report needs; a run with a failed chain is left out, not fatal.
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    run_name: str = ""
+    summary: str = ""  # short description for plans and progress
+
+    @property
+    def soft(self) -> bool:
+        return self.stage == "report"
+
+    def marker(self, root: Path) -> Path:
+        return root / self.target / ".batch" / f"{self.tag}.json"
+
+    def log(self, root: Path) -> Path:
+        return root / self.target / "logs" / f"{self.tag}.log"
+
+
+@dataclass
+class Plan:
+    zoo: Zoo
+    jobs: list[Job]
+    runs_dir: str
+    results_dir: str
+
+    def by_id(self) -> dict[str, Job]:
+        return {j.id: j for j in self.jobs}
+
+    def reports(self) -> list[Job]:
+        return [j for j in self.jobs if j.stage == "report"]
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label ('PGD eps=0.1' -> 'PGD_eps=0.1')."""
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", text).strip("_") or "run"
+
+
+def identity(conf: Any) -> dict[str, Any]:
+    """What determines a stage's results: ``conf.identity()`` if it takes no arguments, else its fields."""
+    fn = getattr(conf, "identity", None)
+    if callable(fn) and not any(
+        p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in inspect.signature(fn).parameters.values()
+    ):
+        return fn()
+    d = cfg.to_dict(conf)
+    for k in NOT_IDENTITY:
+        d.pop(k, None)
+    return d
+
+
+def job_key(job: Job, dep_keys: dict[str, str], inputs: list[str] | None = None) -> str:
+    payload = {**job.key_base, "deps": dep_keys}
+    if inputs is not None:
+        payload["inputs"] = sorted(inputs)
+    return config_hash(payload)
+
+
+class _Builder:
+    """Expands one zoo; holds the loaded stage classes and the jobs made so far."""
+
+    def __init__(self, zoo: Zoo, skip_missing: bool) -> None:
+        self.zoo = zoo
+        self.where = zoo.source or "zoo"
+        self.runs_dir = f"runs/{zoo.name}"
+        self.results_dir = f"results/{zoo.name}"
+        self.jobs: list[Job] = []
+        self.by_id: dict[str, Job] = {}
+        self.skipped_stages: list[str] = []
+        self.refs = {s: StageRef.parse(zoo.stages[s], d) if s in zoo.stages else d for s, d in DEFAULT_STAGES.items()}
+        self.classes: dict[str, type] = {}
+        wanted = ["train"]
+        if zoo.attack is not None:
+            wanted.append("attack")
+        if zoo.explainers:
+            wanted += ["explain", "score"]
+        if zoo.reports != [] and len(wanted) > 1:
+            wanted.append("report")
+        for stage in wanted:
+            try:
+                self.classes[stage] = self.refs[stage].load(stage)[1]
+            except ConfigError:
+                if not skip_missing or stage == "train":
+                    raise
+                self.skipped_stages.append(stage)
+        self.data_dir = str(Path(zoo.data_dir).expanduser().resolve()) if zoo.data_dir else None
+
+    def has(self, stage: str) -> bool:
+        return stage in self.classes
+
+    def build_conf(self, stage: str, mapping: dict[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
+        cls = self.classes[stage]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        mapping = dict(mapping)
+        if self.data_dir and "data_dir" in fields and "data_dir" not in mapping:
+            mapping["data_dir"] = self.data_dir
+        return cfg.build(cls, mapping, where), mapping
+
+    def add(self, job: Job) -> Job:
+        by_id = self.by_id
+        if job.id in by_id:
+            raise ConfigError(f"{self.where}: two grid points give the same job {job.id}; give them distinct labels")
+        job.resources = self.zoo.resources_for(job.stage)
+        if not job.key:
+            job.key = job_key(job, {d: by_id[d].key for d in job.deps})
+        self.jobs.append(job)
+        by_id[job.id] = job
+        return job
+
+    # -- train ---------------------------------------------------------------------------------
+
+    def method_points(self, dataset: DatasetEntry, model: ModelEntry) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """label -> (method entry, params) for the methods that apply to this dataset x model."""
+        from xairobust.stages.train import build_method
+
+        points: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for i, entry in enumerate(self.zoo.methods):
+            if entry.models and model.name not in entry.models:
+                continue
+            if entry.datasets and dataset.name not in entry.datasets:
+                continue
+            for label, params in entry.expand():
+                if label in points:
+                    raise ConfigError(
+                        f"{self.where}: methods[{i}]: label '{label}' is used twice for"
+                        f" {dataset.name} x {model.name}; give the entries distinct labels"
+                    )
+                build_method(entry.name, params)  # validates the hyper-parameters now
+                points[label] = (entry, params)
+        return points
+
+    def train_job(self, dataset: DatasetEntry, model: ModelEntry, label: str, seed: int,
+                  points: dict[str, tuple[Any, dict[str, Any]]], made: dict[str, Job], chain: tuple[str, ...]) -> Job:
+        if label in made:
+            return made[label]
+        entry, params = points[label]
+        mapping: dict[str, Any] = {**self.zoo.train, **dataset.train, **model.train, **entry.train}
+        mapping.update(dataset=dataset.name, dataset_kwargs=dataset.kwargs, model=model.name,
+                       model_kwargs=model.kwargs, method=entry.name, method_params=params,
+                       label=label, seed=seed)
+        deps: list[str] = []
+        if entry.init_from is not None:
+            if entry.init_from not in points:
+                raise ConfigError(
+                    f"{self.where}: method '{label}': init_from '{entry.init_from}' is not a method label"
+                    f" of {dataset.name} x {model.name} (labels: {', '.join(points)})"
+                )
+            if entry.init_from in chain:
+                raise ConfigError(f"{self.where}: init_from forms a cycle: {' -> '.join([*chain, label])}")
+            parent = self.train_job(dataset, model, entry.init_from, seed, points, made, (*chain, label))
+            mapping["init"] = parent.target
+            deps.append(parent.id)  # its path holds its key, so this run's key depends on it
+        where = f"{self.where}: {dataset.name} x {model.name} x {label} x seed {seed}"
+        conf, mapping = self.build_conf("train", mapping, where)
+        key = config_hash(identity(conf))  # equals the config_hash train() writes into run.json
+        run_name = f"{dataset.name}_{model.name}_{slug(label)}_s{seed}-{key}"
+        target = f"{self.runs_dir}/{run_name}"
+        mapping["out"] = target
+        job = Job(id=f"train:{run_name}", stage="train", tag="train", ref=self.refs["train"], config=mapping,
+                  target=target, deps=deps, key=key, run_name=run_name,
+                  summary=f"train {run_name}")
+        made[label] = self.add(job)
+        return job
+
+    # -- per run -------------------------------------------------------------------------------
+
+    def run_jobs(self, train: Job, model: ModelEntry) -> list[str]:
+        """attack, explain and score jobs of one run; returns the ids a report needs."""
+        needed: list[str] = []
+        name = train.run_name
+        if self.has("attack"):
+            conf, mapping = self.build_conf("attack", {**self.zoo.attack, **model.attack}, f"{self.where}: attack")
+            job = self.add(Job(id=f"attack:{name}", stage="attack", tag="attack", ref=self.refs["attack"],
+                               config=mapping, target=train.target, deps=[train.id], run_name=name,
+                               key_base=self.key_base("attack", conf), summary=f"attack {name}"))
+            needed.append(job.id)
+        if self.has("explain"):
+            for e in self.zoo.explainers:
+                mapping = {**self.zoo.explain, **e.explain, "explainer": e.name}
+                if e.params:
+                    mapping["params"] = {**mapping.get("params", {}), **e.params}
+                conf, mapping = self.build_conf("explain", mapping, f"{self.where}: explainer '{e.name}'")
+                ex = self.add(Job(id=f"explain:{name}:{e.name}", stage="explain", tag=f"explain-{e.name}",
+                                  ref=self.refs["explain"], config=mapping, target=train.target, deps=[train.id],
+                                  run_name=name, key_base=self.key_base("explain", conf),
+                                  summary=f"explain {e.name} {name}"))
+                if self.has("score"):
+                    mapping = {**self.zoo.score, **e.score, "explainer": e.name}
+                    conf, mapping = self.build_conf("score", mapping, f"{self.where}: score of '{e.name}'")
+                    sc = self.add(Job(id=f"score:{name}:{e.name}", stage="score", tag=f"score-{e.name}",
+                                      ref=self.refs["score"], config=mapping, target=train.target,
+                                      deps=[ex.id], run_name=name, key_base=self.key_base("score", conf),
+                                      summary=f"score {e.name} {name}"))
+                    needed.append(sc.id)
+                else:
+                    needed.append(ex.id)
+        return needed
+
+    def key_base(self, stage: str, conf: Any) -> dict[str, Any]:
+        return {"stage": stage, "ref": str(self.refs[stage]), "config": identity(conf)}
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def report_jobs(self, runs: list[tuple[DatasetEntry, ModelEntry, str, Job, list[str]]]) -> None:
+        if not self.has("report"):
+            return
+        entries = self.zoo.reports
+        if entries is None:
+            pairs = list(dict.fromkeys((d.name, m.name) for d, m, *_ in runs))
+            entries = [ReportEntry(name=f"{d}_{m}", datasets=[d], models=[m]) for d, m in pairs]
+        for i, entry in enumerate(entries):
+            chosen = [
+                (train, needed) for d, m, label, train, needed in runs
+                if (not entry.datasets or d.name in entry.datasets)
+                and (not entry.models or m.name in entry.models)
+                and (not entry.methods or label in entry.methods)
+            ]
+            if not chosen:
+                raise ConfigError(f"{self.where}: reports[{i}] '{entry.name}' matches no run of the grid")
+            where = f"{self.where}: report '{entry.name}'"
+            mapping = {**self.zoo.report, **entry.config}
+            fields = {f.name for f in dataclasses.fields(self.classes["report"])}
+            if "baseline" in fields and "baseline" not in mapping:
+                # The report's baseline is a row label; the zoo may have renamed 'standard'.
+                standard = next((m for m in self.zoo.methods if m.name == "standard" and m.label), None)
+                if standard is not None:
+                    mapping["baseline"] = standard.expand()[0][0]
+            conf, mapping = self.build_conf("report", mapping, where)
+            target = f"{self.results_dir}/{entry.name}"
+            inputs = {train.target: needed for train, needed in chosen}
+            job = Job(id=f"report:{entry.name}", stage="report", tag="report", ref=self.refs["report"],
+                      config=mapping, target=target, deps=[d for ids in inputs.values() for d in ids],
+                      inputs=inputs, key_base=self.key_base("report", conf),
+                      summary=f"report {entry.name} ({len(inputs)} runs)")
+            job.key = job_key(job, {d: self.by_id[d].key for d in job.deps}, list(inputs))
+            self.add(job)
+
+
+def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[str]]:
+    """Expand ``zoo`` into its job graph (validating every config on the way).
+
+    Returns the plan and the stages left out because this installation lacks them (only with
+    ``skip_missing_stages``; otherwise a missing stage is a ConfigError).
+    """
+    b = _Builder(zoo, skip_missing_stages)
+    for d in zoo.datasets:
+        DATASETS.get(d.name)
+    for m in zoo.models:
+        MODELS.get(m.name)
+    if b.has("explain") and b.refs["explain"] == DEFAULT_STAGES["explain"]:
+        for e in zoo.explainers:
+            EXPLAINERS.get(e.name)
+    runs: list[tuple[DatasetEntry, ModelEntry, str, Job, list[str]]] = []
+    for dataset in zoo.datasets:
+        models = zoo.models_for(dataset)
+        if not models:
+            raise ConfigError(f"{b.where}: no model for dataset '{dataset.name}'; list one under 'models'")
+        for model in models:
+            MODELS.get(model.name)
+            points = b.method_points(dataset, model)
+            if not points:
+                continue
+            for seed in zoo.seeds:
+                made: dict[str, Job] = {}
+                for label in points:
+                    train = b.train_job(dataset, model, label, seed, points, made, ())
+                for label in points:
+                    train = made[label]
+                    runs.append((dataset, model, label, train, b.run_jobs(train, model)))
+    if not runs:
+        raise ConfigError(f"{b.where}: the grid is empty (check the methods' models/datasets restrictions)")
+    b.report_jobs(runs)
+    return Plan(zoo=zoo, jobs=b.jobs, runs_dir=b.runs_dir, results_dir=b.results_dir), b.skipped_stages

@@ -1,0 +1,77 @@
+"""What runs inside a worker (a local process or a Ray task): one job, isolated.
+
+``run_job`` never raises for a failing stage: it writes the traceback to the job's log file in
+its run directory and returns a one-line error, so one bad job cannot stop the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from xairobust import config as cfg
+from xairobust.batch.kinds import StageRef, call_stage
+from xairobust.batch.state import LOG_DIR, MARKER_DIR, output_hashes, stamp_of, train_stamp
+from xairobust.runs import write_json_atomic
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (full text goes to the log)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def set_threads(threads: int | None) -> None:
+    """Torch intra-op threads for this worker (the env vars cover libraries started later)."""
+    if not threads:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one job described by a plain dict (see runner.job_spec); returns a result dict."""
+    start = time.perf_counter()
+    root = Path(spec["root"])
+    os.chdir(root)  # job paths are relative to the root (see plan.py)
+    target = Path(spec["target"])
+    log = target / LOG_DIR / f"{spec['tag']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"id": spec["id"], "log": str(log), "pid": os.getpid()}
+    with open(log, "a", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        fh.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec['id']} (key {spec['key']}, pid {os.getpid()})\n")
+        try:
+            set_threads(spec.get("threads"))
+            stage = spec["stage"]
+            ref = StageRef.parse(spec["ref"], StageRef("", "", ""))
+            func, conf_cls = ref.load(stage)
+            conf = cfg.build(conf_cls, spec["config"], spec["id"])
+            outputs = call_stage(stage, func, conf, target, [Path(p) for p in spec.get("inputs", [])])
+            if stage == "train":
+                stamp = train_stamp(root, spec["target"], spec["key"])
+                if stamp is None:
+                    raise RuntimeError(f"train finished but {target}/run.json does not carry config hash {spec['key']}")
+            else:
+                hashes = output_hashes(root, outputs or [target])
+                stamp = stamp_of(hashes)
+                write_json_atomic(target / MARKER_DIR / f"{spec['tag']}.json", {
+                    "job": spec["id"], "key": spec["key"], "deps": spec["deps"], "outputs": hashes,
+                    "stamp": stamp, "inputs": spec.get("inputs", []),
+                    "wall_time_s": time.perf_counter() - start,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                })
+            result.update(ok=True, stamp=stamp)
+            fh.write(f"=== done in {time.perf_counter() - start:.1f}s\n")
+        except Exception as exc:  # noqa: BLE001 - isolate every failure to its job
+            traceback.print_exc(file=fh)
+            result.update(ok=False, error=one_line(exc))
+            fh.write(f"=== failed after {time.perf_counter() - start:.1f}s\n")
+    result["wall_s"] = time.perf_counter() - start
+    return result
