@@ -50,3 +50,17 @@ def test_load_yaml_reports_syntax_errors_with_the_line(tmp_path):
         load_yaml(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_pick_device_names_the_option_and_refuses_missing_cuda():
+    import torch
+
+    from xairobust.devices import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match=r"unknown --device 'tpu9'"):
+        pick_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device is available"):
+            pick_device("cuda")

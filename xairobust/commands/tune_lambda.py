@@ -81,10 +81,11 @@ def _one_epoch(model, method, split, conf, ctx, data_gen, window: int) -> dict[s
 def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple[Path, dict[str, Any]]:
     """Run the protocol for standard run ``run``; returns (json path, result)."""
     from xairobust.data.base import get_source, resolve_data_dir
+    from xairobust.devices import pick_device
     from xairobust.errors import ConfigError
     from xairobust.progress import make_progress
     from xairobust.runs import load_run, require_run, write_json_atomic
-    from xairobust.stages.train import TrainConfig, pick_device
+    from xairobust.stages.train import TrainConfig
     from xairobust.training.base import TrainContext
     from xairobust.training.nsloss import NsLoss, NsLossParams
 

@@ -121,7 +121,7 @@ def _regression_fields(model: nn.Module, split: DataSplit, n: int, adv_all: Tens
 
 def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path:
     """Attack run ``run_dir`` as ``conf`` says; merge the results into its robustness.json."""
-    from xairobust.stages.train import pick_device
+    from xairobust.devices import pick_device
 
     run_dir = require_run(run_dir)
     device = pick_device(conf.device)

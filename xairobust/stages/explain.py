@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.data.base import get_dataset
+from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import Explainer, sample_seeds
 from xairobust.progress import make_progress
@@ -116,12 +117,6 @@ def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_o
     if mode == "pred":
         return outputs.argmax(1).to(torch.int64)
     return labels.to(torch.int64)
-
-
-def pick_device(name: str) -> torch.device:
-    from xairobust.stages.train import pick_device as _pick
-
-    return _pick(name)
 
 
 def attribution_paths(run_dir: Path, explainer: str) -> tuple[Path, Path]:

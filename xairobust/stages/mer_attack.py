@@ -100,7 +100,7 @@ def attack_regression_run(
         if done is not None:
             return done
 
-    from xairobust.stages.train import pick_device
+    from xairobust.devices import pick_device
 
     device = pick_device(device)  # "auto" -> cuda when available; bad names are a ConfigError
     model, meta = load_run(run_dir, device)

@@ -21,6 +21,7 @@ import torch
 
 from xairobust import config as cfg
 from xairobust.config import require
+from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import sample_seeds
 from xairobust.metrics._quantus import QuantusMetric
@@ -30,7 +31,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import config_hash, git_commit, versions
 from xairobust.registry import METRICS
 from xairobust.runs import file_sha256, load_run, read_json, write_json_atomic, write_text_atomic
-from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions, pick_device
+from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
 
 FORMAT = 1
 

@@ -17,6 +17,7 @@ from torch import nn
 from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.data.base import DataSplit, get_source, resolve_data_dir
+from xairobust.devices import pick_device
 from xairobust.errors import ConfigError, RunError
 from xairobust.evaluation import evaluate, headline
 from xairobust.models.base import create_model
@@ -95,18 +96,6 @@ def build_method(name: str, params: dict[str, Any]) -> TrainingMethod:
     """Instantiate registered method ``name`` with validated ``params``."""
     cls = METHODS.get(name)
     return cls(cfg.build(cls.Params, params, f"method '{name}'"))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train: unknown --device '{name}' (use auto, cpu, cuda, cuda:0, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train: --device cuda asked for, but no CUDA device is available")
-    return device
 
 
 def _optimizer(conf: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
