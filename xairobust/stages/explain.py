@@ -29,9 +29,10 @@ from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import Explainer, sample_seeds
 from xairobust.progress import make_progress
-from xairobust.provenance import config_hash, git_commit, versions
+from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
-from xairobust.runs import load_run, read_json, save_tensors, write_json_atomic
+from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic
+from xairobust.stages.contract import STAGES, Stage, StageIdentity
 
 FORMAT = 1
 
@@ -129,19 +130,47 @@ def _summary(values: Tensor) -> dict[str, float]:
     return {"mean_abs": float(v.mean()), "median_abs": float(v.median()), "max_abs": float(v.max())}
 
 
+@STAGES.register("explain")
+class ExplainStage(Stage):
+    """run directory -> attributions/<explainer>.safetensors + .json (see the module docstring)."""
+
+    name = "explain"
+    Config = ExplainConfig
+    format = FORMAT
+
+    def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
+        return {"weights": require_run(run_dir) / WEIGHTS}
+
+    def identity(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Any]:
+        explainer_cls = EXPLAINERS.get(conf.explainer)
+        params = cfg.build(explainer_cls.Params, conf.params, f"explainer '{conf.explainer}'")
+        return conf.identity(cfg.to_dict(params))
+
+    def outputs(self, run_dir: Path, conf: ExplainConfig) -> list[Path]:
+        return list(attribution_paths(Path(run_dir), conf.explainer))
+
+    def hint(self, run_dir: Path, conf: ExplainConfig) -> str:
+        return f"xairobust explain --run {run_dir} --explainer {conf.explainer}"
+
+    def run(self, run_dir: Path, conf: ExplainConfig, quiet: bool = False) -> Path:
+        run_dir = Path(run_dir)
+        resolved = self.resolve(run_dir, conf)
+        if self.is_current(run_dir, conf, resolved):
+            return self.outputs(run_dir, conf)[0]
+        return _explain(run_dir, conf, resolved, quiet)
+
+
 def explain(run_dir: str | Path, conf: ExplainConfig, quiet: bool = False) -> Path:
-    """Write the attributions of ``conf.n`` test samples; no-op when they exist for this config."""
-    run_dir = Path(run_dir)
+    """Write the attributions of ``conf.n`` test samples; no-op when they are current."""
+    return ExplainStage().run(Path(run_dir), conf, quiet)
+
+
+def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Path:
     model, meta = load_run(run_dir)
     explainer_cls = EXPLAINERS.get(conf.explainer)
     params = cfg.build(explainer_cls.Params, conf.params, f"explainer '{conf.explainer}'")
     params_dict = cfg.to_dict(params)
-    identity = {**conf.identity(params_dict), "weights_sha256": meta.get("weights_sha256")}
     tensors_path, json_path = attribution_paths(run_dir, conf.explainer)
-    if tensors_path.is_file() and json_path.is_file():
-        old = read_json(json_path)
-        if old.get("config_hash") == config_hash(identity):
-            return tensors_path
 
     info = meta["dataset"]["info"]
     task, num_outputs = info["task"], int(info["num_outputs"])
@@ -201,7 +230,8 @@ def explain(run_dir: str | Path, conf: ExplainConfig, quiet: bool = False) -> Pa
         "device": str(device),
         "wall_time_s": round(wall, 3),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256")},
-        "config_hash": config_hash(identity),
+        "config_hash": resolved.hash[:8],
+        "provenance": resolved.block(),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

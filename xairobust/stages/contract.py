@@ -1,0 +1,188 @@
+"""The one stage contract, and the provenance chain that ties every artefact to its inputs.
+
+Every stage (train, attack, explain, score, report, manipulate, visualize, import, ...) is a
+:class:`Stage` registered in :data:`STAGES`:
+
+* ``Config``                     a typed config dataclass (built with ``xairobust.config.build``);
+* ``inputs(run_dir, conf)``      the artefact files its output is computed from (weights,
+                                 attribution files, ...), keyed by a role name;
+* ``identity(run_dir, conf)``    everything else the output depends on (the config fields that
+                                 change results -- never device, batch size or paths);
+* ``outputs(run_dir, conf)``     the files it writes, the JSON document that marks completion last;
+* ``hint(run_dir, conf)``        the command a user runs to recompute it;
+* ``run(run_dir, conf, quiet)``  validates, then computes (skipping when :func:`is_current`).
+
+The JSON document of every output carries a ``provenance`` block (:func:`provenance_block`):
+the stage, its format version, the identity, and the sha256 of every input file at the time it
+was computed. One shared check, :func:`is_current`, compares that block with what the inputs and
+config are now, and :func:`verify_chain` refuses (one line naming the stale file and the command
+that recomputes it) to use an artefact whose inputs have changed since -- so nothing computed
+from a replaced model can reach a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from xairobust.errors import RunError
+from xairobust.registry import Registry, import_submodules
+from xairobust.runs import file_sha256, read_json
+
+PROVENANCE_KEY = "provenance"
+
+
+class StaleError(RunError):
+    """An artefact was computed from inputs that have changed since (the message says how to redo it)."""
+
+
+def _load_stages() -> None:
+    import_submodules("xairobust.stages")
+    import_submodules("xairobust.report")
+
+
+STAGES: Registry = Registry("stage", _load_stages)
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    """Paths in provenance blocks are relative to the run directory, so a moved run stays valid."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def stamp_inputs(inputs: Mapping[str, Path], run_dir: Path) -> dict[str, dict[str, str]]:
+    """{role: {path, sha256}} of every input file; a missing input is a RunError naming it."""
+    out: dict[str, dict[str, str]] = {}
+    for role, path in inputs.items():
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"missing input file: {path}")
+        out[role] = {"path": _relative(path, run_dir), "sha256": file_sha256(path)}
+    return out
+
+
+def identity_hash(stage: str, fmt: int, identity: Mapping[str, Any], stamped: Mapping[str, Mapping[str, str]]) -> str:
+    """Full sha256 of the canonical JSON of (stage, format, identity, input hashes).
+
+    Input paths are left out of the hash (a run directory may be moved or mounted elsewhere);
+    their roles and contents are what count.
+    """
+    blob = {
+        "stage": stage,
+        "format": fmt,
+        "identity": identity,
+        "inputs": {role: s["sha256"] for role, s in sorted(stamped.items())},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StageIdentity:
+    """What an output depends on, resolved once per call: the identity, the stamped inputs, its hash."""
+
+    stage: str
+    format: int
+    identity: dict[str, Any]
+    inputs: dict[str, dict[str, str]]
+
+    @property
+    def hash(self) -> str:
+        return identity_hash(self.stage, self.format, self.identity, self.inputs)
+
+    def block(self) -> dict[str, Any]:
+        """The ``provenance`` block written into the output's JSON document."""
+        return {
+            "stage": self.stage,
+            "format": self.format,
+            "identity_hash": self.hash,
+            "identity": self.identity,
+            "inputs": self.inputs,
+        }
+
+
+class Stage:
+    """Base class of every stage; subclasses set ``name``, ``Config``, ``format`` and the methods."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    format: ClassVar[int] = 1
+
+    def inputs(self, run_dir: Path, conf: Any) -> dict[str, Path]:
+        """The artefact files the output is computed from, by role (e.g. {"weights": ...})."""
+        raise NotImplementedError
+
+    def identity(self, run_dir: Path, conf: Any) -> dict[str, Any]:
+        """Everything besides the input files that determines the output (not device, batch size, paths)."""
+        raise NotImplementedError
+
+    def outputs(self, run_dir: Path, conf: Any) -> list[Path]:
+        """The files written; the last is the JSON document whose presence marks completion."""
+        raise NotImplementedError
+
+    def hint(self, run_dir: Path, conf: Any) -> str:
+        """The command that (re)computes this output, for error messages."""
+        return f"xairobust {self.name} --run {run_dir}"
+
+    def run(self, run_dir: Path, conf: Any, quiet: bool = False) -> Path:
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------------------
+
+    def resolve(self, run_dir: Path, conf: Any) -> StageIdentity:
+        run_dir = Path(run_dir)
+        return StageIdentity(self.name, self.format, self.identity(run_dir, conf), stamp_inputs(self.inputs(run_dir, conf), run_dir))
+
+    def is_current(self, run_dir: Path, conf: Any, resolved: StageIdentity | None = None) -> bool:
+        return is_current(self.outputs(Path(run_dir), conf), resolved or self.resolve(Path(run_dir), conf))
+
+
+def is_current(outputs: list[Path], resolved: StageIdentity) -> bool:
+    """True when every output exists and the document's provenance matches ``resolved`` exactly.
+
+    The one check every stage uses to skip work. A document without a provenance block (older
+    format) is not current, so it is recomputed rather than trusted.
+    """
+    if not outputs or not all(Path(p).is_file() for p in outputs):
+        return False
+    try:
+        doc = read_json(outputs[-1])
+    except RunError:
+        return False
+    block = doc.get(PROVENANCE_KEY)
+    return isinstance(block, dict) and block.get("identity_hash") == resolved.hash
+
+
+def provenance_block(resolved: StageIdentity) -> dict[str, Any]:
+    return resolved.block()
+
+
+def verify_chain(doc_path: Path, run_dir: Path, hint: str) -> dict[str, Any]:
+    """The JSON document at ``doc_path``, after checking every recorded input still has its hash.
+
+    Raises :class:`StaleError` naming the stale file, the input that changed and ``hint`` (the
+    command that recomputes it). A document with no provenance block cannot be verified and is
+    refused the same way.
+    """
+    doc = read_json(doc_path)
+    block = doc.get(PROVENANCE_KEY)
+    if not isinstance(block, dict) or not isinstance(block.get("inputs"), dict):
+        raise StaleError(f"{doc_path} records no provenance (older format); recompute it with `{hint}`")
+    for role, entry in block["inputs"].items():
+        try:
+            path = Path(entry["path"])
+            expected = entry["sha256"]
+        except (TypeError, KeyError):
+            raise StaleError(f"{doc_path}: malformed provenance entry '{role}'; recompute it with `{hint}`") from None
+        if not path.is_absolute():
+            path = Path(run_dir) / path
+        if not path.is_file():
+            raise StaleError(f"{doc_path} was computed from {path}, which no longer exists; recompute it with `{hint}`")
+        if file_sha256(path) != expected:
+            raise StaleError(f"{doc_path} is stale: {path} ({role}) changed since it was computed; recompute it with `{hint}`")
+    return doc
