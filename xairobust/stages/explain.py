@@ -137,6 +137,9 @@ class ExplainStage(Stage):
     name = "explain"
     Config = ExplainConfig
     format = FORMAT
+    per = "explainer"
+    after = "train"
+    order = 2
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}
