@@ -45,6 +45,25 @@ def checkpoints(run_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def verify_checkpoints(run_dir: Path, meta: dict[str, Any], found: dict[int, Path]) -> None:
+    """Refuse a checkpoint that this run did not write (e.g. one left by an interrupted run of
+    another config in the same directory): each records the run identity it was saved under."""
+    from xairobust.stages.contract import StaleError
+    from xairobust.stages.train import checkpoint_identity
+
+    block = meta.get("provenance")
+    ours = block.get("identity_hash") if isinstance(block, dict) else None
+    if ours is None:
+        return  # a run written before provenance blocks: its checkpoints carry no identity either
+    hint = f"xairobust train --config {run_dir / 'config.yaml'} --out {run_dir} --force"
+    for ckpt in found.values():
+        if checkpoint_identity(ckpt) != ours:
+            raise StaleError(
+                f"{ckpt} was not written by the run in {run_dir} (another config's checkpoint);"
+                f" remove it, or retrain with `{hint}`"
+            )
+
+
 def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, quiet: bool = False) -> list[Path]:
     """Explain + score every checkpoint of ``run_dir``; returns the per-epoch score CSVs.
 
@@ -63,6 +82,7 @@ def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, q
     if not found:
         raise RunError(f"{run_dir}: no checkpoints/epoch_NNN.safetensors; train with --save-every N to keep them")
     meta = read_run_meta(run_dir)
+    verify_checkpoints(run_dir, meta, found)
     identity = {"explain": cfg.to_dict(explain_conf), "score": cfg.to_dict(score_conf)}
     for key in ("device", "batch_size"):  # speed/placement only: results do not depend on them
         identity["explain"].pop(key, None)

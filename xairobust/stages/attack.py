@@ -118,6 +118,23 @@ def find_current(entries: list[dict[str, Any]], wanted: StageIdentity) -> dict[s
     return None
 
 
+def verify_robustness(run_dir: Path, hint: str | None = None) -> dict[str, Any]:
+    """robustness.json of ``run_dir`` after checking it was computed on the weights there now.
+
+    A file written before provenance blocks is checked through the ``weights_sha256`` its
+    entries recorded; a StaleError (one line, naming the file and ``hint``) otherwise.
+    """
+    from xairobust.stages.contract import verify_artefact
+
+    run_dir = Path(run_dir)
+    path = run_dir / ROBUSTNESS_JSON
+    doc = read_json(path)
+    results = doc.get("results") if isinstance(doc.get("results"), list) else []
+    shas = {e.get("weights_sha256") for e in results if isinstance(e, dict)}
+    return verify_artefact(path, run_dir, hint or f"xairobust attack --run {run_dir}",
+                           legacy={"weights": (shas.pop() if len(shas) == 1 else None, run_dir / WEIGHTS)})
+
+
 def write_robustness(
     run_dir: Path,
     weights: dict[str, dict[str, str]],

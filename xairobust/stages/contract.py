@@ -243,3 +243,29 @@ def move_aside(run_dir: Path) -> Path | None:
     for p in entries:
         os.replace(p, dest / p.name)
     return dest
+
+
+def verify_artefact(
+    doc_path: Path,
+    run_dir: Path,
+    hint: str,
+    legacy: Mapping[str, tuple[str | None, Path]] | None = None,
+) -> dict[str, Any]:
+    """:func:`verify_chain`, accepting documents written before provenance blocks existed.
+
+    ``legacy`` maps a role to (the sha256 an older document recorded for that input, the input
+    file now), e.g. ``{"weights": (doc["run"]["weights_sha256"], run/model.safetensors)}``. An
+    older document is accepted only when it recorded every one of them and each still matches;
+    anything else is refused like a stale artefact, naming the file and ``hint``.
+    """
+    doc = read_json(doc_path)
+    if isinstance(doc.get(PROVENANCE_KEY), dict) or not legacy:
+        return verify_chain(doc_path, run_dir, hint)
+    for role, (recorded, path) in legacy.items():
+        if not recorded:
+            raise StaleError(f"{doc_path} records no provenance (older format); recompute it with `{hint}`")
+        if not Path(path).is_file():
+            raise StaleError(f"{doc_path} was computed from {path}, which no longer exists; recompute it with `{hint}`")
+        if file_sha256(path) != recorded:
+            raise StaleError(f"{doc_path} is stale: {path} ({role}) changed since it was computed; recompute it with `{hint}`")
+    return doc
