@@ -64,7 +64,7 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
     from xairobust.runs import slug
 
     # The label names a directory only through slug(), as zoo labels do: `--label ../../x` stays in runs/.
-    out = conf.out or f"runs/{slug(f'{conf.dataset}_{conf.model}_{conf.resolved_label()}_s{conf.seed}')}"
+    out = conf.out or f"runs/{conf.dataset}_{conf.model}_{slug(conf.resolved_label())}_s{conf.seed}"
     run_dir = run_train(conf, out, quiet=quiet, force=force)
     click.echo(f"run written to {run_dir}")
 
