@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from report_fake import fake_registry, write_run
 
@@ -289,3 +290,21 @@ def test_every_stage_output_carries_provenance(name, pipeline_run, tmp_path):
 
 def test_stale_error_is_a_run_error():
     assert issubclass(StaleError, RunError)  # the CLI prints it as one line, exit 2
+
+
+def test_batch_resume_reverifies_the_provenance_chain(tmp_path):
+    """A finished job whose output was computed from since-replaced weights is not 'done'."""
+    from xairobust.batch.state import marker_stamp, output_hashes, stamp_of
+    from xairobust.runs import save_tensors
+
+    root = tmp_path
+    run = write_run(root / "runs", "a", label="standard", seed=0, robust=0.5)
+    rob = Path("runs/a/robustness.json")
+    hashes = output_hashes(root, [rob])
+    marker = run / ".batch" / "attack.json"
+    marker.parent.mkdir()
+    marker.write_text(json.dumps({"key": "k", "deps": {}, "outputs": hashes, "stamp": stamp_of(hashes),
+                                  "docs": [str(rob)]}))
+    assert marker_stamp(root, marker, "k", {}) == stamp_of(hashes)
+    save_tensors(run / "model.safetensors", {"w": torch.ones(3)})  # weights replaced outside the batch
+    assert marker_stamp(root, marker, "k", {}) is None

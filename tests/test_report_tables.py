@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from report_fake import provenance, fake_registry, write_run, zoo
+from report_fake import fake_registry, provenance, write_run, zoo
 
 from xairobust.registry import Registry
 from xairobust.report import ReportConfig, build_report

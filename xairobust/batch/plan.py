@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xairobust import config as cfg
-from xairobust.batch.kinds import CORE_SLOTS, extra_stage_names, resolve_stage
+from xairobust.batch.kinds import extra_stage_names, resolve_stage
 from xairobust.batch.zoo import DatasetEntry, ModelEntry, ReportEntry, Resources, Zoo
 from xairobust.errors import ConfigError
 from xairobust.provenance import config_hash
-from xairobust.runs import slug
 from xairobust.registry import DATASETS, EXPLAINERS, MODELS
+from xairobust.runs import slug
 
 STAGE_ORDER = {"train": 0, "attack": 1, "explain": 2, "score": 3, "report": 4}
 

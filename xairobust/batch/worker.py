@@ -36,6 +36,22 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def provenance_docs(root: Path, outputs: list[Path]) -> list[str]:
+    """The outputs (relative to the root) that carry a provenance block; resume re-verifies them."""
+    from xairobust.runs import read_json
+
+    docs = []
+    for out in outputs:
+        path = out if out.is_absolute() else root / out
+        if path.suffix == ".json" and path.is_file():
+            try:
+                if isinstance(read_json(path).get("provenance"), dict):
+                    docs.append(str(out))
+            except Exception:  # noqa: BLE001 - not a document: nothing to verify
+                pass
+    return docs
+
+
 def load_stage(name: str, module: str | None) -> type:
     """The registered stage ``name`` in this worker process.
 
@@ -82,6 +98,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                 stamp = stamp_of(hashes)
                 write_json_atomic(target / MARKER_DIR / f"{spec['tag']}.json", {
                     "job": spec["id"], "key": spec["key"], "deps": spec["deps"], "outputs": hashes,
+                    "docs": provenance_docs(root, outputs),
                     "stamp": stamp, "inputs": spec.get("inputs", []),
                     "wall_time_s": time.perf_counter() - start,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -18,11 +18,9 @@ import pandas as pd
 
 from xairobust import config as cfg
 from xairobust.config import require
-from xairobust.provenance import git_commit, versions
-from xairobust.runs import write_json_atomic
-from xairobust.stages.contract import STAGES, Stage
 from xairobust.errors import ConfigError
 from xairobust.progress import track
+from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
 from xairobust.report import figures as figs
 from xairobust.report.collect import (
@@ -37,6 +35,8 @@ from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.render import caption_parts, latex_document, latex_table, markdown_table
 from xairobust.report.stats import compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
+from xairobust.runs import write_json_atomic
+from xairobust.stages.contract import STAGES, Stage
 
 
 @dataclass

@@ -308,6 +308,9 @@ def _verify_epoch_scores(run_dir: Path, epoch: int, csv_path: Path) -> None:
     hint = f"xairobust score-epochs {run_dir}"
     doc_path = csv_path.with_suffix(".json")
     doc = read_json(doc_path) if doc_path.is_file() else {}
+    if isinstance(doc.get("provenance"), dict):
+        verify_artefact(doc_path, run_dir, hint)
+        return
     info = doc.get("epoch_scores") if isinstance(doc.get("epoch_scores"), dict) else {}
     sha = info.get("checkpoint_sha256")
     ckpt = run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors"

@@ -34,7 +34,9 @@ from xairobust.runs import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from xairobust.stages.contract import StageIdentity, is_current, stamp_inputs
 
+EPOCH_FORMAT = 1
 CHECKPOINT = re.compile(r"^epoch_(\d+)\.safetensors$")
 
 
@@ -93,11 +95,11 @@ def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, q
         csv_path = run_dir / "scores" / "epochs" / f"{stem}.csv"
         json_path = csv_path.with_suffix(".json")
         sha = file_sha256(ckpt)
-        if csv_path.is_file() and json_path.is_file():
-            old = read_json(json_path).get("epoch_scores", {})
-            if old.get("identity") == identity and old.get("checkpoint_sha256") == sha:
-                written.append(csv_path)
-                continue
+        # The contract: inputs are the checkpoint (its sha256), identity the two configs.
+        resolved = StageIdentity("score-epochs", EPOCH_FORMAT, identity, stamp_inputs({"checkpoint": ckpt}, run_dir))
+        if is_current([csv_path, json_path], resolved):
+            written.append(csv_path)
+            continue
         with tempfile.TemporaryDirectory(prefix="xairobust-epoch-") as tmp:
             shadow = Path(tmp) / run_dir.name
             shadow.mkdir()
@@ -112,6 +114,9 @@ def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, q
                 write_bytes_atomic(dst, src.read_bytes())
             doc = read_json(shadow / "scores" / f"{explainer}.json")
             doc["epoch_scores"] = {"epoch": epoch, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "identity": identity}
+            # The shadow run's provenance names files in a deleted temporary folder: this one
+            # names the checkpoint in the run, so the chain can be verified (report does).
+            doc["provenance"] = resolved.block()
             write_bytes_atomic(csv_path, (shadow / "scores" / f"{explainer}.csv").read_bytes())
             write_json_atomic(json_path, doc)  # last: marks a complete epoch
         written.append(csv_path)

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
-from xairobust import config as cfg
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic, write_text_atomic
 from xairobust.stages.attack import verify_robustness
 from xairobust.stages.contract import STAGES, Stage
