@@ -253,6 +253,7 @@ def test_every_registered_stage_has_the_contract(name):
 ELSEWHERE = {
     "bim-regression": "regression runs only: tests/test_mer_pipeline.py checks its entries' provenance",
     "mer-report": "regression runs only: tests/test_mer_pipeline.py",
+    "tune-lambda": "minutes of NsLoss search: test_tune_lambda_output_carries_provenance stubs the search",
 }
 
 
@@ -308,3 +309,61 @@ def test_batch_resume_reverifies_the_provenance_chain(tmp_path):
     assert marker_stamp(root, marker, "k", {}) == stamp_of(hashes)
     save_tensors(run / "model.safetensors", {"w": torch.ones(3)})  # weights replaced outside the batch
     assert marker_stamp(root, marker, "k", {}) is None
+
+
+def test_tune_lambda_trains_with_the_shared_loop_exactly_as_its_old_loop(digits_run, tmp_path):
+    """tune-lambda's candidates now run stages.train.train_epoch; the per-batch CE equals the
+    loop it used to have (written out here as the independent computation)."""
+    import copy
+
+    import xairobust.commands.tune_lambda as tl
+    from xairobust.data.base import get_dataset
+    from xairobust.runs import load_run
+    from xairobust.stages.train import _optimizer
+    from xairobust.training.base import TrainContext
+    from xairobust.training.nsloss import NsLoss, NsLossParams
+
+    model, _ = load_run(digits_run)
+    split = get_dataset("digits", "train").subset(torch.arange(256))
+    conf = TrainConfig(lr=1e-3, batch_size=64, epochs=1, weight_decay=0.0)
+
+    def setup():
+        m = copy.deepcopy(model)
+        method = NsLoss(NsLossParams(lam=0.5, eps_ns=0.5, perturbations=2))
+        ctx = TrainContext(task="classification", criterion=torch.nn.functional.cross_entropy, num_outputs=10,
+                           value_range=split.info.value_range, generator=torch.Generator().manual_seed(3),
+                           device=torch.device("cpu"))
+        method.prepare(m, ctx)
+        return m, method, ctx
+
+    m, method, ctx = setup()
+    got = tl._one_epoch(m, method, split, conf, ctx, torch.Generator().manual_seed(0), window=2)
+    m, method, ctx = setup()
+    m.train()
+    opt = _optimizer(conf, m)
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(split), generator=gen)
+    ces = []
+    for start in range(0, len(order), conf.batch_size):
+        idx = order[start : start + conf.batch_size]
+        loss, logs = method.loss(m, split.inputs(idx), split.targets(idx), ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ces.append(logs["task_loss"])
+    assert got["ce_per_batch_nats"] == ces
+    assert got["max_window_ce_nats"] == max((ces[i] + ces[i + 1]) / 2 for i in range(len(ces) - 1))
+
+
+def test_tune_lambda_output_carries_provenance(digits_run, tmp_path, monkeypatch):
+    import xairobust.commands.tune_lambda as tl
+    from xairobust.stages.tune_lambda import TuneLambdaConfig
+
+    monkeypatch.setattr(tl, "_one_epoch", lambda *a, **k: {"ce_per_batch_nats": [], "max_window_ce_nats": 0.0,
+                                                          "max_window_ce_bits": 0.0, "final_window_ce_bits": 0.0})
+    stage = STAGES.get("tune-lambda")()
+    conf = TuneLambdaConfig(nsloss={"eps_ns": 0.5}, batches=1, iterations=1, out=str(tmp_path / "t.json"))
+    path = stage.run(digits_run, conf, quiet=True)
+    assert stage.is_current(digits_run, conf)
+    doc = verify_chain(path, digits_run, stage.hint(digits_run, conf))
+    assert doc[PROVENANCE_KEY]["identity_hash"] == stage.resolve(digits_run, conf).hash

@@ -78,8 +78,21 @@ def test_attack_again_is_a_no_op_and_force_redoes_it(mer_runs):
     again = attack_regression_run(run, params, data_dir=str(root), quiet=True)
     assert again == json.loads(json.dumps(first)) and (run / first["file"]).stat().st_mtime_ns == mtime
     other = attack_regression_run(run, BIMRegressionParams(max_iter=2, eps=0.002), data_dir=str(root), quiet=True)
-    tags = [r["tag"] for r in json.loads((run / "robustness.json").read_text())["results"]]
+    doc = json.loads((run / "robustness.json").read_text())
+    tags = [r["tag"] for r in doc["results"]]
     assert tags == [first["tag"], other["tag"]]  # different radii are kept side by side
+    # The contract: every entry names the weights it was computed on, and so does the file.
+    from xairobust.runs import file_sha256
+    from xairobust.stages.contract import STAGES, verify_chain
+
+    sha = file_sha256(run / "model.safetensors")
+    assert {r["provenance"]["inputs"]["weights"]["sha256"] for r in doc["results"]} == {sha}
+    verify_chain(run / "robustness.json", run, "xairobust attack")
+    stage = STAGES.get("bim-regression")()
+    from xairobust.stages.mer_attack import BIMAttackConfig
+
+    assert stage.is_current(run, BIMAttackConfig(max_iter=2, data_dir=str(root)))
+    assert not stage.is_current(run, BIMAttackConfig(max_iter=3, data_dir=str(root)))
 
 
 def test_classification_run_is_refused(digits_run):

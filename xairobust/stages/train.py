@@ -7,6 +7,7 @@ import io
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -212,10 +213,19 @@ def _train_epoch(
     ctx: TrainContext,
     opt: torch.optim.Optimizer,
     data_gen: torch.Generator,
-    progress,
-    task_id,
+    progress=None,
+    task_id=None,
+    *,
+    on_batch: Callable[[dict[str, float]], None] | None = None,
+    nonfinite: Literal["raise", "stop"] = "raise",
 ) -> dict[str, float]:
-    """One pass over the training split in a seeded random order; returns mean logged values."""
+    """One pass over the training split in a seeded random order; returns mean logged values.
+
+    The one training loop: ``train`` and ``tune-lambda`` (whose candidates fine-tune for an
+    epoch) both run it. ``on_batch`` sees each batch's logs (after its step); with
+    ``nonfinite="stop"`` a non-finite loss ends the epoch (the result then has
+    ``"nonfinite": 1.0``) instead of raising.
+    """
     model.train()
     order = torch.randperm(len(split), generator=data_gen)
     sums: dict[str, float] = {}
@@ -234,6 +244,9 @@ def _train_epoch(
         with autocast:
             loss, logs = method.loss(model, x, y, ctx)
         if not torch.isfinite(loss):
+            if nonfinite == "stop":
+                out = {f"train_{k}": v / count for k, v in sums.items()} if count else {}
+                return {**out, "nonfinite": 1.0}
             raise RunError(
                 f"train: the loss became {float(loss)} in epoch {ctx.epoch + 1};"
                 " lower --lr or the method's regularisation weight"
@@ -252,10 +265,16 @@ def _train_epoch(
         n = len(idx)
         count += n
         logs = {"loss": float(loss.detach()), **logs}
+        if on_batch is not None:
+            on_batch(logs)
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v * n
-        progress.update(task_id, advance=1, info=f"loss {sums['loss'] / count:.4f}")
+        if progress is not None:
+            progress.update(task_id, advance=1, info=f"loss {sums['loss'] / count:.4f}")
     return {f"train_{k}": v / count for k, v in sums.items()}
+
+
+train_epoch = _train_epoch  # public name of the one training loop
 
 
 def _finished_identity(out: Path) -> tuple[str | None, str | None]:
