@@ -247,3 +247,24 @@ def test_attack_command_dispatches_bim_regression(mer_runs, digits_run):
     assert isinstance(res.exception, ConfigError) and "--restarts does not apply" in str(res.exception)
     res = CliRunner().invoke(main, ["attack", "--model", str(digits_run), "--max-iter", "3"])
     assert isinstance(res.exception, ConfigError) and "unknown option --max-iter" in str(res.exception)
+
+
+def test_one_bim_entry_point_for_attack_mer_attack_and_the_batch_stage(mer_runs):
+    """issue 12 item 6: the three ways in share one config and its defaults, so each one's result
+    is the others' no-op (it was three entry points with defaults in four places)."""
+    from click.testing import CliRunner
+
+    from xairobust.cli import main
+    from xairobust.stages.contract import STAGES
+    from xairobust.stages.mer_attack import BIMAttackConfig
+
+    root, runs = mer_runs
+    run = runs / "A2M2E_s0"
+    res = CliRunner().invoke(main, ["attack", "--model", str(run), "--attack", "bim-regression", "--max-iter", "2",
+                                    "--data-dir", str(root), "-q"])
+    assert res.exit_code == 0, res.output
+    before = (run / "robustness.json").read_bytes()
+    res = CliRunner().invoke(main, ["mer-attack", str(run), "--max-iter", "2", "--data-dir", str(root), "-q"])
+    assert res.exit_code == 0, res.output
+    assert (run / "robustness.json").read_bytes() == before  # the same attack: nothing recomputed
+    assert STAGES.get("bim-regression")().is_current(run, BIMAttackConfig(max_iter=2, data_dir=str(root)))

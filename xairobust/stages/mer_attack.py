@@ -222,21 +222,17 @@ def attack_from_options(run: str | Path, options: dict[str, Any], extra: dict[st
     bad = [k for k in _NOT_FOR_BIM if k in opts]
     if bad:
         raise ConfigError(f"attack: --{bad[0].replace('_', '-')} does not apply to {NAME}")
-    params: dict[str, Any] = {k: opts[k] for k in ("eps", "step_size") if k in opts}
     if "steps" in opts:
-        params["max_iter"] = opts["steps"]
-    params.update(extra)
-    conf = cfg.build(BIMRegressionParams, params, f"attack --attack {NAME}")
-    return attack_regression_run(
-        run, conf, split=opts.get("split", "test"), n=opts.get("n"), batch_size=int(opts.get("batch_size", 36)),
-        device=str(opts.get("device", "auto")),
-        data_dir=opts.get("data_dir"), quiet=quiet,
-    )
+        opts["max_iter"] = opts.pop("steps")
+    opts.pop("norm", None)
+    conf = cfg.build(BIMAttackConfig, {**opts, **extra}, f"attack --attack {NAME}")
+    return run_bim(run, conf, quiet=quiet)
 
 
 @dataclass
 class BIMAttackConfig(BIMRegressionParams):
-    """The batch runner's attack stage for regression zoos (``stages: {attack: ...}`` in a zoo file)."""
+    """The one config of the BIM regression attack (attack params + where to attack): used by
+    ``attack --attack bim-regression``, ``mer-attack`` and the batch stage (``stages: {attack: bim-regression}``)."""
 
     split: str = "test"
     n: int | None = None
@@ -283,9 +279,15 @@ class BIMRegressionStage(Stage):
         return done is not None and (run_dir / done.get("file", "")).is_file()
 
     def run(self, run_dir: Path, conf: BIMAttackConfig, quiet: bool = False) -> Path:
-        attack_regression_run(run_dir, _params(conf), split=conf.split, n=conf.n, batch_size=conf.batch_size,
-                              device=conf.device, data_dir=conf.data_dir, quiet=quiet)
+        run_bim(run_dir, conf, quiet=quiet)
         return Path(run_dir) / ROBUSTNESS
+
+
+def run_bim(run_dir: str | Path, conf: BIMAttackConfig, *, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """The one BIM regression entry point: ``attack --attack bim-regression``, ``mer-attack`` and
+    the batch stage all build a :class:`BIMAttackConfig` (one set of defaults) and call this."""
+    return attack_regression_run(run_dir, _params(conf), split=conf.split, n=conf.n, batch_size=conf.batch_size,
+                                 device=conf.device, data_dir=conf.data_dir, force=force, quiet=quiet)
 
 
 def attack_stage(run_dir: str | Path, conf: BIMAttackConfig, quiet: bool = False) -> Path:
