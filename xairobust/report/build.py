@@ -45,7 +45,7 @@ class ReportConfig:
 
     explainer: list[str] = field(default_factory=list)  # empty: every explainer that has scores
     combined: bool = False  # one table with a block per explainer instead of one table each
-    baseline: str = "standard"  # the row (label) every method is tested against
+    baseline: str = "standard"  # the row every method is tested against: a label or method name (case-insensitive)
     test: Literal["wilcoxon", "ttest"] = "wilcoxon"
     correction: Literal["holm", "bonferroni", "none"] = "holm"
     alpha: float = 0.05  # significance level for the table's * marker (after correction)
