@@ -228,6 +228,11 @@ class ImportStage(Stage):
     name = "import"
     Config = ImportConfig
     format = FORMAT
+    # Place in a zoo's job graph (read by a stage-driven planner): it makes a run, from no
+    # earlier stage; zoos list imported runs with `run:` entries instead (batch/imported.py).
+    per = "run"
+    after = None
+    order = 0
 
     def inputs(self, run_dir: Path, conf: ImportConfig) -> dict[str, Path]:
         path = Path(conf.checkpoint)
@@ -250,10 +255,16 @@ class ImportStage(Stage):
         resolved = self.resolve(run_dir, conf)
         if self.is_current(run_dir, conf, resolved):
             return run_dir
-        if (run_dir / RUN_JSON).is_file() and not force:
-            raise ConfigError(
-                f"import: {run_dir} already holds a run (another checkpoint or settings); choose another --out or pass --force"
-            )
+        if (run_dir / RUN_JSON).is_file():
+            if not force:
+                raise ConfigError(
+                    f"import: {run_dir} already holds a run (another checkpoint or settings); choose another --out or pass --force"
+                )
+            from xairobust.stages import contract
+
+            move_aside = getattr(contract, "move_aside", None)  # artefacts of the old weights go aside
+            if move_aside is not None:
+                move_aside(run_dir)
         return _import(run_dir, conf, resolved, quiet)
 
 
