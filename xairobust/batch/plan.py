@@ -234,7 +234,7 @@ class _Builder:
                     continue
                 if ds_name not in datasets:
                     raise ConfigError(f"{where}: it is a '{ds_name}' run, but the zoo lists no dataset '{ds_name}'")
-                label = entry.label or str(meta.get("label") or run_dir.name)
+                label = str(meta.get("label") or run_dir.name)
                 conf, mapping = self.build_conf("use", {"run": str(run_dir)}, where)
                 run_name = f"{slug(label)}-{config_hash({'run': str(run_dir)})}"
                 job = self.add(Job(id=f"use:{run_name}", stage="use", tag="use", ref=self.refs["use"], config=mapping,

@@ -49,9 +49,14 @@ class MethodEntry:
     ``label`` names the method's row in reports; it may use the hyper-parameters as format fields
     (``"PGD eps={eps}"``). ``init_from`` fine-tunes from the run of another method entry (by its
     label) with the same dataset, model and seed. ``models``/``datasets`` restrict the entry.
+
+    ``run: PATH`` (or a list of paths) lists existing run directories -- e.g. made by
+    ``xairobust import`` -- instead of training: they are checked, then attacked, explained,
+    scored and reported like trained runs (dataset, model and label from their run.json;
+    relative paths from the current directory).
     """
 
-    name: str
+    name: str = ""
     label: str | None = None
     params: dict = field(default_factory=dict)
     grid: dict = field(default_factory=dict)
@@ -68,6 +73,9 @@ class MethodEntry:
                     f"method '{self.name or 'run'}': run must be a run directory or a list of them, got {self.run!r}")
             require(not (self.params or self.grid or self.train or self.init_from),
                     f"method run {runs[0]}: a run: entry is used as it is; params, grid, train and init_from do not apply")
+            require(self.label is None,
+                    f"method run {runs[0]}: reports take an existing run's label from its run.json; set it when"
+                    " importing (`xairobust import --label`), not in the zoo")
             self.run = list(runs)
             self.name = self.name or "imported"
             return
