@@ -127,14 +127,14 @@ def test_robustbench_wideresnet_with_mu_sigma_sub_block1_and_module_prefix(tmp_p
     assert auto["source"]["format"] == "robustbench" and auto["weights_sha256"] == meta["weights_sha256"]
 
 
-def test_robustbench_standard_wrn_takes_raw_pixels_with_preset_none(tmp_path):
+def test_robustbench_standard_wrn_takes_raw_pixels_with_preset_identity(tmp_path):
     torch.manual_seed(3)
     net = randomise_bn(create_model("wideresnet", depth=10, widen_factor=2).net)
     ckpt = tmp_path / "Standard.pt"
     torch.save(net.state_dict(), ckpt)  # RobustBench 'Standard': a bare state dict, no normalisation
     with pytest.raises(ConfigError, match="does not carry its input normalisation; give --mean/--std"):
         imported(tmp_path, ckpt, "x", model="wideresnet", dataset="cifar10", format="robustbench")
-    model, meta = imported(tmp_path, ckpt, model="wideresnet", dataset="cifar10", format="robustbench", preset="none")
+    model, meta = imported(tmp_path, ckpt, model="wideresnet", dataset="cifar10", format="robustbench", preset="identity")
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), net(x))

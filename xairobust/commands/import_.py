@@ -34,7 +34,7 @@ def _mapping(text: str | None) -> dict | None:
 @click.option("--key", help="Nested entry that holds the weights, e.g. state_dict, last, model (default: found by the format).")
 @click.option("--mean", help="Per-channel mean of the model's input normalisation, for inputs in [0, 1] (e.g. 0.485,0.456,0.406).")
 @click.option("--std", help="Per-channel std, with --mean.")
-@click.option("--preset", help="Named normalisation instead of --mean/--std: imagenet, cifar10, none, half.")
+@click.option("--preset", help="Named normalisation instead of --mean/--std: imagenet, cifar10, identity, half.")
 @click.option("--model-kwargs", help="Architecture options as a YAML mapping, e.g. '{depth: 34, widen_factor: 10}'.")
 @click.option("--num-outputs", type=int, help="Classifier outputs when they differ from the dataset's classes (e.g. 1000 for an ImageNet model used as init:).")
 @click.option("--label", help="Row name in reports (default: the checkpoint's file name without suffix).")
@@ -54,7 +54,8 @@ def import_command(checkpoint: str | None, config_path: str | None, quiet: bool,
     checkpoint when it carries one (MadryLab, RobustBench's mu/sigma), else give --mean/--std or
     --preset. Example:
 
-        xairobust import Standard.pt --model wrn28_10 --dataset cifar10 --preset none --verify 500 --out runs/rb_standard
+    \b
+        xairobust import Standard.pt --model wrn28_10 --dataset cifar10 --preset identity --verify 500 --out runs/rb_standard
     """
     from pathlib import Path
 

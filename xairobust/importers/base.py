@@ -34,7 +34,7 @@ PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
     # Identity: the network takes [0, 1] pixels as they are (RobustBench's 'Standard' WRN-28-10
     # and most RobustBench CIFAR-10 WideResNets).
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "identity": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     # x -> 2x - 1 (Hendrycks2019Using, the AugMix entries).
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }

@@ -60,7 +60,7 @@ class ImportConfig:
     key: str | None = None  # nested entry holding the weights ('state_dict', 'last', ...)
     mean: list[float] | None = None
     std: list[float] | None = None
-    preset: str | None = None  # named normalisation (imagenet, cifar10, none, half)
+    preset: str | None = None  # named normalisation (imagenet, cifar10, identity, half)
     num_outputs: int | None = None  # default: the dataset's classes
     label: str | None = None  # row name in reports; default: the checkpoint's file stem
     seed: int = 0  # tells several checkpoints of one label apart in reports
