@@ -367,3 +367,41 @@ def test_cli_import_with_verify_then_attack_explain_score_report(tmp_path, digit
 
     bad = cli("import", str(ckpt), "--model", "digits_cnn", "--dataset", "digits", "--out", str(tmp_path / "r2"))
     assert_one_line_error(bad, "does not carry its input normalisation")
+
+
+def test_key_selects_a_nested_entry_and_a_scalar_normalisation_covers_every_channel(tmp_path):
+    torch.manual_seed(10)
+    net = randomise_bn(create_model("cifar_cnn", width=4).net)
+    ema = {k: v * 0.5 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    ckpt = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "state_dict": net.state_dict(), "state_dict_ema": ema}, ckpt)
+    ref = create_model("cifar_cnn", width=4).net
+    ref.load_state_dict(ema)
+    model, meta = imported(tmp_path, ckpt, model="cifar_cnn", dataset="cifar10", model_kwargs={"width": 4},
+                           key="state_dict_ema", mean=[0.5], std=[0.5])
+    assert same_outputs(model, Normalised(ref, [0.5] * 3, [0.5] * 3), torch.rand(2, 3, 32, 32))
+    assert meta["mapping"]["entry"] == "state_dict_ema" and meta["normalisation"]["mean"] == [0.5, 0.5, 0.5]
+    with pytest.raises(ConfigError, match="has no entry 'nope'"):
+        imported(tmp_path, ckpt, "x", model="cifar_cnn", dataset="cifar10", model_kwargs={"width": 4}, key="nope",
+                 preset="half")
+
+
+def test_cli_model_kwargs_parse_and_config_checks():
+    from xairobust.commands.import_ import _mapping
+
+    assert _mapping("{depth: 34, widen_factor: 10}") == {"depth": 34, "widen_factor": 10}
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        _mapping("34")
+    with pytest.raises(ConfigError, match="unknown --preset 'imagenett'. Did you mean 'imagenet'"):
+        ImportConfig(checkpoint="x.pt", model="digits_cnn", dataset="digits", preset="imagenett")
+    with pytest.raises(ConfigError, match="unknown --format 'robustbenhc'"):
+        ImportConfig(checkpoint="x.pt", model="digits_cnn", dataset="digits", format="robustbenhc")
+    with pytest.raises(ConfigError, match="--preset or --mean/--std, not both"):
+        ImportConfig(checkpoint="x.pt", model="digits_cnn", dataset="digits", preset="half", mean=[0.5], std=[0.5])
+
+
+def test_verify_needs_the_datasets_class_count(tmp_path):
+    ckpt = tmp_path / "five.pt"
+    torch.save(create_model("digits_cnn", num_outputs=5, in_channels=1).net.state_dict(), ckpt)
+    with pytest.raises(ConfigError, match="--verify needs the model's 5 outputs"):
+        imported(tmp_path, ckpt, model="digits_cnn", dataset="digits", mean=[0.3], std=[0.4], num_outputs=5, verify=10)

@@ -40,7 +40,15 @@ from xairobust.importers.base import (
 from xairobust.models.base import create_model
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import MODELS
-from xairobust.runs import CONFIG_YAML, FORMAT_VERSION, RUN_JSON, WEIGHTS, save_model, write_json_atomic, write_text_atomic
+from xairobust.runs import (
+    CONFIG_YAML,
+    FORMAT_VERSION,
+    RUN_JSON,
+    WEIGHTS,
+    save_model,
+    write_json_atomic,
+    write_text_atomic,
+)
 from xairobust.stages.contract import STAGES, Stage, StageIdentity
 
 FORMAT = 1
@@ -290,17 +298,15 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
     model.net.load_state_dict(plan.converted.state, strict=True)
     model.eval()
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    weights_sha = save_model(run_dir / WEIGHTS, model)
-    test: dict[str, Any] | None = None
     num_outputs = kwargs["num_outputs"]
     head_matches = num_outputs == info.num_outputs
-    if conf.verify:
-        if not head_matches:
-            raise ConfigError(
-                f"import: --verify needs the model's {num_outputs} outputs to be '{conf.dataset}'s {info.num_outputs} classes"
-            )
-        test = _verify(run_dir, conf, kwargs, quiet)
+    if conf.verify and not head_matches:
+        raise ConfigError(
+            f"import: --verify needs the model's {num_outputs} outputs to be '{conf.dataset}'s {info.num_outputs} classes"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    weights_sha = save_model(run_dir / WEIGHTS, model)
+    test = _verify(run_dir, conf, kwargs, quiet) if conf.verify else None
 
     resolved_conf = cfg.to_dict(conf)
     resolved_conf["out"] = str(run_dir)
