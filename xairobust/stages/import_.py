@@ -237,7 +237,7 @@ class ImportStage(Stage):
     Config = ImportConfig
     format = FORMAT
     # Place in a zoo's job graph (read by a stage-driven planner): it makes a run, from no
-    # earlier stage; zoos list imported runs with `run:` entries instead (batch/imported.py).
+    # earlier stage; zoos list imported runs with `run:` entries instead (stages/use.py).
     per = "run"
     after = None
     order = 0
