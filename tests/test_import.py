@@ -405,3 +405,29 @@ def test_verify_needs_the_datasets_class_count(tmp_path):
     torch.save(create_model("digits_cnn", num_outputs=5, in_channels=1).net.state_dict(), ckpt)
     with pytest.raises(ConfigError, match="--verify needs the model's 5 outputs"):
         imported(tmp_path, ckpt, model="digits_cnn", dataset="digits", mean=[0.3], std=[0.4], num_outputs=5, verify=10)
+
+
+def test_half_precision_checkpoint_is_recorded_and_loads_as_float32(tmp_path):
+    torch.manual_seed(11)
+    net = create_model("digits_cnn", in_channels=1).net.eval()
+    ckpt = tmp_path / "half.pt"
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, ckpt)
+    model, meta = imported(tmp_path, ckpt, model="digits_cnn", dataset="digits", mean=[0.3], std=[0.4])
+    ref = create_model("digits_cnn", in_channels=1).net
+    ref.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})
+    assert meta["source"]["dtypes"] == ["float16"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert same_outputs(model, Normalised(ref, [0.3], [0.4]), torch.rand(3, 1, 8, 8))
+
+
+@pytest.mark.parametrize("content", [b"\x00" * 64, b"not a checkpoint at all", b"PK\x03\x04broken zip"])
+def test_unreadable_files_are_one_line_errors(tmp_path, content):
+    ckpt = tmp_path / "junk.pt"
+    ckpt.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        imported(tmp_path, ckpt, model="digits_cnn", dataset="digits", mean=[0.3], std=[0.4])
+    assert "\n" not in str(err.value) and "junk.pt" in str(err.value)
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match="not a valid safetensors file"):
+        imported(tmp_path, bad, "b", model="digits_cnn", dataset="digits", mean=[0.3], std=[0.4])
