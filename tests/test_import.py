@@ -157,20 +157,25 @@ def test_robustbench_preactresnet18_both_variants_under_last(tmp_path, variant):
     assert meta["model"]["kwargs"]["variant"] == variant and meta["mapping"]["entry"] == "last"
 
 
-def test_robustbench_preactresnet_v2_is_xairobust_preactresnet18():
-    """v2 computes exactly xairobust's preactresnet18 (checked with the weights renamed)."""
+def test_robustbench_preactresnet_v2_imports_into_xairobust_preactresnet18(tmp_path):
+    """v2 (PreActBlockV2 + bn_before_fc) computes exactly xairobust's preactresnet18: the robustbench
+    format renames its keys for that target; v1 is refused for it."""
     torch.manual_seed(5)
     rb = randomise_bn(create_model("preactresnet18_rb", variant="v2").net)
-    ours = create_model("preactresnet18").net.eval()
-    renamed = {}
-    for k, v in rb.state_dict().items():
-        k = k.replace("conv1.", "stem.", 1) if k.startswith("conv1.") else k
-        k = k.replace("shortcut.0.", "shortcut.").replace("linear.", "fc.")
-        renamed[k] = v
-    ours.load_state_dict(renamed, strict=True)
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(rb(x), ours(x), atol=1e-5)
+    ckpt = tmp_path / "Rice2020Overfitting.pt"
+    state = {f"module.{k}": v for k, v in rb.state_dict().items()}
+    state.update(mu=torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1), sigma=torch.tensor([0.2471, 0.2435, 0.2616]).view(1, 3, 1, 1))
+    torch.save({"state_dict": state}, ckpt)
+    model, meta = imported(tmp_path, ckpt, model="preactresnet18", dataset="cifar10", format="robustbench")
+    assert same_outputs(model, Normalised(rb, [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]), torch.rand(2, 3, 32, 32))
+    assert meta["mapping"]["renamed"]["stem.weight"] == "module.conv1.weight"
+    assert meta["mapping"]["renamed"]["layer2.0.shortcut.weight"] == "module.layer2.0.shortcut.0.weight"
+    assert meta["mapping"]["renamed"]["fc.bias"] == "module.linear.bias"
+    v1 = create_model("preactresnet18_rb", variant="v1").net
+    torch.save(v1.state_dict(), tmp_path / "Wong2020Fast.pt")
+    with pytest.raises(ConfigError, match="import it with --model preactresnet18_rb"):
+        imported(tmp_path, tmp_path / "Wong2020Fast.pt", "v1", model="preactresnet18", dataset="cifar10",
+                 format="robustbench", preset="cifar10")
 
 
 def test_wrn28_10_is_robustbench_size():

@@ -87,6 +87,9 @@ class Format:
     def convert(self, ckpt: Checkpoint, entry: str | None) -> Converted:
         raise NotImplementedError
 
+    def adapt(self, conv: Converted, model: str) -> None:
+        """Rename the zoo's layout into another registered architecture's (default: none)."""
+
 
 # -- reading -----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from xairobust.importers.base import (
     Converted,
     Format,
     drop,
+    rename,
     strip_prefix,
     take_normalisation,
     unwrap,
@@ -100,6 +101,22 @@ class RobustBenchFormat(Format):
         for key in [k for k in conv.state if k.startswith("sub_block1.")]:
             drop(conv, key, "RobustBench's WideResNet builds sub_block1 but its forward never uses it")
         return conv
+
+    def adapt(self, conv: Converted, model: str) -> None:
+        """RobustBench's PreActResNet-18 with ``PreActBlockV2`` and ``bn_before_fc`` (Rice2020Overfitting
+        L2, Kireev2021Effectiveness) computes exactly xairobust's ``preactresnet18``: rename its keys
+        (conv1 -> stem, shortcut.0 -> shortcut, linear -> fc) when that is the target. The v1 block
+        (no final ``bn``) computes another function and is refused for it."""
+        if model != "preactresnet18" or "linear.weight" not in conv.state:
+            return
+        if "bn.weight" not in conv.state:
+            raise ConfigError(
+                "import: this RobustBench PreActResNet-18 has no final BatchNorm (PreActBlock, v1): it computes another"
+                " function than xairobust's preactresnet18; import it with --model preactresnet18_rb"
+            )
+        rename(conv, r"^conv1\.", "stem.", "RobustBench PreActResNet 'conv1.' -> preactresnet18 'stem.'")
+        rename(conv, r"\.shortcut\.0\.", ".shortcut.", "'shortcut.0.' -> 'shortcut.'")
+        rename(conv, r"^linear\.", "fc.", "'linear.' -> 'fc.'")
 
 
 @FORMATS.register("madrylab", description="MadryLab `robustness` checkpoints (module.model.* + normalizer)")

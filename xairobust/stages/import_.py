@@ -165,6 +165,7 @@ def plan_conversion(conf: ImportConfig, ckpt: Checkpoint, info) -> Plan:
         fmt.check_model(conf.model)
         try:
             conv = fmt.convert(ckpt, conf.key)
+            fmt.adapt(conv, conf.model)
         except ConfigError as exc:
             if conf.format != "auto":
                 raise
