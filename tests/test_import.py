@@ -436,3 +436,21 @@ def test_unreadable_files_are_one_line_errors(tmp_path, content):
     bad.write_bytes(content)
     with pytest.raises(ConfigError, match="not a valid safetensors file"):
         imported(tmp_path, bad, "b", model="digits_cnn", dataset="digits", mean=[0.3], std=[0.4])
+
+
+def test_several_checkpoints_in_one_call_each_into_its_own_run(tmp_path):
+    from click.testing import CliRunner
+
+    from xairobust.cli import main
+
+    for i in range(2):
+        torch.manual_seed(i)
+        torch.save(create_model("digits_cnn", in_channels=1).net.state_dict(), tmp_path / f"m{i}.pt")
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    files = [str(tmp_path / n) for n in ("m0.pt", "bad.pt", "m1.pt")]
+    result = CliRunner().invoke(main, ["import", *files, "--model", "digits_cnn", "--dataset", "digits",
+                                       "--preset", "half", "--out", str(tmp_path / "runs"), "--quiet"])
+    assert isinstance(result.exception, ConfigError) and "1 of 3 checkpoints failed" in str(result.exception)
+    for i in range(2):
+        meta = read_run_meta(tmp_path / "runs" / f"m{i}")
+        assert meta["label"] == f"m{i}" and meta["normalisation"]["mean"] == [0.5]

@@ -25,11 +25,12 @@ def _mapping(text: str | None) -> dict | None:
 
 
 @click.command("import", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", required=False)
+@click.argument("checkpoints", nargs=-1)
 @config_option
 @click.option("--model", help="Registered architecture the weights are for (`xairobust list models`), e.g. wideresnet, timm:resnet50.")
 @click.option("--dataset", help="Dataset the model classifies (`xairobust list datasets`): sets the input shape and classes.")
-@click.option("--out", help="Run directory to write (default: runs/imported/<checkpoint stem>).")
+@click.option("--out", help="Run directory to write (default: runs/imported/<checkpoint stem>); with several"
+              " checkpoints, the folder their run directories (<stem>) go into.")
 @click.option("--format", "format_", help="auto (default), state_dict, robustbench, madrylab, timm, torchvision, safetensors.")
 @click.option("--key", help="Nested entry that holds the weights, e.g. state_dict, last, model (default: found by the format).")
 @click.option("--mean", help="Per-channel mean of the model's input normalisation, for inputs in [0, 1] (e.g. 0.485,0.456,0.406).")
@@ -45,39 +46,57 @@ def _mapping(text: str | None) -> dict | None:
 @click.option("--data-dir", help="Where datasets live (for --verify).")
 @click.option("--force", is_flag=True, help="Replace a run of another checkpoint or settings in --out.")
 @quiet_option
-def import_command(checkpoint: str | None, config_path: str | None, quiet: bool, force: bool, format_: str | None,
+def import_command(checkpoints: tuple[str, ...], config_path: str | None, quiet: bool, force: bool, format_: str | None,
                    model_kwargs: str | None, out: str | None, **options) -> None:
-    """Import CHECKPOINT (a local file) as a run directory: model.safetensors + run.json + config.yaml.
+    """Import CHECKPOINT... (local files) as run directories: model.safetensors + run.json + config.yaml.
 
     The file is read without unpickling (torch.load(weights_only=True) or safetensors) and loaded
     into the registered architecture with strict key matching. The normalisation is read from the
     checkpoint when it carries one (MadryLab, RobustBench's mu/sigma), else give --mean/--std or
-    --preset. Example:
+    --preset. Several checkpoints of one architecture import in one call, each into --out/<stem>
+    (a failing one is reported and the others go on). Example:
 
     \b
         xairobust import Standard.pt --model wrn28_10 --dataset cifar10 --preset identity --verify 500 --out runs/rb_standard
+        xairobust import downloads/*.pt --model wideresnet --dataset cifar10 --format robustbench --out runs/imported
     """
     from pathlib import Path
 
     from xairobust import config as cfg
-    from xairobust.errors import ConfigError
+    from xairobust.errors import ConfigError, XaiRobustError
+    from xairobust.runs import read_run_meta
     from xairobust.stages.import_ import ImportConfig, import_checkpoint
 
-    data = merged_config(config_path, {**options, "checkpoint": checkpoint, "format": format_,
-                                       "model_kwargs": _mapping(model_kwargs)})
+    data = merged_config(config_path, {**options, "format": format_, "model_kwargs": _mapping(model_kwargs)})
     out = out or data.pop("out", None)
     data.pop("out", None)
-    if not data.get("checkpoint"):
+    files = list(checkpoints) or ([data["checkpoint"]] if data.get("checkpoint") else [])
+    if not files:
         raise ConfigError("import: give the checkpoint file: `xairobust import CHECKPOINT --model ARCH --dataset DS`")
-    conf = cfg.build(ImportConfig, data, config_path or "import")
-    out = out or f"runs/imported/{Path(conf.checkpoint).stem}"
-    run_dir = import_checkpoint(conf, out, quiet=quiet, force=force)
-    from xairobust.runs import read_run_meta
-
-    meta = read_run_meta(run_dir)
-    acc = meta.get("clean_accuracy")
-    extra = f"; clean accuracy {acc:.4f} on {meta['test']['n']} test images" if acc is not None else ""
-    click.echo(f"imported {conf.checkpoint} ({meta['source']['format']}) to {run_dir}{extra}")
+    several = len(files) > 1
+    if several and data.get("label"):
+        raise ConfigError("import: --label names one run; with several checkpoints each is labelled by its file name")
+    failed = 0
+    for path in files:
+        conf = cfg.build(ImportConfig, {**data, "checkpoint": path}, config_path or "import")
+        stem = Path(conf.checkpoint).stem
+        run_dir = Path(out) / stem if several else Path(out or f"runs/imported/{stem}")
+        if several and out is None:
+            run_dir = Path("runs/imported") / stem
+        try:
+            import_checkpoint(conf, run_dir, quiet=quiet, force=force)
+        except XaiRobustError as exc:
+            if not several:
+                raise
+            failed += 1
+            click.echo(f"failed: {path}: {exc}", err=True)
+            continue
+        meta = read_run_meta(run_dir)
+        acc = meta.get("clean_accuracy")
+        extra = f"; clean accuracy {acc:.4f} on {meta['test']['n']} test images" if acc is not None else ""
+        click.echo(f"imported {conf.checkpoint} ({meta['source']['format']}) to {run_dir}{extra}")
+    if failed:
+        raise ConfigError(f"import: {failed} of {len(files)} checkpoints failed (see above)")
 
 
 def register(group: click.Group) -> None:

@@ -34,9 +34,9 @@ PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
     # Identity: the network takes [0, 1] pixels as they are (RobustBench's 'Standard' WRN-28-10
     # and most RobustBench CIFAR-10 WideResNets).
-    "identity": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "identity": ((0.0,), (1.0,)),  # (one value: every channel)
     # x -> 2x - 1 (Hendrycks2019Using, the AugMix entries).
-    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "half": ((0.5,), (0.5,)),
 }
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -119,7 +119,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as exc:
         raise ConfigError(f"import: refused {path}: {_why(exc)}") from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of the weights-only reader means "unreadable"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"import: {path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {first})") from None
     return Checkpoint(path, sha, size, "torch", obj)
