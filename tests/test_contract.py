@@ -254,6 +254,8 @@ ELSEWHERE = {
     "bim-regression": "regression runs only: tests/test_mer_pipeline.py checks its entries' provenance",
     "mer-report": "regression runs only: tests/test_mer_pipeline.py",
     "tune-lambda": "minutes of NsLoss search: test_tune_lambda_output_carries_provenance stubs the search",
+    "import": "needs a foreign checkpoint: tests/test_import.py (run.json carries its provenance block)",
+    "use": "check-only: its outputs are the run's own model.safetensors and run.json (written by train/import)",
 }
 
 

@@ -17,12 +17,15 @@ from xairobust.stages.contract import STAGES, Stage
 
 # The fixed slots of the job graph, in order; a registered stage may add its own slot (its name),
 # placed by its ``per`` and ``after`` (see Stage).
-CORE_SLOTS = ("train", "attack", "explain", "score", "report")
+CORE_SLOTS = ("train", "use", "attack", "explain", "score", "report")  # use: a zoo's `run:` entries
 
 
 def extra_stage_names() -> list[str]:
-    """Registered stages that fill no core slot (e.g. manipulate, visualize): zoo keys of their own."""
-    return [n for n in STAGES.names() if STAGES.get(n).slot() not in CORE_SLOTS]
+    """Registered stages that fill no core slot and follow one (``after`` set; e.g. manipulate,
+    visualize): a zoo key of their name runs them. Stages that start from nothing (``import``)
+    have no place in a zoo's job graph."""
+    return [n for n in STAGES.names()
+            if STAGES.get(n).slot() not in CORE_SLOTS and STAGES.get(n).after is not None]
 
 
 def slots() -> list[str]:
