@@ -29,7 +29,9 @@ def extra_stage_names() -> list[str]:
 
 
 def slots() -> list[str]:
-    return [*CORE_SLOTS, *(STAGES.get(n).slot() for n in extra_stage_names())]
+    """Every slot a registered stage fills (the core ones first)."""
+    extra = [STAGES.get(n).slot() for n in STAGES.names()]
+    return list(dict.fromkeys([*CORE_SLOTS, *extra]))
 
 
 def resolve_stage(slot: str, chosen: dict[str, Any], where: str = "zoo") -> type[Stage]:
