@@ -181,3 +181,39 @@ def test_cli_fid_without_inception_weights_prints_one_line(visual_run, tmp_path)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("error: fid: Inception-v3 weights not found at") and str(tmp_path / "x.pth") in lines[0]
+
+
+def test_report_has_visual_grids_and_a_table_with_paired_tests(digits_run, tmp_path):
+    """Two 'methods' (the same weights, relabelled, one visualised with more steps): figures, a
+    table with arrows, and stats paired by class and by image against a direct scipy test."""
+    from scipy import stats as sst
+
+    from xairobust.report import ReportConfig, build_report
+    from xairobust.stages.visualize import FidConfig, VisualizeConfig, fid, visualize
+
+    runs = []
+    for label, steps in (("standard", 2), ("PGD", 6)):
+        run = tmp_path / label
+        shutil.copytree(digits_run, run)
+        meta = json.loads((run / "run.json").read_text())
+        meta["label"] = label
+        (run / "run.json").write_text(json.dumps(meta))
+        for kind in ("inversion", "generation", "feature"):
+            visualize(run, VisualizeConfig(kind=kind, preset="quick", params={"steps": steps}, n=3, device="cpu"),
+                      quiet=True)
+        fid(run, FidConfig(extractor=f"run:{digits_run}", device="cpu"), quiet=True)
+        runs.append(run)
+    out = tmp_path / "report"
+    written = build_report(runs, out, ReportConfig(formats=["png"], grid_images=3), quiet=True)
+    names = {p.name for p in written}
+    assert {"visual_inversion.png", "visual_generation.png", "visual_feature.png", "visual_table.md",
+            "visual_stats.csv"} <= names
+    md = (out / "visual_table.md").read_text()
+    assert "FID ↓" in md and "Feature dist. ↓" in md and "| PGD |" in md and "| standard |" in md
+    stats = pd.read_csv(out / "visual_stats.csv")
+    row = stats[stats.metric == "feature_distance"].iloc[0]
+    a = pd.read_csv(runs[1] / "visualisations" / f"metrics_run-{digits_run.name}.csv")
+    b = pd.read_csv(runs[0] / "visualisations" / f"metrics_run-{digits_run.name}.csv")
+    a, b = (f[f.metric == "feature_distance"].sort_values("index")["value"].to_numpy() for f in (a, b))
+    assert row["n_pairs"] == 3 and math.isclose(row["p_value"], sst.wilcoxon(a, b).pvalue, rel_tol=1e-9)
+    assert (stats.metric == "class_fid").any() and int(stats[stats.metric == "class_fid"].iloc[0]["n_pairs"]) == 10
