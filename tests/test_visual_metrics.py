@@ -217,3 +217,25 @@ def test_report_has_visual_grids_and_a_table_with_paired_tests(digits_run, tmp_p
     a, b = (f[f.metric == "feature_distance"].sort_values("index")["value"].to_numpy() for f in (a, b))
     assert row["n_pairs"] == 3 and math.isclose(row["p_value"], sst.wilcoxon(a, b).pvalue, rel_tol=1e-9)
     assert (stats.metric == "class_fid").any() and int(stats[stats.metric == "class_fid"].iloc[0]["n_pairs"]) == 10
+
+
+def test_batch_style_config_runs_every_kind_then_fid_and_refuses_stale_outputs(digits_run, tmp_path):
+    """A zoo's `visualize: {kinds: [...], fid: {...}}` block: one call, then current; changed
+    weights make every visualisation stale for its consumers."""
+    from xairobust.stages.contract import StaleError
+    from xairobust.stages.visualize import VisualizeConfig, VisualizeStage, load_visualisation
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    conf = VisualizeConfig(kinds=["inversion", "generation"], fid={"extractor": f"run:{digits_run}"},
+                           preset="quick", params={"steps": 2}, n=2, device="cpu")
+    stage = VisualizeStage()
+    assert not stage.is_current(run, conf)
+    out = stage.run(run, conf, quiet=True)
+    assert out.name == f"metrics_run-{digits_run.name}.json"
+    assert all(p.is_file() for p in stage.outputs(run, conf))
+    assert stage.is_current(run, conf)
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")
+    with pytest.raises(StaleError, match="xairobust visualize --run"):
+        load_visualisation(run, "inversion")

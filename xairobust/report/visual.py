@@ -31,7 +31,8 @@ import pandas as pd
 
 from xairobust.report.collect import RunRecord
 from xairobust.report.meta import MetricMeta
-from xairobust.runs import load_tensors, read_json
+from xairobust.runs import read_json
+from xairobust.stages.contract import verify_chain
 
 FOLDER = "visualisations"
 KINDS = ("inversion", "generation", "feature")
@@ -61,10 +62,14 @@ def _by_label(runs: list[RunRecord], rows: list[str]) -> list[RunRecord]:
 
 
 def _load(run: RunRecord, kind: str) -> dict[str, np.ndarray] | None:
+    """The run's visualisation of ``kind`` (provenance verified: stale -> one-line error), or None."""
+    from xairobust.stages.visualize import load_visualisation
+
     path = run.path / FOLDER / f"{kind}.safetensors"
     if not path.is_file() or not (run.path / FOLDER / f"{kind}.json").is_file():
         return None
-    return {k: v.numpy() for k, v in load_tensors(path).items()}
+    tensors, _ = load_visualisation(run.path, kind)
+    return {k: v.numpy() for k, v in tensors.items()}
 
 
 def _grid(n_rows: int, n_cols: int, size: float = 1.3):
@@ -165,7 +170,8 @@ def metric_docs(run: RunRecord) -> list[tuple[str, dict[str, Any], pd.DataFrame]
     if not folder.is_dir():
         return out
     for js in sorted(folder.glob("metrics_*.json")):
-        doc = read_json(js)
+        extractor = str(read_json(js).get("extractor", ""))
+        doc = verify_chain(js, run.path, f"xairobust fid --run {run.path} --extractor {extractor}")
         csv = js.with_suffix(".csv")
         frame = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["index", "target", "metric", "value"])
         out.append((str(doc.get("extractor", js.stem[len("metrics_"):])), doc, frame))

@@ -58,10 +58,30 @@ class VisualizeConfig:
     batch_size: int = 64  # images per PGD batch (memory only)
     device: str = "auto"
     data_dir: str | None = None
+    # Batch (zoo) use: several kinds in one job (overrides ``kind``) and, when ``fid`` is a
+    # non-empty mapping of FidConfig keys, the fid stage after them -- one job per run, so the
+    # metrics never race the visualisations they read.
+    kinds: list[str] = field(default_factory=list)
+    fid: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(self.n >= 1, f"visualize: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"visualize: --batch-size must be >= 1, got {self.batch_size}")
+        for k in [self.kind, *self.kinds]:
+            VISUALISATIONS.get(k)  # unknown kind: one line with a did-you-mean
+
+    def parts(self) -> list[VisualizeConfig]:
+        """One config per kind (``kinds``, else ``kind``), without the batch-only fields."""
+        from dataclasses import replace
+
+        return [replace(self, kind=k, kinds=[], fid={}) for k in (self.kinds or [self.kind])]
+
+    def fid_config(self) -> FidConfig | None:
+        if not self.fid:
+            return None
+        data = {"kinds": [k for k in ("generation", "inversion") if k in (self.kinds or [self.kind])],
+                "device": self.device, "data_dir": self.data_dir, **self.fid}
+        return cfg.build(FidConfig, data, "visualize: fid")
 
 
 def visual_paths(run_dir: Path, kind: str) -> tuple[Path, Path]:
@@ -85,16 +105,32 @@ def resolved_params(run_dir: Path, conf: VisualizeConfig) -> Any:
 
 @STAGES.register("visualize")
 class VisualizeStage(Stage):
-    """run directory -> visualisations/<kind>.safetensors + .json (see the module docstring)."""
+    """run directory -> visualisations/<kind>.safetensors + .json (see the module docstring).
+
+    With ``kinds``/``fid`` (a zoo's ``visualize:`` block) one call runs every kind and then the
+    fid stage; each kind's document carries its own provenance, and the composite is current
+    when every part is.
+    """
 
     name = "visualize"
     Config = VisualizeConfig
     format = FORMAT
+    # Place in a zoo's job graph (read by the batch planner where the contract declares these).
+    per = "run"
+    after = "train"
+    report_input = True
+
+    def _single(self, conf: VisualizeConfig) -> bool:
+        return not conf.kinds and not conf.fid
 
     def inputs(self, run_dir: Path, conf: VisualizeConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}
 
     def identity(self, run_dir: Path, conf: VisualizeConfig) -> dict[str, Any]:
+        if not self._single(conf):
+            fconf = conf.fid_config()
+            return {"parts": [self.identity(run_dir, p) for p in conf.parts()],
+                    "fid": None if fconf is None else cfg.to_dict(fconf)}
         params = resolved_params(Path(run_dir), conf)
         return {
             "kind": conf.kind, "preset": conf.preset, "params": cfg.to_dict(params), "n": conf.n,
@@ -102,13 +138,28 @@ class VisualizeStage(Stage):
         }
 
     def outputs(self, run_dir: Path, conf: VisualizeConfig) -> list[Path]:
+        if not self._single(conf):
+            out = [p for part in conf.parts() for p in self.outputs(run_dir, part)]
+            fconf = conf.fid_config()
+            return out + (list(metric_paths(Path(run_dir), fconf.extractor)) if fconf else [])
         return list(visual_paths(Path(run_dir), conf.kind))
 
     def hint(self, run_dir: Path, conf: VisualizeConfig) -> str:
-        return f"xairobust visualize --run {run_dir} --kind {conf.kind}"
+        return f"xairobust visualize --run {run_dir} --kind {(conf.kinds or [conf.kind])[0]}"
+
+    def is_current(self, run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity | None = None) -> bool:
+        if self._single(conf):
+            return super().is_current(run_dir, conf, resolved)
+        fconf = conf.fid_config()
+        parts_ok = all(super(VisualizeStage, self).is_current(run_dir, p) for p in conf.parts())
+        return parts_ok and (fconf is None or FidStage().is_current(run_dir, fconf))
 
     def run(self, run_dir: Path, conf: VisualizeConfig, quiet: bool = False) -> Path:
         run_dir = Path(run_dir)
+        if not self._single(conf):
+            out = [self.run(run_dir, p, quiet) for p in conf.parts()][-1]
+            fconf = conf.fid_config()
+            return FidStage().run(run_dir, fconf, quiet) if fconf is not None else out
         resolved = self.resolve(run_dir, conf)
         if self.is_current(run_dir, conf, resolved):
             return self.outputs(run_dir, conf)[0]
@@ -255,7 +306,9 @@ def _extractor_file(conf: FidConfig) -> Path:
     raise ConfigError(f"fid: unknown --extractor '{conf.extractor}'; use inception or run:<RUN>")
 
 
-@STAGES.register("fid")
+# Not registered in STAGES on purpose: a registered stage becomes a zoo key of its own, planned
+# after `train` only, and could then run before the visualisations it reads. In a zoo it runs as
+# the `fid:` part of the `visualize:` block instead; on the command line as `xairobust fid`.
 class FidStage(Stage):
     """visualisations/{generation,inversion} -> visualisations/metrics_<extractor>.csv + .json."""
 
