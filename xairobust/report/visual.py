@@ -190,6 +190,19 @@ def _timing(run: RunRecord) -> dict[str, float]:
     return out
 
 
+def _describe(doc: dict[str, Any]) -> str:
+    """'run label X, input of net.fc (FID) / ... (distance)' for the table heading."""
+    rec = doc.get("extractor_record") or {}
+    dist = (doc.get("distance_extractor_record") or rec).get("layer")
+    parts = [f"run '{rec['run_label']}'" if rec.get("run_label") else ""]
+    layer = rec.get("layer")
+    if layer and dist and dist != layer and "generation" in doc:
+        parts.append(f"FID features: {layer}; distance features: {dist}")
+    elif layer or dist:
+        parts.append(f"features: {layer or dist}")
+    return ", ".join(p for p in parts if p)
+
+
 def visual_frames(runs: list[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-item long frame for the paired tests, per-run summary frame)."""
     items, summary = [], []
@@ -199,6 +212,7 @@ def visual_frames(runs: list[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
             gen, inv = doc.get("generation", {}), doc.get("inversion", {})
             summary.append({
                 "setting": r.setting, "extractor": extractor, "label": r.label, "seed": r.seed, "run": str(r.path),
+                "extractor_detail": _describe(doc),
                 "fid": gen.get("fid", math.nan), "fid_reference": gen.get("fid_reference", math.nan),
                 "fid_sources": gen.get("fid_sources", math.nan), "generated": gen.get("generated"),
                 "class_fid_mean": gen.get("class_fid_mean", math.nan),
@@ -230,7 +244,8 @@ def visual_table(summary: pd.DataFrame, stats: pd.DataFrame, baseline: str, orde
     rows, md = [], []
     for (setting, extractor), part in summary.groupby(["setting", "extractor"], sort=False):
         labels = order_rows(list(dict.fromkeys(part["label"])), baseline, order)
-        md.append(f"\n**{setting}** — feature extractor `{extractor}`\n")
+        detail = next((d for d in part["extractor_detail"] if d), "")
+        md.append(f"\n**{setting}** — feature extractor `{extractor}`{' (' + detail + ')' if detail else ''}\n")
         md.append("| Method | FID ↓ | class FID ↓ | Feature dist. ↓ | CPU s/image (inv / gen / feat) |")
         md.append("|---|---|---|---|---|")
         for lab in labels:
