@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from xairobust.data.base import DataSplit, DatasetInfo
+from xairobust.data.base import DatasetInfo, DataSplit
 from xairobust.errors import ConfigError
 from xairobust.registry import VISUALISATIONS
 from xairobust.visualize._core import Representation, eval_mode, l2_pgd, project_l2

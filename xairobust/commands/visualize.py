@@ -88,7 +88,7 @@ def fid_command(run_dirs: tuple[str, ...], config_path: str | None, quiet: bool,
     FIDs from different extractors are not comparable; the extractor is in every output.
     """
     from xairobust import config as cfg
-    from xairobust.runs import require_run, read_json
+    from xairobust.runs import read_json, require_run
     from xairobust.stages.visualize import FidConfig, fid
 
     data = merged_config(config_path, options)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from xairobust import config as cfg
-from xairobust.data.base import DataSplit, DatasetInfo
+from xairobust.data.base import DatasetInfo, DataSplit
 from xairobust.visualize._core import Representation
 
 CIFAR_DIM = 3 * 32 * 32
