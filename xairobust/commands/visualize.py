@@ -59,7 +59,7 @@ def visualize(ctx: click.Context, run_dir: str, config_path: str | None, quiet: 
         from xairobust.stages.visualize import FidConfig, fid
 
         fconf = cfg.build(FidConfig, {k: v for k, v in {
-            "extractor": extractor, "inception_weights": inception_weights, "kinds": [conf.kind],
+            "extractor": extractor, "inception_weights": inception_weights,
             "device": options.get("device"), "data_dir": options.get("data_dir")}.items() if v is not None}, "fid")
         if conf.kind == "feature":
             click.echo("--fid: the feature kind has no FID or feature distance; nothing computed")

@@ -79,8 +79,9 @@ class VisualizeConfig:
     def fid_config(self) -> FidConfig | None:
         if not self.fid:
             return None
-        data = {"kinds": [k for k in ("generation", "inversion") if k in (self.kinds or [self.kind])],
-                "device": self.device, "data_dir": self.data_dir, **self.fid}
+        # every kind present in the run (not only this job's), so the one metrics file per
+        # extractor is never rewritten with fewer numbers than it had
+        data = {"device": self.device, "data_dir": self.data_dir, **self.fid}
         return cfg.build(FidConfig, data, "visualize: fid")
 
 
