@@ -23,6 +23,7 @@ from xairobust.progress import track
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
 from xairobust.report import figures as figs
+from xairobust.report import visual
 from xairobust.report.collect import (
     collect_epoch_scores,
     collect_runs,
@@ -121,6 +122,8 @@ def build_report(
     if not conf.runs:
         conf = dataclasses.replace(conf, runs=[str(p) for p in run_dirs])
     runs = collect_runs(list(run_dirs))
+    if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only
+        return visual.build_visual_report(runs, out, conf, quiet)
     explainers = resolve_explainers(runs, list(conf.explainer))
     for run in runs:
         verify_run(run, explainers)  # nothing computed from other weights reaches the tables
@@ -167,6 +170,7 @@ def build_report(
         stats.to_csv(staging / "stats.csv", index=False)
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
+        visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
