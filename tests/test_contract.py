@@ -27,6 +27,7 @@ from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StaleError,
 from xairobust.stages.explain import ExplainConfig, explain
 from xairobust.stages.score import ScoreConfig, score
 from xairobust.stages.train import TrainConfig, train
+from xairobust.stages.visualize import VisualizeConfig
 
 TINY = {"epochs": 1, "batch_size": 128, "model_kwargs": {"width": 4}}
 EXPLAIN = {"explainer": "ig", "params": {"n_steps": 4}, "n": 8}
@@ -277,6 +278,7 @@ def test_every_stage_output_carries_provenance(name, pipeline_run, tmp_path):
         "explain": (pipeline_run, ExplainConfig(**EXPLAIN)),
         "score": (pipeline_run, ScoreConfig(**SCORE)),
         "report": (tmp_path / "report", ReportConfig(figures=False, runs=[str(pipeline_run)], baseline="standard")),
+        "visualize": (pipeline_run, VisualizeConfig(kind="generation", preset="quick", n=1, classes=[0], params={"steps": 2})),
     }
     assert name in examples, f"stage '{name}' has no example here: add one (or a reason to ELSEWHERE)"
     target, conf = examples[name]
