@@ -98,6 +98,8 @@ def make_explain(model_device: torch.device, explainer: Any, base_seed: int, sco
         return a.detach().float().cpu().numpy()
 
     explain.stochastic = stochastic  # type: ignore[attr-defined]
+    # the native engine re-explains device tensors directly with the same seeds
+    explain.explainer, explain.base_seed, explain.score_seed = explainer, int(base_seed), int(score_seed)  # type: ignore[attr-defined]
     return explain
 
 
