@@ -319,7 +319,9 @@ def features_in_step(given: int, input_shape: tuple[int, ...]) -> int:
     divides the number of *positions* (the product of the shape after the channel axis: 1024 on
     CIFAR-10, 25,600 on ImageNette-160), not the number of features. Auto (``given == 0``): the
     smallest divisor of the positions that is >= ceil(features / 64), i.e. at most 64 steps
-    (1 on digits, 64 on CIFAR-10 -> 48 steps, 1280 on ImageNette-160 -> 60 steps). A given step
+    (1 on digits, 64 on CIFAR-10 -> 48 steps, 1280 on ImageNette-160 -> 60 steps); when that
+    leaves fewer than 8 steps (positions with no divisor near the target, e.g. 313 x 149 = 46,637
+    on Soundtracks), the largest divisor below the target (313 -> 149 steps). A given step
     that does not divide the positions is a ConfigError naming the option.
     """
     features = int(np.prod(input_shape))
@@ -332,7 +334,11 @@ def features_in_step(given: int, input_shape: tuple[int, ...]) -> int:
         )
         return given
     target = max(1, math.ceil(features / 64))
-    return next((d for d in range(target, positions + 1) if positions % d == 0), positions)
+    divisors = [d for d in range(1, positions + 1) if positions % d == 0]
+    step = next(d for d in divisors if d >= target)
+    if features // step < 8:  # too few points for a correlation (e.g. 313 x 149 spectrograms)
+        step = max(d for d in divisors if d < target) if target > 1 else step
+    return step
 
 
 @register("faithfulness_estimate", category="faithfulness", direction="higher", label="Est")
