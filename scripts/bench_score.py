@@ -161,21 +161,16 @@ def bench_model(model_name: str, args, device) -> dict:
     rows: dict[str, dict] = {m: {"native_s": [], "quantus_s": []} for m in PAPER_METRICS}
     rows["suite"] = {"native_s": [], "quantus_s": []}
     probes = []
+    sizes = (16, 32, 64, 128, 256, 512, 1024) if device.type == "cpu" else (64, 256, 1024, 2048, 4096)
+    over = {m: {"nr_samples": args.nr_samples} for m in SENSITIVITY} if args.nr_samples else {}
     for rep in range(args.repeats):
-        sizes = (16, 32, 64, 128, 256, 512, 1024) if device.type == "cpu" else (64, 256, 1024, 2048, 4096)
-        probes.append(probe(inp.model, shape, device, sizes))
-        _, metrics = build_metrics(ScoreConfig(metrics="paper", batch_size=args.batch_size, points_per_pass=ppp))
-        suite = 0.0
-        for name, metric in metrics.items():
+        _, metrics = build_metrics(ScoreConfig(metrics="paper", metric_params=over, batch_size=args.batch_size, points_per_pass=ppp))
+        for name, metric in metrics.items():  # interleaved per metric: probe, native, quantus
+            if name in SENSITIVITY or rep == 0:
+                probes.append(probe(inp.model, shape, device, sizes, seconds=0.25))
             t0 = time.perf_counter()
-            metric.score(inp)
-            dt = time.perf_counter() - t0
-            rows[name]["native_s"].append(dt)
-            suite += dt
-        rows["suite"]["native_s"].append(suite)
-        # alone (no sharing) for the per-metric figure of avg_sensitivity
-        suite = 0.0
-        for name, metric in metrics.items():
+            metric.score(inp)  # native (avg_sensitivity reads max_sensitivity's shared draws)
+            rows[name]["native_s"].append(time.perf_counter() - t0)
             if name in args.skip_quantus:
                 continue
             sub, scale = inp, 1.0
@@ -185,14 +180,14 @@ def bench_model(model_name: str, args, device) -> dict:
                 scale = len(inp.x) / k
             t0 = time.perf_counter()
             quantus_call(name, metric, sub, args.batch_size)
-            dt = (time.perf_counter() - t0) * scale
-            rows[name]["quantus_s"].append(dt)
-            suite += dt
-        rows["suite"]["quantus_s"].append(suite)
+            rows[name]["quantus_s"].append((time.perf_counter() - t0) * scale)
+        rows["suite"]["native_s"].append(sum(rows[m]["native_s"][-1] for m in metrics))
+        if not args.skip_quantus:
+            rows["suite"]["quantus_s"].append(sum(rows[m]["quantus_s"][-1] for m in metrics))
         print(f"  {model_name} repeat {rep + 1}/{args.repeats} done", flush=True)
     fb = max(p["fwd_bwd"]["best_rate"] for p in probes)
     fw = max(p["fwd"]["best_rate"] for p in probes)
-    _, metrics = build_metrics(ScoreConfig(metrics="paper"))
+    _, metrics = build_metrics(ScoreConfig(metrics="paper", metric_params=over))
     total_fb = total_f = 0
     for name, metric in metrics.items():
         pfb, pf = required_points(name, metric, inp, args.n_steps)
@@ -214,14 +209,14 @@ def bench_model(model_name: str, args, device) -> dict:
         r["native_pct_of_limit"] = 100 * lim / nb if nb and lim else None
         r["quantus_pct_of_limit"] = 100 * lim / qb if qb and lim else None
     rows["avg_sensitivity"]["note"] = "native: reads max_sensitivity's perturbed explanations (shared draws); its time is in max_sensitivity"
-    return {"model": model_name, "n": args.n, "quantus_n": args.quantus_n or args.n, "ig_steps": args.n_steps, "points_per_pass": ppp, "batch_size": args.batch_size,
+    return {"model": model_name, "n": args.n, "nr_samples": args.nr_samples or 200, "quantus_n": args.quantus_n or args.n, "ig_steps": args.n_steps, "points_per_pass": ppp, "batch_size": args.batch_size,
             "probe_best": {"fwd_bwd_points_per_s": fb, "fwd_points_per_s": fw,
                            "fwd_bwd_best_batch": probes[-1]["fwd_bwd"]["best_batch"]},
             "probes": probes, "metrics": rows}
 
 
 def table(res: dict) -> str:
-    lines = [f"{res['model']}: n={res['n']} IG steps={res['ig_steps']} points/pass={res['points_per_pass']} "
+    lines = [f"{res['model']}: n={res['n']} perturbations={res['nr_samples']} IG steps={res['ig_steps']} points/pass={res['points_per_pass']} "
              f"probe best fwd+bwd {res['probe_best']['fwd_bwd_points_per_s']:.0f} pts/s (batch {res['probe_best']['fwd_bwd_best_batch']}),"
              f" fwd {res['probe_best']['fwd_points_per_s']:.0f} pts/s",
              f"{'metric':26s} {'native s':>9s} {'quantus s':>10s} {'limit s':>8s} {'speedup':>8s} {'native%lim':>10s} {'quantus%lim':>11s}"]
@@ -249,6 +244,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="folder with cifar-10-batches-py (real CIFAR inputs)")
     ap.add_argument("--run", default=None, help="a trained run directory to use for --run-model")
     ap.add_argument("--run-model", default="cifar_cnn")
+    ap.add_argument("--nr-samples", type=int, default=0, help="perturbations of the sensitivity metrics (default: paper's 200)")
     ap.add_argument("--quantus-n", type=int, default=0, help="time Quantus' sensitivity metrics on this many samples, scaled to n")
     ap.add_argument("--skip-quantus", default="", help="comma-separated metrics not to time through Quantus")
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "bench_score.json"))
