@@ -171,6 +171,7 @@ def bench_model(model_name: str, args, device) -> dict:
     rows["suite"] = {"native_s": [], "quantus_s": []}
     probes = []
     sizes = (16, 32, 64, 128, 256, 512, 1024) if device.type == "cpu" else (64, 256, 1024, 2048, 4096)
+    sizes = tuple(b for b in sizes if b <= args.probe_max)
     over = {m: {"nr_samples": args.nr_samples} for m in SENSITIVITY} if args.nr_samples else {}
     for rep in range(args.repeats):
         _, metrics = build_metrics(ScoreConfig(metrics="paper", metric_params=over, batch_size=args.batch_size, points_per_pass=ppp))
@@ -255,6 +256,7 @@ def main() -> None:
     ap.add_argument("--run-model", default="cifar_cnn")
     ap.add_argument("--clock", choices=["cpu", "wall"], default=None, help="cpu: process CPU time (default on CPU), wall: wall time (default on GPU)")
     ap.add_argument("--nr-samples", type=int, default=0, help="perturbations of the sensitivity metrics (default: paper's 200)")
+    ap.add_argument("--probe-max", type=int, default=4096, help="largest batch size the limit probe tries")
     ap.add_argument("--quantus-n", type=int, default=0, help="time Quantus' sensitivity metrics on this many samples, scaled to n")
     ap.add_argument("--skip-quantus", default="", help="comma-separated metrics not to time through Quantus")
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "bench_score.json"))
