@@ -181,7 +181,7 @@ def test_lle_floor_is_finite_and_below_lle_for_a_noisy_explainer(setup):
         noise = torch.randn((k, *shape), generator=g) * m.params.perturb_std
         xp = (torch.as_tensor(inp.x[i]) + noise).clamp(0, 1)
         dist = torch.linalg.vector_norm((torch.as_tensor(inp.x[i]) - xp).reshape(k, -1).double(), dim=1).numpy()
-        np.testing.assert_allclose(floor[i], max(n / (d + 1e-10) for n, d in zip(num, dist)), rtol=1e-5)
+        np.testing.assert_allclose(floor[i], max(n / (d + 1e-10) for n, d in zip(num, dist, strict=True)), rtol=1e-5)
     assert np.isfinite(scores).all()
 
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from report_fake import fake_registry, write_run
 from scipy import stats as sst
 
-from report_fake import fake_registry, write_run
 from xairobust.errors import ConfigError
 from xairobust.report import ReportConfig, build_report
 

@@ -38,7 +38,7 @@ from xairobust.metrics.base import Metric, MetricInput
 from xairobust.metrics.native import cap_explainer, default_points_per_pass
 from xairobust.metrics.presets import resolve_metrics
 from xairobust.progress import make_progress
-from xairobust.provenance import config_hash, git_commit, versions
+from xairobust.provenance import git_commit, versions
 from xairobust.registry import METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, verify_chain
