@@ -129,3 +129,31 @@ def test_score_refuses_attributions_of_a_replaced_model(digits_scored):
     write_json_atomic(run / "attributions" / "ig.json", doc)
     with pytest.raises(RunError, match="xairobust explain --run .* --explainer ig"):
         score(run, ScoreConfig(metrics="sparseness"), quiet=True)
+
+
+def test_explain_caps_every_pass_and_keeps_the_values(digits_run, tmp_path):
+    import shutil
+
+    from xairobust.runs import load_run, load_tensors
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("attributions", "scores"))
+    ref = load_tensors(explain(run, ExplainConfig(explainer="ig", n=6, params={"n_steps": 4}, points_per_pass=4096), quiet=True))
+    sizes = []
+    real = load_run
+
+    def hooked(*a, **k):
+        model, meta = real(*a, **k)
+        model.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+        return model, meta
+
+    import xairobust.stages.explain as stage
+
+    stage.load_run, saved = hooked, stage.load_run
+    try:
+        (run / "attributions" / "ig.json").unlink()
+        got = load_tensors(explain(run, ExplainConfig(explainer="ig", n=6, params={"n_steps": 4}, points_per_pass=8), quiet=True))
+    finally:
+        stage.load_run = saved
+    assert sizes and max(s for s in sizes[1:]) <= 8  # the first forward is the prediction pass
+    torch.testing.assert_close(got["attributions"], ref["attributions"], rtol=1e-5, atol=1e-7)
