@@ -19,6 +19,7 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @click.option("--seed", type=int, help="Base of the per-sample seeds (default 0).")
 @click.option("--background-size", type=int, help="Training inputs drawn as baselines (expected_gradients).")
 @click.option("--batch-size", type=int, help="Samples per explainer call (memory only).")
+@click.option("--points-per-pass", type=int, help="Model points per explainer pass, e.g. IG samples x steps (0 = auto from memory; speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option

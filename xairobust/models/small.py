@@ -34,11 +34,12 @@ def digits_cnn(num_outputs: int = 10, in_channels: int = 1, width: int = 16) -> 
 
 
 @MODELS.register("tiny_mlp", input_size=None)
-def tiny_mlp(num_outputs: int = 10, in_channels: int = 1, input_size: int = 8, hidden: int = 32) -> nn.Module:
-    """A two-layer MLP for tests where exact values are computed by hand."""
+def tiny_mlp(num_outputs: int = 10, in_channels: int = 1, input_size: int = 8, hidden: int = 32, input_width: int | None = None) -> nn.Module:
+    """A two-layer MLP for tests where exact values are computed by hand (``input_width`` for
+    non-square inputs such as spectrograms; default square)."""
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(in_channels * input_size * input_size, hidden),
+        nn.Linear(in_channels * input_size * (input_width or input_size), hidden),
         nn.Tanh(),
         nn.Linear(hidden, num_outputs),
     )

@@ -34,7 +34,7 @@ from xairobust.report.collect import (
 )
 from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.render import caption_parts, latex_document, latex_table, markdown_table
-from xairobust.report.stats import compare_to_baseline
+from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
 from xairobust.runs import write_json_atomic
 from xairobust.stages.contract import STAGES, Stage
@@ -131,6 +131,8 @@ def build_report(
     if baseline != conf.baseline:
         conf = dataclasses.replace(conf, baseline=baseline)
     scores, notes = collect_scores(runs, explainers)
+    check_comparable(runs, explainers)  # one preset / metric parameters per table (issue 14)
+    scores = attach_floors(scores, runs, explainers)  # noise floors beside values, floor-corrected tests
     for note in notes:
         _warn(note)
     metric_names = list(dict.fromkeys(scores["metric"]))
@@ -156,6 +158,9 @@ def build_report(
                           order=list(conf.order), digits=conf.digits, significant=significant)
     have_stats = not stats.empty
     captions = [caption_parts(t, conf.baseline, conf.test, conf.correction, conf.alpha, have_stats) for t in tables]
+    if scores[FLOOR].notna().any():
+        for c in captions:
+            c["sig"] = "; ".join(filter(None, [c["sig"], f"[floor x]: noise floor; {FLOOR_NOTE}" if have_stats else "[floor x]: noise floor"]))
     tex, tex_body = latex_document([latex_table(t, c) for t, c in zip(tables, captions, strict=True)])
     md = "\n".join(markdown_table(t, c) for t, c in zip(tables, captions, strict=True))
     epoch_scores = collect_epoch_scores(runs, explainers) if conf.figures else pd.DataFrame()

@@ -49,12 +49,16 @@ class ExplainConfig:
     seed: int = 0
     background_size: int = 200  # training inputs for data-baseline explainers
     batch_size: int = 32  # samples per explainer call (memory only; results do not depend on it)
+    # model points per explainer pass (IG: samples x n_steps); 0 = from a memory budget
+    # (xairobust.metrics.native.default_points_per_pass). Speed/memory only.
+    points_per_pass: int = 0
     device: str = "auto"
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
         require(self.n >= 1, f"explain: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"explain: --batch-size must be >= 1, got {self.batch_size}")
+        require(self.points_per_pass >= 0, f"explain: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")
         require(self.background_size >= 1, f"explain: --background-size must be >= 1, got {self.background_size}")
         t = str(self.target)
         require(
@@ -197,8 +201,11 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
 
     start = time.perf_counter()
     explainer = explainer_cls(params, None if background is None else background.to(device))
-    if hasattr(explainer, "chunk_size"):
-        explainer.chunk_size = conf.batch_size
+    from xairobust.metrics.native import cap_explainer, default_points_per_pass
+
+    model.eval()
+    ppp = conf.points_per_pass or default_points_per_pass(model, tuple(x.shape[1:]), device)
+    cap_explainer(explainer, ppp)  # every model pass <= ppp points (IG: chunk x n_steps)
     with torch.no_grad():
         outputs = torch.cat([model(x[s : s + 256].to(device)).float().cpu() for s in range(0, len(x), 256)])
     targets = resolve_targets(conf.target, outputs, y, task, num_outputs)
