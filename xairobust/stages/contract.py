@@ -45,10 +45,6 @@ class StaleError(RunError):
 def _load_stages() -> None:
     import_submodules("xairobust.stages")
     import_submodules("xairobust.report")
-    if "score" not in STAGES._items:  # until stages/score.py registers its own Stage
-        from xairobust.stages._score_shim import register_score_shim
-
-        register_score_shim()
 
 
 STAGES: Registry = Registry("stage", _load_stages)

@@ -258,6 +258,10 @@ class ScoreStage(Stage):
     name = "score"
     Config = ScoreConfig
     format = FORMAT
+    per = "explainer"
+    after = "explain"
+    order = 3
+    report_input = True
 
     def inputs(self, run_dir: Path, conf: ScoreConfig) -> dict[str, Path]:
         tensors_path, json_path = attribution_paths(Path(run_dir), conf.explainer)
