@@ -20,7 +20,7 @@ How the layers are treated (documented choices):
   relevance. A BatchNorm2d that does not follow a conv keeps Captum's default (epsilon) rule.
 * Pooling: Captum's defaults (epsilon rule; max-pooling passes relevance to the winner).
 * ReLU / Tanh / Dropout: passed through (Captum's non-linear layers).
-* xairobust's Normalize layer and nn.Identity: identity rule (relevance passes unchanged: the
+* xairobust's Normalize layer: identity rule (relevance passes unchanged: the
   layer is element-wise, so relevance of a normalised pixel is that of the raw pixel);
   nn.Flatten: epsilon rule, which for a reshape passes relevance unchanged.
 
@@ -51,7 +51,7 @@ from xairobust.registry import EXPLAINERS
 # Exact types (as Captum checks them): a subclass may change the forward pass.
 SUPPORTED_LEAVES: tuple[type, ...] = (
     nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.ReLU, nn.Tanh, nn.Dropout, nn.Flatten, nn.Identity, Normalize,
+    nn.ReLU, nn.Tanh, nn.Dropout, nn.Flatten, Normalize,
 )
 
 
@@ -76,17 +76,19 @@ def check_lrp_supported(model: nn.Module) -> None:
 
 def merge_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with each Conv2d -> BatchNorm2d pair inside an nn.Sequential
-    fused into one conv (the BN replaced by nn.Identity); the forward pass is unchanged."""
+    fused into one conv (the BN removed from the Sequential); the forward pass is unchanged."""
     out = copy.deepcopy(model).eval()
     for seq in out.modules():
         if type(seq) is not nn.Sequential:
             continue
         keys = list(seq._modules)
         for a, b in zip(keys, keys[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
+            conv, bn = seq._modules.get(a), seq._modules.get(b)
             if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d:
                 seq._modules[a] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[b] = nn.Identity()
+                # Removed, not replaced by nn.Identity: Identity returns its input tensor itself,
+                # on which Captum's input and output hooks would then collide.
+                del seq._modules[b]
     return out
 
 
@@ -117,7 +119,7 @@ class LRPExplainer(Explainer):
 
     def _rule(self, module: nn.Module):
         p = self.params
-        if type(module) in (Normalize, nn.Identity):
+        if type(module) is Normalize:
             return IdentityRule()
         if type(module) is nn.Flatten:
             return EpsilonRule(p.epsilon)
