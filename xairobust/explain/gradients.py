@@ -130,7 +130,7 @@ class SmoothGradParams:
         require(self.noise_level >= 0, f"smoothgrad: --noise-level must be >= 0, got {self.noise_level}")
 
 
-@EXPLAINERS.register("smoothgrad", label="SG", library="captum.attr.NoiseTunnel(Saliency), per-sample seeds")
+@EXPLAINERS.register("smoothgrad", label="SG", library="captum.attr.NoiseTunnel(Saliency) (per-sample seeds)")
 class SmoothGradExplainer(_NoiseTunnelBase):
     """SmoothGrad (Smilkov et al. 2017): the mean gradient over ``n_samples`` Gaussian-noised copies."""
 
@@ -162,7 +162,7 @@ class SmoothGradIGParams:
 
 
 @EXPLAINERS.register("smoothgrad_ig", label="SG-IG",
-                     library="captum.attr.NoiseTunnel(IntegratedGradients), black baseline, per-sample seeds")
+                     library="captum.attr.NoiseTunnel(IntegratedGradients) (black baseline; per-sample seeds)")
 class SmoothGradIGExplainer(_NoiseTunnelBase):
     """SmoothGrad over Integrated Gradients (black baseline): IG averaged over noisy copies."""
 

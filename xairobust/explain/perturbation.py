@@ -135,7 +135,7 @@ class LimeParams(SurrogateParams):
         require(self.kernel_width > 0, f"lime: --kernel-width must be > 0, got {self.kernel_width}")
 
 
-@EXPLAINERS.register("lime", label="LIME", library="captum.attr.Lime (Lasso surrogate), patch or SLIC segments, per-sample seeds")
+@EXPLAINERS.register("lime", label="LIME", library="captum.attr.Lime (Lasso surrogate; patch or SLIC segments; per-sample seeds)")
 class LimeExplainer(_SurrogateBase):
     """LIME: a weighted Lasso on random segment on/off patterns (Captum's Lime, pinned settings)."""
 
@@ -148,7 +148,7 @@ class LimeExplainer(_SurrogateBase):
                     similarity_func=get_exp_kernel_similarity_function("cosine", kernel_width=p.kernel_width))
 
 
-@EXPLAINERS.register("kernel_shap", label="KSHAP", library="captum.attr.KernelShap, patch or SLIC segments, per-sample seeds")
+@EXPLAINERS.register("kernel_shap", label="KSHAP", library="captum.attr.KernelShap (patch or SLIC segments; per-sample seeds)")
 class KernelShapExplainer(_SurrogateBase):
     """KernelSHAP: Shapley-kernel-weighted linear regression on segment coalitions (Captum's KernelShap)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
-from xairobust.explain.base import sample_seeds
+from xairobust.explain.base import reexplain_note, sample_seeds
 from xairobust.metrics._quantus import QuantusMetric
 from xairobust.metrics.base import Metric, MetricInput
 from xairobust.metrics.presets import resolve_metrics
@@ -223,6 +224,9 @@ def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
     if csv_path.is_file() and json_path.is_file() and read_json(json_path).get("config_hash") == config_hash(identity):
         return csv_path
     model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
+    note = reexplain_note(conf.explainer, [m for m in metrics if METRICS.meta(m).get("category") == "sensitivity"])
+    if note and not quiet:
+        print(note, file=sys.stderr)
     inp = _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf, tensors["attributions"][:n].numpy())
     results, report = _run_metrics(metrics, inp, quiet)
     write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
