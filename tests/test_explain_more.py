@@ -283,3 +283,23 @@ def test_class_attributes_and_reexplain_note():
     assert reexplain_note("lime", []) is None
     note = reexplain_note("lime", ["max_sensitivity", "avg_sensitivity"])
     assert "\n" not in note and "max_sensitivity, avg_sensitivity" in note and "slow" in note
+
+
+def test_score_warns_once_for_expensive_reexplanation(digits_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    from xairobust.stages.explain import ExplainConfig, explain
+    from xairobust.stages.score import ScoreConfig, score
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("attributions", "scores"))
+    explain(run, ExplainConfig(explainer="lime", n=3, params={"n_samples": 20}), quiet=True)
+    path = score(run, ScoreConfig(explainer="lime", metrics="max_sensitivity,sparseness",
+                                  metric_params={"max_sensitivity": {"nr_samples": 2}}), quiet=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: lime") and "max_sensitivity" in err
+    doc = json.loads(path.with_suffix(".json").read_text())
+    assert doc["notes"] == [err.strip()] and doc["explainer_stochastic"] is True
+    score(run, ScoreConfig(explainer="lime", metrics="sparseness"), quiet=True)
+    assert capsys.readouterr().err == ""  # no sensitivity metric: no warning

@@ -65,7 +65,7 @@ def reexplain_note(explainer: str, sensitivity_metrics: list[str]) -> str | None
     if cls.reexplain_cost != "expensive" or not sensitivity_metrics:
         return None
     return (
-        f"note: {explainer} fits a surrogate on many forward passes per input; the sensitivity metrics"
+        f"warning: {explainer} fits a surrogate on many forward passes per input; the sensitivity metrics"
         f" ({', '.join(sensitivity_metrics)}) re-explain every sample once per perturbation and will be slow"
         " (leave them out of --metrics to skip them)"
     )

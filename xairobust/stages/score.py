@@ -225,10 +225,11 @@ def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
         return csv_path
     model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
     note = reexplain_note(conf.explainer, [m for m in metrics if METRICS.meta(m).get("category") == "sensitivity"])
-    if note and not quiet:
+    if note:  # like report's warnings: printed also with --quiet (batch logs keep it), and kept in the JSON
         print(note, file=sys.stderr)
     inp = _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf, tensors["attributions"][:n].numpy())
     results, report = _run_metrics(metrics, inp, quiet)
     write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
-    write_json_atomic(json_path, _doc(conf, preset, report, attr_meta, explainer, n, device, identity, run_dir))
+    more = {"notes": [note]} if note else {}
+    write_json_atomic(json_path, _doc(conf, preset, report, attr_meta, explainer, n, device, identity, run_dir, **more))
     return csv_path
