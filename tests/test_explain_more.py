@@ -303,3 +303,21 @@ def test_score_warns_once_for_expensive_reexplanation(digits_run, tmp_path, caps
     assert doc["notes"] == [err.strip()] and doc["explainer_stochastic"] is True
     score(run, ScoreConfig(explainer="lime", metrics="sparseness"), quiet=True)
     assert capsys.readouterr().err == ""  # no sensitivity metric: no warning
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", EXPLAINERS.names())
+def test_same_attributions_on_cpu_and_cuda(name, conv):
+    """Seeded draws are made on the CPU (NoiseTunnel gets CPU inputs; Captum's LIME/KernelSHAP
+    draw on the CPU), so a stochastic explainer gives the same attributions on a GPU."""
+    model, x, t, s = conv
+    params = {"smoothgrad": {"n_samples": 4}, "smoothgrad_ig": {"n_samples": 2, "n_steps": 8},
+              "lime": {"n_samples": 30, "alpha": 1e-4}, "kernel_shap": {"n_samples": 30},
+              "gradient_shap": {"n_samples": 4}, "expected_gradients": {"n_samples": 4}}.get(name, {})
+    bg = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    cls = EXPLAINERS.get(name)
+    cpu = cls(cfg.build(cls.Params, params, name), bg).attribute(model, x, t, s)
+    gpu_model = create_model("digits_cnn", num_outputs=10, in_channels=1, width=4, mean=[0.5], std=[0.3]).eval().cuda()
+    gpu_model.load_state_dict(model.state_dict())
+    gpu = cls(cfg.build(cls.Params, params, name), bg.cuda()).attribute(gpu_model, x.cuda(), t.cuda(), s)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-4)
