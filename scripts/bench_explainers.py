@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -71,8 +72,8 @@ def main() -> None:
             e.attribute(model, x[:2], t[:2], seeds[:2])
             a, b = [], []
             for _ in range(args.reps):
-                a.append(timed(lambda: e.attribute(model, x, t, seeds)))
-                b.append(timed(lambda: ig.attribute(model, x, t, seeds)))
+                a.append(timed(partial(e.attribute, model, x, t, seeds)))
+                b.append(timed(partial(ig.attribute, model, x, t, seeds)))
             te, ti = statistics.median(a), statistics.median(b)
             row = {"model": model_name, "explainer": name, "n": args.n, "threads": args.threads,
                    "cpu_seconds": round(te, 4), "ig_cpu_seconds": round(ti, 4), "samples_per_cpu_s": round(args.n / te, 2),

@@ -82,7 +82,7 @@ def merge_batchnorm(model: nn.Module) -> nn.Module:
         if type(seq) is not nn.Sequential:
             continue
         keys = list(seq._modules)
-        for a, b in zip(keys, keys[1:]):
+        for a, b in zip(keys, keys[1:], strict=False):  # consecutive pairs
             conv, bn = seq._modules.get(a), seq._modules.get(b)
             if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d:
                 seq._modules[a] = fuse_conv_bn_eval(conv, bn)
