@@ -321,3 +321,19 @@ def test_same_attributions_on_cpu_and_cuda(name, conv):
     gpu_model.load_state_dict(model.state_dict())
     gpu = cls(cfg.build(cls.Params, params, name), bg.cuda()).attribute(gpu_model, x.cuda(), t.cuda(), s)
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_explain_warns_about_all_zero_attributions(digits_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    from xairobust.stages.explain import ExplainConfig, explain
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("attributions", "scores"))
+    path = explain(run, ExplainConfig(explainer="lime", n=2, params={"n_samples": 10, "alpha": 1e3}), quiet=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: lime: 2 of 2 samples have all-zero") and "--alpha" in err
+    assert json.loads(path.with_suffix(".json").read_text())["all_zero_attributions"] == 2
+    path = explain(run, ExplainConfig(explainer="saliency", n=2), quiet=True)
+    assert capsys.readouterr().err == "" and json.loads(path.with_suffix(".json").read_text())["all_zero_attributions"] == 0

@@ -37,6 +37,8 @@ class Explainer:
     # SHAP with gradients); "expensive" = one surrogate fit on hundreds of forward passes per input
     # (LIME, KernelSHAP). The score stage prints a one-line note for "expensive" explainers.
     reexplain_cost: ClassVar[Literal["cheap", "expensive"]] = "cheap"
+    # What to try when a sample's attribution is all zero (printed by the explain stage).
+    zero_hint: ClassVar[str] = ""
 
     def __init__(self, params: Any, background: Tensor | None = None) -> None:
         self.params = params

@@ -205,6 +205,7 @@ class GradCAMExplainer(Explainer):
 
     Params = GradCAMParams
     chunk_size = DEFAULT_CHUNK
+    zero_hint = "Grad-CAM's ReLU removed only-negative evidence: --no-relu keeps it, or choose another --layer"
 
     def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         _check_shapes(inputs, targets, seeds)

@@ -146,6 +146,7 @@ class LimeExplainer(_SurrogateBase):
 
     Params = LimeParams
     name = "lime"
+    zero_hint = "the Lasso removed every segment: lower --alpha (e.g. 0.001) or raise --n-samples"
 
     def captum(self, forward) -> object:
         p = self.params
