@@ -56,6 +56,7 @@ class IntegratedGradientsExplainer(Explainer):
 
     Params = IGParams
     stochastic = False  # only the uniform baseline is random, and it is fixed by the sample seed
+    differentiable = True
     chunk_size = DEFAULT_CHUNK
 
     def __init__(self, params: IGParams, background: Tensor | None = None) -> None:

@@ -14,6 +14,10 @@ class DigitsCNN(nn.Module):
     enough that the whole demo zoo trains on 2 CPU cores in a few minutes.
     """
 
+    # forward calls the children once each, in registration order, with no residual adds:
+    # layer-by-layer explainers (LRP, xairobust/explain/lrp.py) rely on it.
+    sequential_forward = True
+
     def __init__(self, num_outputs: int = 10, in_channels: int = 1, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(

@@ -13,6 +13,7 @@ each class, then the second of each, ... -- until ``n``; ``first`` takes the fir
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,9 +220,15 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
     if background is not None:
         tensors["background"] = background
     save_tensors(tensors_path, tensors)
+    zero = int((attributions.flatten(1).abs().sum(1) == 0).sum())
+    if zero:  # e.g. LIME's Lasso dropping every segment, Grad-CAM's ReLU on negative evidence
+        hint = f"; {explainer_cls.zero_hint}" if explainer_cls.zero_hint else ""
+        print(f"warning: {conf.explainer}: {zero} of {len(attributions)} samples have all-zero attributions"
+              f" (metrics that rank features cannot score them){hint}", file=sys.stderr)
     doc = {
         "format": FORMAT,
         "explainer": conf.explainer,
+        "all_zero_attributions": zero,
         "params": params_dict,
         "stochastic": bool(explainer_cls.stochastic),
         "seed": conf.seed,

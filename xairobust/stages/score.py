@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
-from xairobust.explain.base import sample_seeds
+from xairobust.explain.base import reexplain_note, sample_seeds
 from xairobust.metrics._quantus import QuantusMetric
 from xairobust.metrics.base import Metric, MetricInput
 from xairobust.metrics.native import cap_explainer, default_points_per_pass
@@ -303,6 +304,9 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
     preset, metrics = build_metrics(conf)
     start = time.perf_counter()
     model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
+    note = reexplain_note(conf.explainer, [m for m in metrics if METRICS.meta(m).get("category") == "sensitivity"])
+    if note:  # like report's warnings: printed also with --quiet (batch logs keep it), and kept in the JSON
+        print(note, file=sys.stderr)
     inp = _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf, tensors["attributions"][:n].numpy())
     ppp = conf.points_per_pass or default_points_per_pass(model, tuple(inp.x.shape[1:]), device)
     for metric in metrics.values():
@@ -329,6 +333,7 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
         "device": str(device),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "attributions": {"path": str(tensors_path), "sha256": resolved.inputs["attributions"]["sha256"]},
+        **({"notes": [note]} if note else {}),
         "config_hash": resolved.hash[:8],
         "provenance": resolved.block(),
         "versions": versions(),
