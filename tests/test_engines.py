@@ -4,7 +4,7 @@ Equality: both engines get identical perturbations (``noise_override``), identic
 Correlation subsets (``subsets_override``: the ones Quantus draws under the sample's seed) and the
 same explainer draws (both use make_explain's seeds); every metric must then agree to 1e-5
 relative, for every registered explainer (new explainers are picked up from the registry; one
-that sets ``reexplainable = False`` is skipped for the sensitivity metrics only).
+that declares ``reexplain_cost = "expensive"`` is skipped for the sensitivity metrics only).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ N = 6
 SMALL = {"nr_samples": 4, "nr_runs": 6}
 SENSITIVITY = ("max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate")
 # A small configuration of each explainer where it has one (keeps the test at seconds).
-FAST_EXPLAINER = {"n_steps": 6, "n_samples": 5}
+FAST_EXPLAINER = {"n_steps": 6, "n_samples": 5, "alpha": 1e-4}  # alpha: LIME's Lasso keeps features on a tiny untrained net
 
 
 def small_explainer(name: str, background: torch.Tensor):
@@ -49,7 +49,8 @@ def make_metric(name: str, engine: str, batch_size: int = 64, points_per_pass: i
 def setup(request):
     shape = request.param
     torch.manual_seed(0)
-    model = create_model("tiny_mlp", num_outputs=10, in_channels=shape[0], input_size=shape[1], mean=[0.5] * shape[0], std=[0.3] * shape[0]).eval()
+    # a conv net, so that every registered explainer applies (Grad-CAM needs a Conv2d, LRP a supported stack)
+    model = create_model("digits_cnn", num_outputs=10, in_channels=shape[0], mean=[0.5] * shape[0], std=[0.3] * shape[0]).eval()
     return model, shape
 
 
@@ -94,7 +95,8 @@ def fixed_draws(metric, inp: MetricInput) -> None:
 
 
 def reexplainable(name: str) -> bool:
-    return bool(getattr(EXPLAINERS.get(name), "reexplainable", True))
+    """Explainers that declare re-explaining expensive (LIME, KernelSHAP) are left out of the sensitivity metrics."""
+    return getattr(EXPLAINERS.get(name), "reexplain_cost", "cheap") != "expensive"
 
 
 @pytest.mark.parametrize("explainer", EXPLAINERS.names())
@@ -109,7 +111,9 @@ def test_engines_agree_on_identical_draws(name, explainer, setup):
     new.noise_override, new.subsets_override = ref.noise_override, ref.subsets_override
     expected, got = ref.score(inp), new.score(inp)
     assert np.isfinite(expected).all()
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    # 1e-5 relative to the scale of the metric's values: a correlation near 0 (one sample at -0.002
+    # here) differs in float32 summation order by ~3e-7 absolute, which is not a relative error.
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.nanmax(np.abs(expected))))
     floor_ref = ref.diagnostics().get("noise_floor")
     floor_new = new.diagnostics().get("noise_floor")
     assert (floor_ref is None) == (floor_new is None)
@@ -125,7 +129,8 @@ def test_batch_size_and_pass_size_do_not_change_scores(name, engine, setup):
     ref = make_metric(name, engine, 64, 4096).score(inp)
     assert np.isfinite(ref).all()
     for size, ppp in ((1, 8), (4, 33)):
-        np.testing.assert_allclose(make_metric(name, engine, size, ppp).score(inp), ref, rtol=1e-5, atol=1e-8)
+        # float32 batched forwards: 1e-5 relative to the scale of the values (see above)
+        np.testing.assert_allclose(make_metric(name, engine, size, ppp).score(inp), ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
 
 
 @pytest.mark.parametrize("engine", ["native", "quantus"])
