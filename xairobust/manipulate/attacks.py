@@ -134,6 +134,15 @@ class RandomSign(Manipulation):
     gradient = False
 
 
+@MANIPULATIONS.register("model", label="Model manipulation (Heo)")
+class ModelManipulation(Manipulation):
+    """Not an input attack: the run is a ``--method fool`` fine-tune, and its explanations are
+    compared with those of its ``--init`` run on unperturbed inputs (the manipulate stage)."""
+
+    gradient = False
+    model_level = True
+
+
 def random_perturbation(x: Tensor, seeds: Tensor, tries: int, norm: str, eps: float) -> Tensor:
     """(tries, B, ...) random perturbations of size eps, each sample's from its own seed."""
     out = []
@@ -171,6 +180,8 @@ def manipulate_batch(
     receives per step the perturbation's L-inf and L2 norms and whether the prediction was kept.
     """
     atk: Manipulation = MANIPULATIONS.get(attack)()
+    if getattr(atk, "model_level", False):
+        raise ValueError("the 'model' manipulation compares two runs; it has no input attack")
     x = x.detach()
     s = settings
 

@@ -142,7 +142,10 @@ class ManipulateStage(Stage):
     format = FORMAT
 
     def inputs(self, run_dir: Path, conf: ManipulateConfig) -> dict[str, Path]:
-        return {"weights": require_run(run_dir) / WEIGHTS}
+        out = {"weights": require_run(run_dir) / WEIGHTS}
+        if conf.attack == "model":
+            out["reference_weights"] = reference_run(run_dir) / WEIGHTS
+        return out
 
     def identity(self, run_dir: Path, conf: ManipulateConfig) -> dict[str, Any]:
         MANIPULATIONS.get(conf.attack)
@@ -167,6 +170,22 @@ def manipulate(run_dir: str | Path, conf: ManipulateConfig, quiet: bool = False)
     return ManipulateStage().run(Path(run_dir), conf, quiet)
 
 
+def reference_run(run_dir: Path) -> Path:
+    """The ``--init`` run a ``--method fool`` run was fine-tuned from (attack ``model``)."""
+    from xairobust.runs import read_run_meta
+
+    init = (read_run_meta(run_dir).get("training") or {}).get("init")
+    if not init:
+        raise ConfigError(
+            f"manipulate: --attack model needs a run fine-tuned with `xairobust train --method fool --init RUN`;"
+            f" {run_dir} has no init run"
+        )
+    path = Path(init)
+    if not path.is_absolute() and not path.exists():
+        path = Path(run_dir).parent / path
+    return require_run(path)
+
+
 def target_sources(preds: Tensor) -> Tensor:
     """For each sample, the next sample (cyclically) with another prediction (itself if none)."""
     n = len(preds)
@@ -182,6 +201,7 @@ def target_sources(preds: Tensor) -> Tensor:
 
 def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, quiet: bool) -> Path:
     model, meta = load_run(run_dir)
+    reference = load_run(reference_run(run_dir))[0] if conf.attack == "model" else None
     info = meta["dataset"]["info"]
     if info["task"] != "classification":
         raise ConfigError("manipulate: needs a classifier (the prediction must stay unchanged)")
@@ -200,14 +220,16 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     indices = select_indices(test.y, len(test), conf.n, conf.selection, conf.seed)
     x_all = test.inputs(indices)
     seeds_all = sample_seeds(conf.seed, indices)
+    # attack 'model': the "original" network is the --init run, the manipulated one this run.
+    original = model if reference is None else reference.to(device).eval()
     with torch.no_grad():
-        preds = torch.cat([model(x_all[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_all), 256)])
+        preds = torch.cat([original(x_all[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_all), 256)])
 
     # Original explanations (original network), timed: the cost unit of the attacks.
     bs = conf.batch_size
     t0 = time.perf_counter()
     orig_attr = torch.cat([
-        diff.fn(model, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
+        diff.fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
         for s in range(0, len(x_all), bs)
     ])
     explain_s = (time.perf_counter() - t0) / len(x_all)
@@ -219,7 +241,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     t0 = time.perf_counter()
     with make_progress(quiet) as progress:
         task = progress.add_task(f"manipulate {conf.attack}/{conf.explainer}", total=len(x_all), info="")
-        for s in range(0, len(x_all), bs):
+        for s in range(0, len(x_all), bs) if reference is None else ():
             sl = slice(s, s + bs)
             tm = target_maps[sl].to(device) if target_maps is not None else None
             xa, kept = manipulate_batch(
@@ -230,8 +252,8 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
             kept_parts.append(kept.cpu())
             progress.advance(task, len(x_all[sl]))
     attack_s = (time.perf_counter() - t0) / len(x_all)
-    x_adv = torch.cat(adv_parts)
-    kept = torch.cat(kept_parts)
+    x_adv = torch.cat(adv_parts) if adv_parts else x_all.clone()
+    kept = torch.cat(kept_parts) if kept_parts else torch.zeros(len(x_all), dtype=torch.int64)
     with torch.no_grad():
         preds_adv = torch.cat([model(x_adv[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_adv), 256)])
     adv_attr = torch.cat([
@@ -249,7 +271,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
             spearman_rows(target_maps.flatten(1).double().numpy(), to_map(adv_attr).flatten(1).double().numpy())
         )
     for name, fn in transfers.items():
-        a0 = torch.cat([fn(model, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
+        a0 = torch.cat([fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
                         for s in range(0, len(x_all), bs)])
         a1 = torch.cat([fn(model, x_adv[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
                         for s in range(0, len(x_adv), bs)])
