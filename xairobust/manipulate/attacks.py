@@ -223,7 +223,11 @@ def manipulate_batch(
                 m = to_map(explain(smooth, xa, True))
                 logits = smooth(xa) if attack == "targeted" else None
                 loss = atk.loss(m, ctx, logits).sum()
-                (grad,) = torch.autograd.grad(loss, d)
+                # allow_unused: an explanation that does not depend on the input (a linear
+                # model's gradient) has no path back to it -- a zero gradient, no step.
+                (grad,) = torch.autograd.grad(loss, d, allow_unused=True)
+            if grad is None:
+                grad = torch.zeros_like(d)
             # descend the attack loss: the ascent direction of -grad
             delta = delta + step * _ascent_direction(-grad, s.norm)
             delta = _clamp(x + project(delta, s.norm, s.eps), s.value_range) - x
