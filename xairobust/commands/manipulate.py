@@ -57,5 +57,26 @@ def manipulate(ctx: click.Context, run_dir: str, config_path: str | None, quiet:
     click.echo(f"written to {path}")
 
 
+
+
+@click.command("manipulation-report", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", required=True, help="Folder for manipulation.md/.csv, manipulation_stats.csv and figures/.")
+@click.option("--baseline", default="standard", show_default=True, help="Label every method is tested against.")
+@click.option("--test", type=click.Choice(["wilcoxon", "ttest"]), default="wilcoxon", show_default=True)
+@click.option("--alpha", type=float, default=0.05, show_default=True)
+def manipulation_report(runs: tuple[str, ...], out: str, baseline: str, test: str, alpha: float) -> None:
+    """Only the manipulation section of a report (`xairobust report` adds it to full reports)."""
+    from xairobust.report.manipulation import report
+
+    written = report(list(runs), out, baseline=baseline, test=test, alpha=alpha, formats=("png", "pdf"))
+    if not written:
+        from xairobust.errors import RunError
+
+        raise RunError("manipulation-report: none of the runs has manipulation/*.json; run `xairobust manipulate` first")
+    click.echo(f"manipulation report written to {out} ({len(written)} files)")
+
+
 def register(group: click.Group) -> None:
     group.add_command(manipulate)
+    group.add_command(manipulation_report)

@@ -123,6 +123,8 @@ def build_report(
         stats.to_csv(staging / "stats.csv", index=False)
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
+        from xairobust.report.manipulation import write_section  # manipulation attacks (issue 10)
+        write_section(runs, staging, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -130,7 +132,7 @@ def build_report(
     return written
 
 
-FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_")
+FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_")
 
 
 def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
