@@ -164,6 +164,16 @@ def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: s
     return fig
 
 
+def baseline_label(runs: list[Any], baseline: str) -> str:
+    """``baseline`` as a label; when no run has that label, the label of the runs whose method it
+    names, if they share one (e.g. ``standard`` -> ``Standard``)."""
+    labels = {r.label for r in runs}
+    if baseline in labels:
+        return baseline
+    by_method = {r.label for r in runs if r.method == baseline}
+    return by_method.pop() if len(by_method) == 1 else baseline
+
+
 def write_section(runs: list[Any], folder: Path, baseline: str = "standard", test: str = "wilcoxon",
                   correction: str = "holm", alpha: float = 0.05, figures: bool = True,
                   formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
@@ -173,6 +183,7 @@ def write_section(runs: list[Any], folder: Path, baseline: str = "standard", tes
     df = collect(runs)
     if df.empty:
         return []
+    baseline = baseline_label(runs, baseline)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stats = statistics(df, baseline, test, correction, alpha)
