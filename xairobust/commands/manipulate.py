@@ -53,7 +53,8 @@ def manipulate(ctx: click.Context, run_dir: str, config_path: str | None, quiet:
     for explainer, means in doc["means"].items():
         shown = ", ".join(f"{k} {means[k]:.3f}" for k in ("topk_10", "spearman", "ssim", "fooled") if k in means)
         click.echo(f"{doc['attack']} -> {explainer}: {shown}")
-    click.echo(f"cost: {doc['cost']['attack_over_explain']}x one {conf.explainer} explanation per image")
+    if doc["cost"]["attack_over_explain"] is not None:
+        click.echo(f"cost: {doc['cost']['attack_over_explain']}x one {conf.explainer} explanation per image")
     click.echo(f"written to {path}")
 
 

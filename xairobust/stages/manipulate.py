@@ -302,7 +302,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "cost": {
             "attack_s_per_image": round(attack_s, 5),
             "explain_s_per_image": round(explain_s, 5),
-            "attack_over_explain": round(attack_s / explain_s, 2) if explain_s > 0 else None,
+            "attack_over_explain": round(attack_s / explain_s, 2) if explain_s > 0 and reference is None else None,
             "unit": f"one '{conf.explainer}' explanation with these params on the original network",
         },
         "batch_size": conf.batch_size,
