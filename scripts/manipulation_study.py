@@ -41,10 +41,10 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--only", default="", help="comma-separated attack/explainer pairs to run (default all)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--extra-runs", nargs="*", default=[], help="runs only reported (e.g. fool runs)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     only = {p for p in a.only.split(",") if p}
-    costs = []
     for run in a.runs:
         for attack, explainer, transfer in PLAN:
             if only and f"{attack}/{explainer}" not in only:
@@ -60,11 +60,36 @@ def main() -> None:
             print(f"{run} {attack}/{explainer}: topk_10 {m['topk_10']:.3f} spearman {m['spearman']:.3f}"
                   f" fooled {m['fooled']:.3f} cost x{doc['cost']['attack_over_explain']} ({time.time() - t0:.0f}s)",
                   flush=True)
-            costs.append({"run": run, "attack": attack, "explainer": explainer, **doc["cost"]})
-    written = report(a.runs, a.out, formats=("png",))
-    with open(f"{a.out}/cost.json", "w") as f:
-        json.dump(costs, f, indent=1)
+    written = report(a.runs + a.extra_runs, a.out, formats=("png",))
+    write_cost(a.runs, a.out)
     print(f"{len(written)} files written to {a.out}")
+
+
+def write_cost(runs: list[str], out: str) -> None:
+    """cost.md/json: CPU seconds per image of each attack, relative to one IG explanation (the
+    IG of the attacks: same n_steps, original network) of the same run and samples."""
+    from pathlib import Path
+
+    rows = []
+    for run in runs:
+        docs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(run, "manipulation").glob("*.json"))}
+        ig = next((d["cost"]["explain_cpu_s_per_image"] for k, d in docs.items() if k.endswith("_ig")), None)
+        for stem, d in docs.items():
+            c = d["cost"]
+            if d["attack"] == "model" or "attack_cpu_s_per_image" not in c:
+                continue
+            rows.append({"run": run, "label": d["run"].get("label"), "attack": d["attack"], "explainer": d["explainer"],
+                         "steps": d["settings"]["steps"], "n": d["n"],
+                         "attack_cpu_s_per_image": c["attack_cpu_s_per_image"],
+                         "over_one_explanation_of_that_explainer": c["attack_over_explain"],
+                         "over_one_ig": round(c["attack_cpu_s_per_image"] / ig, 2) if ig else None})
+    Path(out, "cost.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| Run | Attack | Explainer | steps | CPU s / image | × one explanation (same explainer) | × one IG |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['attack']} | {r['explainer']} | {r['steps']} | {r['attack_cpu_s_per_image']:.4f}"
+                     f" | {r['over_one_explanation_of_that_explainer']} | {r['over_one_ig']} |")
+    Path(out, "cost.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

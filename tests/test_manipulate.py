@@ -311,3 +311,22 @@ def test_fool_loss_decreases_with_training(fool, cnn, digits_x):
     # the reference (w0) did not move
     for a, b in zip(cnn.parameters(), method.reference.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_fool_run_is_an_ordinary_run_and_model_attack_scores_it(digits_run, tmp_path):
+    from xairobust.runs import load_run, read_json
+    from xairobust.stages.train import TrainConfig, train
+
+    out = train(TrainConfig(epochs=1, method="fool", method_params={"fool": "location", "lam": 5.0},
+                            init=str(digits_run), lr=0.02, label="fooled"), tmp_path / "fool", quiet=True)
+    load_run(out)
+    doc = read_json(manipulate_model(out))
+    assert doc["attack"] == "model" and doc["provenance"]["inputs"]["reference_weights"]
+    assert set(doc["means"]["saliency"]) >= {"spearman", "topk_10", "fooled"}
+    assert doc["means"]["saliency"]["norm_linf"] == 0.0  # the inputs are not perturbed
+
+
+def manipulate_model(run):
+    from xairobust.stages.manipulate import manipulate
+
+    return manipulate(run, _conf(attack="model", explainer="saliency", transfer_to="", params={}), quiet=True)

@@ -124,6 +124,33 @@ def tables(df: pd.DataFrame, stats: pd.DataFrame, baseline: str, accuracy: dict[
     return "\n".join(md) + "\n", pd.DataFrame(rows)
 
 
+SUMMARY = [("topk_10", "Top-10% ↑"), ("spearman", "Spearman ↑"), ("fooled", "FSR ↓")]
+
+
+def summary(means: pd.DataFrame, stats: pd.DataFrame, baseline: str) -> str:
+    """One compact table per setting: rows = attack / attacked -> scored explainer, columns =
+    Top-10 %, Spearman and FSR per method (``*``: paired test against the baseline significant)."""
+    sig = set()
+    if len(stats):
+        sig = {(r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant}
+    out = []
+    for setting, part in means.groupby("setting", sort=True):
+        labels = _order(list(dict.fromkeys(part["label"])), baseline)
+        head = ["Attack / explainer"] + [f"{name} {lab}" for _, name in SUMMARY for lab in labels]
+        out += [f"**{setting}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for (attack, attacked, explainer), rows in part.groupby(["attack", "attacked", "explainer"], sort=True):
+            key = _key(attack, attacked, explainer)
+            cells = [key]
+            for metric, _ in SUMMARY:
+                for lab in labels:
+                    v = rows.loc[rows["label"] == lab, metric] if metric in rows else pd.Series(dtype=float)
+                    star = "*" if (key, setting, lab, metric) in sig else ""
+                    cells.append(f"{float(v.iloc[0]):.3f}{star}" if len(v) and pd.notna(v.iloc[0]) else "–")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: str, n_images: int = 3):
     """Figure: per method (rows), for n images: original image, original map, manipulated image,
     manipulated map (maps: |attribution| summed over channels, each scaled to its own max)."""
@@ -190,7 +217,7 @@ def write_section(runs: list[Any], folder: Path, baseline: str = "standard", tes
     acc = {(r.setting, r.label): r.clean_accuracy for r in runs}
     md, means = tables(df, stats, baseline, acc, test, alpha)
     written = [folder / "manipulation.md", folder / "manipulation.csv", folder / "manipulation_stats.csv"]
-    written[0].write_text(md)
+    written[0].write_text(summary(means, stats, baseline) + "\n" + md)
     means.to_csv(written[1], index=False)
     stats.to_csv(written[2], index=False)
     if figures:
