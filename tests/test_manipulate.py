@@ -330,3 +330,33 @@ def manipulate_model(run):
     from xairobust.stages.manipulate import manipulate
 
     return manipulate(run, _conf(attack="model", explainer="saliency", transfer_to="", params={}), quiet=True)
+
+
+@pytest.mark.parametrize("name", sorted(DIFFERENTIABLE))
+def test_differentiable_matches_registered_explainer(name, cnn):
+    """Where an explainer of the same name is registered, both give the same attributions."""
+    import dataclasses
+
+    from xairobust import config as cfg
+    from xairobust.registry import EXPLAINERS
+
+    if name not in EXPLAINERS:
+        pytest.skip(f"'{name}' is not registered in EXPLAINERS in this checkout")
+    entry, cls = DIFFERENTIABLE[name], EXPLAINERS.get(name)
+    if cls.stochastic:
+        pytest.skip("stochastic: the noise draws belong to each implementation (SmoothGrad is checked against Captum above)")
+    mine = cfg.to_dict(entry.Params())
+    theirs = {f.name for f in dataclasses.fields(cls.Params)}
+    if not set(mine) <= theirs:
+        pytest.skip(f"parameters differ: {sorted(set(mine) - theirs)}")
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    t, seeds = torch.tensor([0, 1, 2, 3]), torch.arange(4) + 11
+    ref = cls(cfg.build(cls.Params, mine, name), None).attribute(cnn, x, t, seeds)
+    torch.testing.assert_close(entry.fn(cnn, x, t, entry.Params(), seeds, False), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_registered_differentiable_explainers_have_a_differentiable_version():
+    from xairobust.registry import EXPLAINERS
+
+    flagged = [n for n in EXPLAINERS.names() if getattr(EXPLAINERS.get(n), "differentiable", False)]
+    assert set(flagged) <= set(DIFFERENTIABLE), sorted(set(flagged) - set(DIFFERENTIABLE))
