@@ -33,6 +33,7 @@ COLUMNS: list[tuple[str, str, str | None]] = [
     ("topk_10", "Top-10%", "higher"),
     ("ssim", "SSIM", "higher"),
     ("com_shift", "CoM shift", "lower"),
+    ("target_spearman_before", "ρ(target) before", None),
     ("target_spearman", "ρ(target)", "lower"),
     ("fooled", "FSR", "lower"),
     ("pred_unchanged", "Pred. kept", None),

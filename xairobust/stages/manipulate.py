@@ -269,9 +269,12 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     if target_maps is not None:
         from xairobust.manipulate.measures import spearman_rows
 
+        tm = target_maps.flatten(1).double().numpy()
         results[conf.explainer]["target_spearman"] = torch.from_numpy(
-            spearman_rows(target_maps.flatten(1).double().numpy(), to_map(adv_attr).flatten(1).double().numpy())
-        )
+            spearman_rows(tm, to_map(adv_attr).flatten(1).double().numpy()))
+        # the same before the attack: how far the explanation moved towards its target
+        results[conf.explainer]["target_spearman_before"] = torch.from_numpy(
+            spearman_rows(tm, orig_maps.flatten(1).double().numpy()))
     for name, fn in transfers.items():
         a0 = torch.cat([fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
                         for s in range(0, len(x_all), bs)])
