@@ -35,6 +35,7 @@ COLUMNS: list[tuple[str, str, str | None]] = [
     ("com_shift", "CoM shift", "lower"),
     ("target_spearman_before", "ρ(target) before", None),
     ("target_spearman", "ρ(target)", "lower"),
+    ("target_gain", "Δρ(target)", "lower"),
     ("fooled", "FSR", "lower"),
     ("pred_unchanged", "Pred. kept", None),
     ("norm_linf", "‖δ‖∞", None),
@@ -125,7 +126,7 @@ def tables(df: pd.DataFrame, stats: pd.DataFrame, baseline: str, accuracy: dict[
     return "\n".join(md) + "\n", pd.DataFrame(rows)
 
 
-SUMMARY = [("topk_10", "Top-10% ↑"), ("spearman", "Spearman ↑"), ("fooled", "FSR ↓")]
+SUMMARY = [("topk_10", "Top-10% ↑"), ("spearman", "Spearman ↑"), ("fooled", "FSR ↓"), ("target_gain", "Δρ(target) ↓")]
 
 
 def summary(means: pd.DataFrame, stats: pd.DataFrame, baseline: str) -> str:

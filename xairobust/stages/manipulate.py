@@ -275,6 +275,8 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         # the same before the attack: how far the explanation moved towards its target
         results[conf.explainer]["target_spearman_before"] = torch.from_numpy(
             spearman_rows(tm, orig_maps.flatten(1).double().numpy()))
+        r = results[conf.explainer]
+        r["target_gain"] = r["target_spearman"] - r["target_spearman_before"]
     for name, fn in transfers.items():
         a0 = torch.cat([fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
                         for s in range(0, len(x_all), bs)])
