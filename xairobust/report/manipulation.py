@@ -136,20 +136,25 @@ def summary(means: pd.DataFrame, stats: pd.DataFrame, baseline: str) -> str:
     if len(stats):
         sig = {(r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant}
     out = []
-    for setting, part in means.groupby("setting", sort=True):
-        labels = _order(list(dict.fromkeys(part["label"])), baseline)
-        head = ["Attack / explainer"] + [f"{name} {lab}" for _, name in SUMMARY for lab in labels]
-        out += [f"**{setting}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for (attack, attacked, explainer), rows in part.groupby(["attack", "attacked", "explainer"], sort=True):
-            key = _key(attack, attacked, explainer)
-            cells = [key]
-            for metric, _ in SUMMARY:
-                for lab in labels:
-                    v = rows.loc[rows["label"] == lab, metric] if metric in rows else pd.Series(dtype=float)
-                    star = "*" if (key, setting, lab, metric) in sig else ""
-                    cells.append(f"{float(v.iloc[0]):.3f}{star}" if len(v) and pd.notna(v.iloc[0]) else "–")
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
+    for setting, whole in means.groupby("setting", sort=True):
+        # input attacks and the model comparison in separate tables (their methods differ)
+        for part in (whole[whole["attack"] != "model"], whole[whole["attack"] == "model"]):
+            if part.empty:
+                continue
+            labels = _order(list(dict.fromkeys(part["label"])), baseline)
+            shown = [(m, n) for m, n in SUMMARY if m in part and part[m].notna().any()]
+            head = ["Attack / explainer"] + [f"{name} {lab}" for _, name in shown for lab in labels]
+            out += [f"**{setting}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for (attack, attacked, explainer), rows in part.groupby(["attack", "attacked", "explainer"], sort=True):
+                key = _key(attack, attacked, explainer)
+                cells = [key]
+                for metric, _ in shown:
+                    for lab in labels:
+                        v = rows.loc[rows["label"] == lab, metric]
+                        star = "*" if (key, setting, lab, metric) in sig else ""
+                        cells.append(f"{float(v.iloc[0]):.3f}{star}" if len(v) and pd.notna(v.iloc[0]) else "–")
+                out.append("| " + " | ".join(cells) + " |")
+            out.append("")
     return "\n".join(out) + "\n"
 
 
