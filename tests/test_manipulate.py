@@ -10,7 +10,14 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from xairobust.explain.differentiable import DIFFERENTIABLE, DiffIGParams, SaliencyParams, SmoothGradParams, smoothgrad_noise
+from xairobust.explain.differentiable import (
+    DIFFERENTIABLE,
+    DiffIGParams,
+    SaliencyParams,
+    SmoothGradIGParams,
+    SmoothGradParams,
+    smoothgrad_noise,
+)
 from xairobust.manipulate import MANIPULATIONS, AttackSettings, Pair, compute_measures, manipulate_batch, softplus_copy, to_map
 from xairobust.manipulate.measures import centre_of_mass, spearman_rows, topk_intersection
 from xairobust.models.base import create_model
@@ -52,6 +59,12 @@ def test_differentiable_equals_captum(cnn):
     noisy = x.repeat_interleave(4, 0) + smoothgrad_noise(x, seeds, p)
     ref_sg = Saliency(cnn).attribute(noisy, target=t.repeat_interleave(4)).view(5, 4, 1, 8, 8).mean(1)
     torch.testing.assert_close(d["smoothgrad"].fn(cnn, x, t, p, seeds), ref_sg)
+    # SmoothGrad over IG: Captum's IG of the same noisy copies, averaged
+    pi = SmoothGradIGParams(nt_samples=3, stdevs=0.2, n_steps=8)
+    noisy = x.repeat_interleave(3, 0) + smoothgrad_noise(x, seeds, SmoothGradParams(nt_samples=3, stdevs=0.2))
+    ref_ig = IntegratedGradients(cnn).attribute(noisy, target=t.repeat_interleave(3), n_steps=8, method="riemann_trapezoid")
+    torch.testing.assert_close(d["smoothgrad_ig"].fn(cnn, x, t, pi, seeds), ref_ig.view(5, 3, 1, 8, 8).mean(1),
+                               rtol=1e-4, atol=1e-6)
     assert NoiseTunnel  # the same estimator Captum's NoiseTunnel(Saliency, nt_type="smoothgrad") draws globally
 
 

@@ -165,6 +165,36 @@ def smoothgrad(
     return out if create_graph else out.detach()
 
 
+@dataclass
+class SmoothGradIGParams:
+    nt_samples: int = 4
+    stdevs: float = 0.1
+    n_steps: int = 8
+    method: Literal["riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre"] = (
+        "riemann_trapezoid"
+    )
+
+    def __post_init__(self) -> None:
+        require(self.nt_samples >= 1, f"smoothgrad_ig: --nt-samples must be >= 1, got {self.nt_samples}")
+        require(self.stdevs >= 0, f"smoothgrad_ig: --stdevs must be >= 0, got {self.stdevs}")
+        require(self.n_steps >= 2, f"smoothgrad_ig: --n-steps must be >= 2, got {self.n_steps}")
+
+
+@register("smoothgrad_ig", SmoothGradIGParams)
+def smoothgrad_ig(
+    model: nn.Module, inputs: Tensor, targets: Tensor, params: SmoothGradIGParams, seeds: Tensor, create_graph: bool = False
+) -> Tensor:
+    """``NoiseTunnel(IntegratedGradients)``, nt_type smoothgrad, black baseline: the mean IG of
+    noisy copies (noise per sample from its seed, as in :func:`smoothgrad`)."""
+    n = params.nt_samples
+    x = inputs if create_graph else inputs.detach()
+    noise = smoothgrad_noise(x, seeds, SmoothGradParams(nt_samples=n, stdevs=params.stdevs))
+    noisy = x.repeat_interleave(n, 0) + noise
+    ig = DiffIGParams(n_steps=params.n_steps, method=params.method, baseline="black")
+    attr = integrated_gradients(model, noisy, targets.repeat_interleave(n), ig, seeds.repeat_interleave(n), create_graph)
+    return attr.view(len(x), n, *x.shape[1:]).mean(1)
+
+
 def get(name: str) -> Differentiable:
     """The differentiable version of explainer ``name``, or a ConfigError saying which exist."""
     from xairobust.errors import ConfigError
