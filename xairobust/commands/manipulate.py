@@ -13,7 +13,7 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @config_option
 @click.option("--run", "run_dir", required=True, help="Run directory (made by `xairobust train`).")
 @click.option("--attack", help="topk (default), masscenter, random, targeted.")
-@click.option("--explainer", help="Explainer attacked: ig (default), saliency, input_x_gradient, smoothgrad.")
+@click.option("--explainer", help="Explainer attacked: ig (default), saliency, input_x_gradient, smoothgrad, smoothgrad_ig.")
 @click.option("--eps", help="Budget in the model's input space, e.g. 8/255 (default) or 0.1.")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), help="Budget norm (default linf).")
 @click.option("--steps", type=int, help="Attack steps (default 20; random: draws).")
