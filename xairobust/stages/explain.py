@@ -31,7 +31,7 @@ from xairobust.explain.base import Explainer, sample_seeds
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
-from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic
+from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors, write_json_atomic
 from xairobust.stages.contract import STAGES, Stage, StageIdentity
 
 FORMAT = 1
@@ -268,7 +268,7 @@ def _attribute_all(
 def load_attributions(run_dir: str | Path, explainer: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, metadata) of a finished explain stage, or a RunError saying how to make it."""
     from xairobust.errors import RunError
-    from xairobust.runs import load_tensors
+    from xairobust.runs import load_tensors, read_json
 
     tensors_path, json_path = attribution_paths(Path(run_dir), explainer)
     if not json_path.is_file() or not tensors_path.is_file():
