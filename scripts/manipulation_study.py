@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--ig-steps", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--no-transfer", action="store_true", help="score only the attacked explainer")
     ap.add_argument("--only", default="", help="comma-separated attack/explainer pairs to run (default all)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--extra-runs", nargs="*", default=[], help="runs only reported (e.g. fool runs)")
@@ -51,7 +52,7 @@ def main() -> None:
                 continue
             conf = cfg.build(ManipulateConfig, {
                 "attack": attack, "explainer": explainer, "eps": a.eps, "n": a.n, "steps": a.steps,
-                "transfer_to": transfer, "batch_size": a.batch_size, "device": "cpu", "data_dir": a.data_dir,
+                "transfer_to": "" if a.no_transfer else transfer, "batch_size": a.batch_size, "device": "cpu", "data_dir": a.data_dir,
                 "params": {"n_steps": a.ig_steps} if explainer == "ig" else {},
             }, "study")
             t0 = time.time()
