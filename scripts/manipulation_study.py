@@ -75,7 +75,7 @@ def write_cost(runs: list[str], out: str) -> None:
     for run in runs:
         docs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(run, "manipulation").glob("*.json"))}
         ig = next((d["cost"]["explain_cpu_s_per_image"] for k, d in docs.items() if k.endswith("_ig")), None)
-        for stem, d in docs.items():
+        for d in docs.values():
             c = d["cost"]
             if d["attack"] == "model" or "attack_cpu_s_per_image" not in c:
                 continue

@@ -18,7 +18,15 @@ from xairobust.explain.differentiable import (
     SmoothGradParams,
     smoothgrad_noise,
 )
-from xairobust.manipulate import MANIPULATIONS, AttackSettings, Pair, compute_measures, manipulate_batch, softplus_copy, to_map
+from xairobust.manipulate import (
+    MANIPULATIONS,
+    AttackSettings,
+    Pair,
+    compute_measures,
+    manipulate_batch,
+    softplus_copy,
+    to_map,
+)
 from xairobust.manipulate.measures import centre_of_mass, spearman_rows, topk_intersection
 from xairobust.models.base import create_model
 
