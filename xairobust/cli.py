@@ -61,7 +61,10 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
     method = str(data.get("method", "standard"))
     check_extra_keys(method_params, METHODS.get(method), ctx.command, f"method '{method}'")
     conf = cfg.build(TrainConfig, data, config_path or "train")
-    out = conf.out or f"runs/{conf.dataset}_{conf.model}_{conf.resolved_label()}_s{conf.seed}"
+    from xairobust.runs import slug
+
+    # The label names a directory only through slug(), as zoo labels do: `--label ../../x` stays in runs/.
+    out = conf.out or f"runs/{conf.dataset}_{conf.model}_{slug(conf.resolved_label())}_s{conf.seed}"
     run_dir = run_train(conf, out, quiet=quiet, force=force)
     click.echo(f"run written to {run_dir}")
 

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,15 @@ RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 HISTORY_CSV = "history.csv"
 FORMAT_VERSION = 1
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label ('PGD eps=0.1' -> 'PGD_eps=0.1', '../../x' -> 'x').
+
+    Used for every directory named after a user's label (zoo runs, ``train --label``), so that a
+    label can never name a path outside the runs folder.
+    """
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", text).strip("_.") or "run"
 
 
 @contextlib.contextmanager
@@ -176,7 +186,10 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if (p / RUN_JSON).is_file():
             found.append(p)
         elif p.is_dir():
-            found.extend(sorted(q.parent for q in p.rglob(RUN_JSON)))
+            # Hidden folders (.replaced/ of runs moved aside by `train --force`, .batch/, staging
+            # folders) never hold runs to report.
+            found.extend(sorted(q.parent for q in p.rglob(RUN_JSON)
+                                if not any(part.startswith(".") for part in q.relative_to(p).parts)))
     unique = list(dict.fromkeys(found))
     return unique
 

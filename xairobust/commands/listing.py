@@ -6,7 +6,18 @@ import dataclasses
 
 import click
 
-from xairobust.registry import ATTACKS, DATASETS, EXECUTORS, EXPLAINERS, METHODS, METRICS, MODELS, Registry
+from xairobust.registry import (
+    ATTACKS,
+    DATASETS,
+    EXECUTORS,
+    EXPLAINERS,
+    FEATURE_EXTRACTORS,
+    METHODS,
+    METRICS,
+    MODELS,
+    VISUALISATIONS,
+    Registry,
+)
 
 KINDS: dict[str, Registry] = {
     "datasets": DATASETS,
@@ -16,6 +27,8 @@ KINDS: dict[str, Registry] = {
     "metrics": METRICS,
     "attacks": ATTACKS,
     "executors": EXECUTORS,
+    "visualisations": VISUALISATIONS,
+    "extractors": FEATURE_EXTRACTORS,
 }
 
 

@@ -137,6 +137,9 @@ class ExplainStage(Stage):
     name = "explain"
     Config = ExplainConfig
     format = FORMAT
+    per = "explainer"
+    after = "train"
+    order = 2
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}
@@ -268,7 +271,7 @@ def _attribute_all(
 def load_attributions(run_dir: str | Path, explainer: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, metadata) of a finished explain stage, or a RunError saying how to make it."""
     from xairobust.errors import RunError
-    from xairobust.runs import load_tensors, read_json
+    from xairobust.runs import load_tensors
 
     tensors_path, json_path = attribution_paths(Path(run_dir), explainer)
     if not json_path.is_file() or not tensors_path.is_file():
