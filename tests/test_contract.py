@@ -25,6 +25,7 @@ from xairobust.report import ReportConfig, build_report
 from xairobust.stages.attack import AttackConfig, attack
 from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StaleError, verify_chain
 from xairobust.stages.explain import ExplainConfig, explain
+from xairobust.stages.manipulate import ManipulateConfig
 from xairobust.stages.score import ScoreConfig, score
 from xairobust.stages.train import TrainConfig, train
 from xairobust.stages.visualize import VisualizeConfig
@@ -278,6 +279,8 @@ def test_every_stage_output_carries_provenance(name, pipeline_run, tmp_path):
         "explain": (pipeline_run, ExplainConfig(**EXPLAIN)),
         "score": (pipeline_run, ScoreConfig(**SCORE)),
         "report": (tmp_path / "report", ReportConfig(figures=False, runs=[str(pipeline_run)], baseline="standard")),
+        "manipulate": (pipeline_run, ManipulateConfig(attack="topk", explainer="saliency", n=4, steps=2, eps=0.1,
+                                                      device="cpu")),
         "visualize": (pipeline_run, VisualizeConfig(kind="generation", preset="quick", n=1, classes=[0], params={"steps": 2})),
     }
     assert name in examples, f"stage '{name}' has no example here: add one (or a reason to ELSEWHERE)"

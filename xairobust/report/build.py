@@ -176,6 +176,8 @@ def build_report(
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
         visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
+        from xairobust.report.manipulation import write_section  # manipulation attacks (issue 10)
+        write_section(runs, staging, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -244,7 +246,7 @@ class ReportStage(Stage):
         return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
 
 
-FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_")
+FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_")
 
 
 def _remove_stale_figures(folder: Path, written: list[Path]) -> None:

@@ -1,0 +1,252 @@
+"""Input-manipulation attacks on explanations (registered in :data:`MANIPULATIONS`).
+
+All attacks perturb inputs in the model's input space under an L-inf or L2 budget ``eps`` and
+keep the model's prediction: every step is projected onto the budget ball and clamped to the
+data's value range, the original network's prediction is checked after every step, and the
+returned input is the step (over all steps) that manipulated the explanation most *among the
+steps whose prediction is unchanged* (the unperturbed input when none was). "Most" is judged on
+the original network's explanation, with the attack's own criterion (top-k intersection for
+``topk``, centre-of-mass shift for ``masscenter``, distance to the target map for ``targeted``).
+
+* ``topk`` (Ghorbani et al. 2019): minimise the share of the (normalised) map's mass that lies
+  on the original top-k features (k = ``topk`` x features).
+* ``masscenter`` (Ghorbani et al. 2019): maximise the L2 shift of the map's centre of mass.
+* ``random`` (Ghorbani et al. 2019's baseline): a random-sign perturbation of size ``eps``
+  (L-inf: eps * sign; L2: a uniform direction scaled to eps), redrawn up to ``steps`` times
+  until the prediction is unchanged; drawn from each sample's seed.
+* ``targeted`` (Dombrowski et al. 2019): minimise
+  ``expl_weight * mean((h(x_adv) - h_t)^2) + out_weight * mean((g(x_adv) - g(x))^2)``
+  with h the map normalised to mean 1, h_t a target map (another sample's explanation) and
+  g the logits ("gamma" in the paper is ``out_weight / expl_weight``).
+
+The gradient attacks differentiate the explanation of the softplus copy (``smooth.py``; ReLU
+networks have zero input Hessian); steps are signed gradients (L-inf) or normalised gradients
+(L2) of length ``step_size``, as in PGD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from xairobust.attacks.pgd import _ascent_direction, _clamp, eval_mode, project
+from xairobust.explain._common import sample_generator
+from xairobust.explain.differentiable import Differentiable
+from xairobust.manipulate.measures import centre_of_mass, k_of, to_map, topk_intersection
+from xairobust.registry import Registry
+
+MANIPULATIONS: Registry = Registry("manipulation attack")
+
+
+@dataclass
+class AttackSettings:
+    norm: str = "linf"
+    eps: float = 8 / 255
+    steps: int = 20
+    step_size: float | None = None  # default 2.5 * eps / steps (PGD's rule)
+    beta: float = 10.0  # softplus beta of the smoothed copy (Dombrowski et al. use 0.8-30)
+    topk: float = 0.1  # fraction of features the top-k attack pushes down
+    expl_weight: float = 1.0  # targeted: weight of the explanation term
+    out_weight: float = 1.0  # targeted: weight of the output-closeness term (gamma)
+    value_range: tuple[float, float] | None = (0.0, 1.0)
+
+    def resolved_step_size(self) -> float:
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+
+@dataclass
+class Context:
+    """What an attack's loss and score see about a batch."""
+
+    orig_map: Tensor  # (B, ...) map of the original explanation (original network)
+    settings: AttackSettings
+    target_map: Tensor | None = None  # targeted: (B, ...) maps to reach
+    orig_logits: Tensor | None = None
+
+
+def _normalise_sum(m: Tensor) -> Tensor:
+    return m / m.flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (m.dim() - 1)))
+
+
+def _normalise_mean(m: Tensor) -> Tensor:
+    return m / m.flatten(1).mean(1).clamp_min(1e-12).view(-1, *([1] * (m.dim() - 1)))
+
+
+def topk_mask(m: Tensor, fraction: float) -> Tensor:
+    flat = m.flatten(1)
+    k = k_of(fraction, flat.shape[1])
+    return torch.zeros_like(flat).scatter_(1, flat.topk(k, dim=1).indices, 1.0).view_as(m)
+
+
+class Manipulation:
+    """Base: ``loss`` (minimised, per sample, on the smooth copy's map) and ``score`` (lower =
+    more manipulated, judged on the original network's map)."""
+
+    gradient: bool = True
+
+    def loss(self, m: Tensor, ctx: Context, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def score(self, m: Tensor, ctx: Context) -> Tensor:
+        raise NotImplementedError
+
+
+@MANIPULATIONS.register("topk", label="Top-k (Ghorbani)")
+class TopK(Manipulation):
+    def loss(self, m: Tensor, ctx: Context, logits: Tensor) -> Tensor:
+        mask = topk_mask(ctx.orig_map, ctx.settings.topk)
+        return (_normalise_sum(m) * mask).flatten(1).sum(1)
+
+    def score(self, m: Tensor, ctx: Context) -> Tensor:
+        return topk_intersection(ctx.orig_map, m, ctx.settings.topk).to(m.device)
+
+
+@MANIPULATIONS.register("masscenter", label="Mass centre (Ghorbani)")
+class MassCenter(Manipulation):
+    def loss(self, m: Tensor, ctx: Context, logits: Tensor) -> Tensor:
+        return -(centre_of_mass(m) - centre_of_mass(ctx.orig_map)).norm(dim=1)
+
+    def score(self, m: Tensor, ctx: Context) -> Tensor:
+        return -(centre_of_mass(m) - centre_of_mass(ctx.orig_map)).norm(dim=1)
+
+
+@MANIPULATIONS.register("targeted", label="Targeted (Dombrowski)")
+class Targeted(Manipulation):
+    def _dist(self, m: Tensor, ctx: Context) -> Tensor:
+        assert ctx.target_map is not None
+        return (_normalise_mean(m) - _normalise_mean(ctx.target_map)).pow(2).flatten(1).mean(1)
+
+    def loss(self, m: Tensor, ctx: Context, logits: Tensor) -> Tensor:
+        s = ctx.settings
+        assert ctx.orig_logits is not None
+        out = (logits - ctx.orig_logits).pow(2).mean(1)
+        return s.expl_weight * self._dist(m, ctx) + s.out_weight * out
+
+    def score(self, m: Tensor, ctx: Context) -> Tensor:
+        return self._dist(m, ctx)
+
+
+@MANIPULATIONS.register("random", label="Random sign")
+class RandomSign(Manipulation):
+    gradient = False
+
+
+@MANIPULATIONS.register("model", label="Model manipulation (Heo)")
+class ModelManipulation(Manipulation):
+    """Not an input attack: the run is a ``--method fool`` fine-tune, and its explanations are
+    compared with those of its ``--init`` run on unperturbed inputs (the manipulate stage)."""
+
+    gradient = False
+    model_level = True
+
+
+def random_perturbation(x: Tensor, seeds: Tensor, tries: int, norm: str, eps: float) -> Tensor:
+    """(tries, B, ...) random perturbations of size eps, each sample's from its own seed."""
+    out = []
+    for s in seeds:
+        g = sample_generator(int(s))
+        if norm == "linf":
+            d = torch.randint(0, 2, (tries, *x.shape[1:]), generator=g).to(x.dtype) * 2 - 1
+            d = d * eps
+        else:
+            d = torch.randn((tries, *x.shape[1:]), generator=g, dtype=x.dtype)
+            d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1))) * eps
+        out.append(d)
+    return torch.stack(out, 1).to(x.device)
+
+
+ExplainFn = Callable[[nn.Module, Tensor, Tensor, Tensor, bool], Tensor]
+
+
+def manipulate_batch(
+    model: nn.Module,
+    smooth: nn.Module,
+    explainer: Differentiable,
+    params: object,
+    attack: str,
+    x: Tensor,
+    targets: Tensor,
+    seeds: Tensor,
+    settings: AttackSettings,
+    target_map: Tensor | None = None,
+    trace: list[dict[str, Tensor]] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(x_adv, kept_step) for one batch; kept_step is 0 where no step kept the prediction.
+
+    ``targets`` are the original predictions (the explained outputs). ``trace``, when given,
+    receives per step the perturbation's L-inf and L2 norms and whether the prediction was kept.
+    """
+    atk: Manipulation = MANIPULATIONS.get(attack)()
+    if getattr(atk, "model_level", False):
+        raise ValueError("the 'model' manipulation compares two runs; it has no input attack")
+    x = x.detach()
+    s = settings
+
+    def explain(net: nn.Module, inp: Tensor, graph: bool) -> Tensor:
+        return explainer.fn(net, inp, targets, params, seeds, graph)
+
+    with eval_mode(model):
+        best = x.clone()
+        kept = torch.zeros(len(x), dtype=torch.int64)
+        if not atk.gradient:
+            tries = max(1, s.steps)
+            draws = random_perturbation(x, seeds, tries, s.norm, s.eps)
+            done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+            for i in range(tries):
+                cand = _clamp(x + draws[i], s.value_range)
+                with torch.no_grad():
+                    ok = model(cand).argmax(1) == targets
+                take = ok & ~done
+                best[take] = cand[take]
+                kept[take.cpu()] = i + 1
+                done |= ok
+                if trace is not None:
+                    _trace(trace, cand - x, ok)
+                if bool(done.all()):
+                    break
+            return best, kept
+
+        orig_map = to_map(explain(model, x, False))
+        with torch.no_grad():
+            orig_logits = smooth(x)
+        ctx = Context(orig_map=orig_map, settings=s, target_map=target_map, orig_logits=orig_logits)
+        best_score = atk.score(orig_map, ctx).clone()
+        delta = torch.zeros_like(x)
+        step = s.resolved_step_size()
+        for i in range(s.steps):
+            d = delta.clone().requires_grad_(True)
+            with torch.enable_grad():
+                xa = _clamp(x + d, s.value_range)
+                m = to_map(explain(smooth, xa, True))
+                logits = smooth(xa) if attack == "targeted" else None
+                loss = atk.loss(m, ctx, logits).sum()
+                # allow_unused: an explanation that does not depend on the input (a linear
+                # model's gradient) has no path back to it -- a zero gradient, no step.
+                (grad,) = torch.autograd.grad(loss, d, allow_unused=True)
+            if grad is None:
+                grad = torch.zeros_like(d)
+            # descend the attack loss: the ascent direction of -grad
+            delta = delta + step * _ascent_direction(-grad, s.norm)
+            delta = _clamp(x + project(delta, s.norm, s.eps), s.value_range) - x
+            cand = x + delta
+            with torch.no_grad():
+                ok = model(cand).argmax(1) == targets
+            sc = atk.score(to_map(explain(model, cand, False)), ctx)
+            better = ok & (sc < best_score)
+            best[better] = cand[better]
+            best_score = torch.where(better, sc, best_score)
+            kept[better.cpu()] = i + 1
+            if trace is not None:
+                _trace(trace, delta, ok)
+    return best.detach(), kept
+
+
+def _trace(trace: list[dict[str, Tensor]], delta: Tensor, ok: Tensor) -> None:
+    trace.append({
+        "linf": delta.flatten(1).abs().amax(1).detach().cpu(),
+        "l2": delta.flatten(1).norm(dim=1).detach().cpu(),
+        "pred_kept": ok.detach().cpu(),
+    })

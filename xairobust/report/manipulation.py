@@ -1,0 +1,245 @@
+"""Report section for explanation manipulation (``RUN/manipulation/<attack>_<explainer>.*``).
+
+One table per (setting, attack, attacked explainer, scored explainer): rows are the runs'
+labels (the baseline first), columns the similarity measures with their arrows (↑: higher
+means the explanation resisted better), each cell the mean ± standard deviation over samples;
+``*`` marks a paired test against the baseline (same test samples; ``xairobust.report.stats``:
+Wilcoxon by default, Holm-corrected over every comparison of this section) below ``alpha``.
+A figure per (setting, attack, explainer) shows, per method, the original image and map and the
+manipulated image and map.
+
+Files (inside the report folder): ``manipulation.md``, ``manipulation.csv`` (means),
+``manipulation_stats.csv`` (stats.py's columns), ``figures/manipulation_<attack>_<explainer>*``.
+Only manipulation documents whose provenance still matches their inputs are used
+(``verify_chain``); a stale one is an error naming the command that recomputes it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xairobust.report.meta import MetricMeta
+
+# (measure, column label, direction) in table order; direction "higher" = resisted better.
+COLUMNS: list[tuple[str, str, str | None]] = [
+    ("spearman", "Spearman", "higher"),
+    ("topk_1", "Top-1%", "higher"),
+    ("topk_5", "Top-5%", "higher"),
+    ("topk_10", "Top-10%", "higher"),
+    ("ssim", "SSIM", "higher"),
+    ("com_shift", "CoM shift", "lower"),
+    ("target_spearman_before", "ρ(target) before", None),
+    ("target_spearman", "ρ(target)", "lower"),
+    ("target_gain", "Δρ(target)", "lower"),
+    ("fooled", "FSR", "lower"),
+    ("pred_unchanged", "Pred. kept", None),
+    ("norm_linf", "‖δ‖∞", None),
+    ("norm_l2", "‖δ‖₂", None),
+]
+ARROWS = {"higher": "↑", "lower": "↓", None: ""}
+
+
+def find_manipulations(run_path: Path) -> list[tuple[str, str, Path]]:
+    """(attack, explainer, json path) of every finished manipulation in a run directory."""
+    from xairobust.runs import read_json
+
+    folder = Path(run_path) / "manipulation"
+    found = []
+    for doc in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if doc.with_suffix(".csv").is_file():
+            d = read_json(doc)
+            found.append((str(d.get("attack")), str(d.get("explainer")), doc))
+    return found
+
+
+def collect(runs: list[Any]) -> pd.DataFrame:
+    """Long frame: attack, attacked, explainer, setting, label, method, seed, index, metric, value."""
+    from xairobust.stages.contract import verify_chain
+
+    frames = []
+    for r in runs:
+        for attack, attacked, doc in find_manipulations(r.path):
+            verify_chain(doc, r.path, f"xairobust manipulate --run {r.path} --attack {attack} --explainer {attacked}")
+            df = pd.read_csv(doc.with_suffix(".csv"))
+            df.insert(0, "attack", attack)
+            df.insert(1, "attacked", attacked)
+            df["setting"], df["label"], df["method"], df["seed"], df["run"] = r.setting, r.label, r.method, r.seed, str(r.path)
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def _key(attack: str, attacked: str, explainer: str) -> str:
+    return f"{attack}/{attacked}" + ("" if explainer == attacked else f"→{explainer}")
+
+
+def statistics(df: pd.DataFrame, baseline: str, test: str, correction: str, alpha: float) -> pd.DataFrame:
+    """Paired tests of every label against ``baseline`` (stats.py), one family for the section."""
+    from xairobust.report.stats import compare_to_baseline
+
+    tested = {m for m, _, d in COLUMNS if d is not None}
+    part = df[df["metric"].isin(tested)].copy()
+    part["explainer"] = [_key(a, b, c) for a, b, c in zip(part["attack"], part["attacked"], part["explainer"], strict=True)]
+    metas = {m: MetricMeta(m, label, "manipulation", d) for m, label, d in COLUMNS}
+    return compare_to_baseline(part, metas, baseline=baseline, test=test, correction=correction, alpha=alpha)
+
+
+def _order(labels: list[str], baseline: str) -> list[str]:
+    return ([baseline] if baseline in labels else []) + sorted(lab for lab in labels if lab != baseline)
+
+
+def tables(df: pd.DataFrame, stats: pd.DataFrame, baseline: str, accuracy: dict[tuple[str, str], float],
+           test: str, alpha: float) -> tuple[str, pd.DataFrame]:
+    """(markdown, means frame) of every (setting, attack, attacked, scored explainer)."""
+    sig = set()
+    if len(stats):
+        sig = {(r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant}
+    md, rows = [], []
+    groups = df.groupby(["setting", "attack", "attacked", "explainer"], sort=True)
+    for (setting, attack, attacked, explainer), part in groups:
+        present = [c for c in COLUMNS if c[0] in set(part["metric"])]
+        head = ["Method", "Acc."] + [f"{label} {ARROWS[d]}".strip() for _, label, d in present]
+        title = f"{attack} attack on {attacked}" + ("" if explainer == attacked else f", scored with {explainer}")
+        md += [f"**{setting}: {title}** (mean ± sd over {part['index'].nunique()} test samples)", "",
+               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for label in _order(list(dict.fromkeys(part["label"])), baseline):
+            mine = part[part["label"] == label]
+            cells = [label, f"{accuracy.get((setting, label), math.nan):.3f}"]
+            row = {"setting": setting, "attack": attack, "attacked": attacked, "explainer": explainer, "label": label}
+            for metric, _, _d in present:
+                v = mine.loc[mine["metric"] == metric, "value"].astype(float)
+                mean, sd = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
+                star = "*" if (_key(attack, attacked, explainer), setting, label, metric) in sig else ""
+                cells.append(f"{mean:.3f} ± {sd:.3f}{star}")
+                row[metric] = mean
+            md.append("| " + " | ".join(cells) + " |")
+            rows.append(row)
+        md.append("")
+    md.append(f"\\* {test} paired test against {baseline} on the same samples, Holm-corrected over this section,"
+              f" p < {alpha}. ↑/↓: direction in which the explanation resisted manipulation better.")
+    return "\n".join(md) + "\n", pd.DataFrame(rows)
+
+
+SUMMARY = [("topk_10", "Top-10% ↑"), ("spearman", "Spearman ↑"), ("fooled", "FSR ↓"), ("target_gain", "Δρ(target) ↓")]
+
+
+def summary(means: pd.DataFrame, stats: pd.DataFrame, baseline: str) -> str:
+    """One compact table per setting: rows = attack / attacked -> scored explainer, columns =
+    Top-10 %, Spearman and FSR per method (``*``: paired test against the baseline significant)."""
+    sig = set()
+    if len(stats):
+        sig = {(r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant}
+    out = []
+    for setting, whole in means.groupby("setting", sort=True):
+        # input attacks and the model comparison in separate tables (their methods differ)
+        for part in (whole[whole["attack"] != "model"], whole[whole["attack"] == "model"]):
+            if part.empty:
+                continue
+            labels = _order(list(dict.fromkeys(part["label"])), baseline)
+            shown = [(m, n) for m, n in SUMMARY if m in part and part[m].notna().any()]
+            head = ["Attack / explainer"] + [f"{name} {lab}" for _, name in shown for lab in labels]
+            out += [f"**{setting}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for (attack, attacked, explainer), rows in part.groupby(["attack", "attacked", "explainer"], sort=True):
+                key = _key(attack, attacked, explainer)
+                cells = [key]
+                for metric, _ in shown:
+                    for lab in labels:
+                        v = rows.loc[rows["label"] == lab, metric]
+                        star = "*" if (key, setting, lab, metric) in sig else ""
+                        cells.append(f"{float(v.iloc[0]):.3f}{star}" if len(v) and pd.notna(v.iloc[0]) else "–")
+                out.append("| " + " | ".join(cells) + " |")
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: str, n_images: int = 3):
+    """Figure: per method (rows), for n images: original image, original map, manipulated image,
+    manipulated map (maps: |attribution| summed over channels, each scaled to its own max)."""
+    import matplotlib.pyplot as plt
+
+    from xairobust.report.figures import _image
+    from xairobust.runs import load_tensors
+
+    mine = {r.label: r for r in runs if r.setting == setting
+            and (r.path / "manipulation" / f"{attack}_{explainer}.safetensors").is_file()}
+    labels = _order(list(mine), baseline)
+    if not labels:
+        return None
+    data = {lab: load_tensors(mine[lab].path / "manipulation" / f"{attack}_{explainer}.safetensors") for lab in labels}
+    n = min(n_images, min(len(d["inputs"]) for d in data.values()))
+    fig, axes = plt.subplots(len(labels), 4 * n, figsize=(1.3 * 4 * n, 1.4 * len(labels) + 0.4), squeeze=False)
+    titles = ["image", "map", "manip. image", "manip. map"]
+    for i, lab in enumerate(labels):
+        d = data[lab]
+        for j in range(n):
+            imgs = [d["inputs"][j], d["attributions"][j], d["inputs_adv"][j], d["attributions_adv"][j]]
+            for c, t in enumerate(imgs):
+                ax = axes[i, 4 * j + c]
+                arr = t.float().numpy()
+                if c % 2 == 0:
+                    img, cmap = _image(arr)
+                    ax.imshow(img, cmap=cmap)
+                else:
+                    m = np.abs(arr).sum(0) if arr.ndim == 3 else np.abs(arr)
+                    ax.imshow(m / (m.max() or 1.0), cmap="hot", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(titles[c], fontsize=7)
+            axes[i, 0].set_ylabel(lab, fontsize=8)
+    fig.suptitle(f"{attack} attack on {explainer} ({setting})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def baseline_label(runs: list[Any], baseline: str) -> str:
+    """``baseline`` as a label; when no run has that label, the label of the runs whose method it
+    names, if they share one (e.g. ``standard`` -> ``Standard``)."""
+    labels = {r.label for r in runs}
+    if baseline in labels:
+        return baseline
+    by_method = {r.label for r in runs if r.method == baseline}
+    return by_method.pop() if len(by_method) == 1 else baseline
+
+
+def write_section(runs: list[Any], folder: Path, baseline: str = "standard", test: str = "wilcoxon",
+                  correction: str = "holm", alpha: float = 0.05, figures: bool = True,
+                  formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
+    """Write the manipulation section for ``runs`` (RunRecords) into ``folder``; [] when none."""
+    from xairobust.report import figures as figs
+
+    df = collect(runs)
+    if df.empty:
+        return []
+    baseline = baseline_label(runs, baseline)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = statistics(df, baseline, test, correction, alpha)
+    acc = {(r.setting, r.label): r.clean_accuracy for r in runs}
+    md, means = tables(df, stats, baseline, acc, test, alpha)
+    written = [folder / "manipulation.md", folder / "manipulation.csv", folder / "manipulation_stats.csv"]
+    written[0].write_text(summary(means, stats, baseline) + "\n" + md)
+    means.to_csv(written[1], index=False)
+    stats.to_csv(written[2], index=False)
+    if figures:
+        (folder / "figures").mkdir(exist_ok=True)
+        for (setting, attack, attacked), _ in df.groupby(["setting", "attack", "attacked"], sort=True):
+            fig = grid(runs, setting, attack, attacked, baseline)
+            if fig is not None:
+                multi = df["setting"].nunique() > 1
+                stem = f"manipulation_{attack}_{attacked}" + (f"_{figs.slug(setting)}" if multi else "")
+                written += figs.save(fig, folder / "figures", stem, list(formats), dpi)
+    return written
+
+
+def report(run_dirs: list[str | Path], out: str | Path, **kwargs: Any) -> list[Path]:
+    """Standalone: the manipulation section of ``run_dirs`` written into ``out``."""
+    from xairobust.report.collect import collect_runs
+
+    return write_section(collect_runs(list(run_dirs)), Path(out), **kwargs)

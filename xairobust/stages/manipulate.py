@@ -1,0 +1,346 @@
+"""The manipulate stage: run directory -> manipulation/<attack>_<explainer>.{safetensors,csv,json}.
+
+Samples are chosen as in ``explain`` (``select_indices``: stratified by default), the explained
+output is the model's prediction, and every sample's randomness comes from its seed
+(``sample_seeds(seed, index)``), so results do not depend on the batch size.
+
+* ``.safetensors``: inputs, manipulated inputs, targets (= original predictions), indices,
+  predictions on the manipulated inputs, the kept step per sample, the original and manipulated
+  attributions of the attacked explainer (original network) and, for ``targeted``, the target
+  maps and the index of the sample each was taken from.
+* ``.csv``: one row per sample x explainer x measure (columns index,target,explainer,metric,value);
+  the attacked explainer's rows first, then every ``--transfer-to`` explainer's (the same
+  perturbation scored with another explainer).
+* ``.json``: settings, means per explainer x measure, cost (seconds per image of the attack and
+  of one explanation), and the provenance block (last written: marks completion).
+
+The target map of ``targeted`` is the original explanation map of another selected sample: the
+next one (in index order, cyclically) whose prediction differs (Dombrowski et al. take the
+explanation of an image of another class).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from xairobust import config as cfg
+from xairobust.config import require
+from xairobust.data.base import get_dataset
+from xairobust.devices import pick_device
+from xairobust.errors import ConfigError
+from xairobust.explain.base import sample_seeds
+from xairobust.explain.differentiable import DIFFERENTIABLE
+from xairobust.explain.differentiable import get as get_differentiable
+from xairobust.manipulate.attacks import MANIPULATIONS, AttackSettings, manipulate_batch
+from xairobust.manipulate.measures import FOOLED, MEASURES, Pair, compute_measures, to_map
+from xairobust.manipulate.smooth import softplus_copy
+from xairobust.progress import make_progress
+from xairobust.provenance import git_commit, versions
+from xairobust.registry import EXPLAINERS
+from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic, write_text_atomic
+from xairobust.stages.contract import STAGES, Stage, StageIdentity
+from xairobust.stages.explain import select_indices
+
+FORMAT = 1
+CSV_COLUMNS = ("index", "target", "explainer", "metric", "value")
+
+
+@dataclass
+class ManipulateConfig:
+    """Keys of ``xairobust manipulate --config``."""
+
+    attack: str = "topk"
+    explainer: str = "ig"
+    params: dict = field(default_factory=dict)  # the explainer's parameters (e.g. n_steps)
+    norm: Literal["linf", "l2"] = "linf"
+    eps: float = 8 / 255
+    steps: int = 20
+    step_size: float | None = None  # default 2.5 * eps / steps
+    beta: float = 10.0  # softplus beta of the copy the attack differentiates through
+    topk: float = 0.1  # top-k attack: fraction of features pushed down
+    expl_weight: float = 1.0  # targeted: weight of ||h(x_adv) - h_t||^2
+    out_weight: float = 1.0  # targeted: weight of ||g(x_adv) - g(x)||^2 (Dombrowski's gamma)
+    fool_measure: str = "topk_10"  # a sample is fooled when this measure < fool_threshold ...
+    fool_threshold: float = 0.5  # ... and its prediction is unchanged
+    transfer_to: list[str] = field(default_factory=list)
+    n: int = 64
+    selection: Literal["stratified", "first", "random"] = "stratified"
+    seed: int = 0
+    batch_size: int = 32
+    device: str = "auto"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        require(self.n >= 1, f"manipulate: --n must be >= 1, got {self.n}")
+        require(self.eps > 0, f"manipulate: --eps must be > 0, got {self.eps}")
+        require(self.steps >= 1, f"manipulate: --steps must be >= 1, got {self.steps}")
+        require(self.step_size is None or self.step_size > 0, "manipulate: --step-size must be > 0")
+        require(self.beta > 0, f"manipulate: --beta must be > 0, got {self.beta}")
+        require(0 < self.topk <= 1, f"manipulate: --topk must be a fraction in (0, 1], got {self.topk}")
+        require(self.expl_weight >= 0 and self.out_weight >= 0, "manipulate: --expl-weight/--out-weight must be >= 0")
+        require(self.batch_size >= 1, f"manipulate: --batch-size must be >= 1, got {self.batch_size}")
+        if isinstance(self.transfer_to, str):
+            self.transfer_to = [t for t in self.transfer_to.split(",") if t]
+        self.transfer_to = [t for t in dict.fromkeys(self.transfer_to) if t != self.explainer]
+
+    def settings(self, value_range: tuple[float, float] | None) -> AttackSettings:
+        return AttackSettings(
+            norm=self.norm, eps=self.eps, steps=self.steps, step_size=self.step_size, beta=self.beta,
+            topk=self.topk, expl_weight=self.expl_weight, out_weight=self.out_weight, value_range=value_range,
+        )
+
+    def identity(self, explainer_params: dict[str, Any]) -> dict[str, Any]:
+        d = cfg.to_dict(self)
+        for k in ("device", "data_dir", "batch_size", "params"):
+            d.pop(k)
+        d["params"] = explainer_params
+        return d
+
+
+def manipulation_paths(run_dir: Path, attack: str, explainer: str) -> tuple[Path, Path, Path]:
+    base = Path(run_dir) / "manipulation" / f"{attack}_{explainer}"
+    return base.with_suffix(".safetensors"), base.with_suffix(".csv"), base.with_suffix(".json")
+
+
+def _explainer_params(name: str, params: dict[str, Any]) -> Any:
+    d = get_differentiable(name)
+    return cfg.build(d.Params, params, f"explainer '{name}'")
+
+
+def transfer_explain(name: str):
+    """fn(model, x, targets, seeds) -> attributions for a --transfer-to explainer: the registered
+    explainer (default parameters) when there is one, else the differentiable version."""
+    if name in EXPLAINERS:
+        from xairobust.stages.explain import build_explainer, wants_background
+
+        cls = EXPLAINERS.get(name)
+        if wants_background(name, cfg.build(cls.Params, {}, name)):
+            raise ConfigError(f"manipulate: --transfer-to {name} needs training-data baselines; not supported here")
+        ex = build_explainer(name, {})
+        return lambda m, x, t, s: ex.attribute(m, x, t, s).detach()
+    if name in DIFFERENTIABLE:
+        d = DIFFERENTIABLE[name]
+        p = d.Params()
+        return lambda m, x, t, s: d.fn(m, x, t, p, s, False)
+    raise ConfigError(f"manipulate: --transfer-to: unknown explainer '{name}'. Known: {', '.join(EXPLAINERS.names())}")
+
+
+@STAGES.register("manipulate")
+class ManipulateStage(Stage):
+    """run directory -> manipulation/<attack>_<explainer>.* (see the module docstring)."""
+
+    name = "manipulate"
+    Config = ManipulateConfig
+    format = FORMAT
+
+    def inputs(self, run_dir: Path, conf: ManipulateConfig) -> dict[str, Path]:
+        out = {"weights": require_run(run_dir) / WEIGHTS}
+        if conf.attack == "model":
+            out["reference_weights"] = reference_run(run_dir) / WEIGHTS
+        return out
+
+    def identity(self, run_dir: Path, conf: ManipulateConfig) -> dict[str, Any]:
+        MANIPULATIONS.get(conf.attack)
+        return conf.identity(cfg.to_dict(_explainer_params(conf.explainer, conf.params)))
+
+    def outputs(self, run_dir: Path, conf: ManipulateConfig) -> list[Path]:
+        return list(manipulation_paths(Path(run_dir), conf.attack, conf.explainer))
+
+    def hint(self, run_dir: Path, conf: ManipulateConfig) -> str:
+        return f"xairobust manipulate --run {run_dir} --attack {conf.attack} --explainer {conf.explainer}"
+
+    def run(self, run_dir: Path, conf: ManipulateConfig, quiet: bool = False) -> Path:
+        run_dir = Path(run_dir)
+        resolved = self.resolve(run_dir, conf)
+        if self.is_current(run_dir, conf, resolved):
+            return self.outputs(run_dir, conf)[-1]
+        return _manipulate(run_dir, conf, resolved, quiet)
+
+
+def manipulate(run_dir: str | Path, conf: ManipulateConfig, quiet: bool = False) -> Path:
+    """Run the attack on ``conf.n`` test samples; returns the JSON document (no-op when current)."""
+    return ManipulateStage().run(Path(run_dir), conf, quiet)
+
+
+def reference_run(run_dir: Path) -> Path:
+    """The ``--init`` run a ``--method fool`` run was fine-tuned from (attack ``model``)."""
+    from xairobust.runs import read_run_meta
+
+    init = (read_run_meta(run_dir).get("training") or {}).get("init")
+    if not init:
+        raise ConfigError(
+            f"manipulate: --attack model needs a run fine-tuned with `xairobust train --method fool --init RUN`;"
+            f" {run_dir} has no init run"
+        )
+    path = Path(init)
+    if not path.is_absolute() and not path.exists():
+        path = Path(run_dir).parent / path
+    return require_run(path)
+
+
+def target_sources(preds: Tensor) -> Tensor:
+    """For each sample, the next sample (cyclically) with another prediction (itself if none)."""
+    n = len(preds)
+    out = torch.arange(n)
+    for i in range(n):
+        for j in range(1, n):
+            k = (i + j) % n
+            if preds[k] != preds[i]:
+                out[i] = k
+                break
+    return out
+
+
+def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, quiet: bool) -> Path:
+    model, meta = load_run(run_dir)
+    reference = load_run(reference_run(run_dir))[0] if conf.attack == "model" else None
+    info = meta["dataset"]["info"]
+    if info["task"] != "classification":
+        raise ConfigError("manipulate: needs a classifier (the prediction must stay unchanged)")
+    diff = get_differentiable(conf.explainer)
+    params = _explainer_params(conf.explainer, conf.params)
+    transfers = {name: transfer_explain(name) for name in conf.transfer_to}
+    MEASURES.get(conf.fool_measure)
+    vr = info.get("value_range")
+    value_range = tuple(vr) if vr is not None else None
+    settings = conf.settings(value_range)
+    device = pick_device(conf.device)
+    model.to(device).eval()
+    smooth = softplus_copy(model, conf.beta)
+
+    test = get_dataset(meta["dataset"]["name"], "test", conf.data_dir, **meta["dataset"].get("kwargs", {}))
+    indices = select_indices(test.y, len(test), conf.n, conf.selection, conf.seed)
+    x_all = test.inputs(indices)
+    seeds_all = sample_seeds(conf.seed, indices)
+    # attack 'model': the "original" network is the --init run, the manipulated one this run.
+    original = model if reference is None else reference.to(device).eval()
+    with torch.no_grad():
+        preds = torch.cat([original(x_all[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_all), 256)])
+
+    # Original explanations (original network), timed: the cost unit of the attacks.
+    bs = conf.batch_size
+    t0, c0 = time.perf_counter(), time.process_time()
+    orig_attr = torch.cat([
+        diff.fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
+        for s in range(0, len(x_all), bs)
+    ])
+    explain_s = (time.perf_counter() - t0) / len(x_all)
+    explain_cpu = (time.process_time() - c0) / len(x_all)
+    orig_maps = to_map(orig_attr)
+    sources = target_sources(preds) if conf.attack == "targeted" else None
+    target_maps = orig_maps[sources] if sources is not None else None
+
+    adv_parts, kept_parts = [], []
+    t0, c0 = time.perf_counter(), time.process_time()
+    with make_progress(quiet) as progress:
+        task = progress.add_task(f"manipulate {conf.attack}/{conf.explainer}", total=len(x_all), info="")
+        for s in range(0, len(x_all), bs) if reference is None else ():
+            sl = slice(s, s + bs)
+            tm = target_maps[sl].to(device) if target_maps is not None else None
+            xa, kept = manipulate_batch(
+                model, smooth, diff, params, conf.attack, x_all[sl].to(device), preds[sl].to(device),
+                seeds_all[sl], settings, target_map=tm,
+            )
+            adv_parts.append(xa.cpu())
+            kept_parts.append(kept.cpu())
+            progress.advance(task, len(x_all[sl]))
+    attack_s = (time.perf_counter() - t0) / len(x_all)
+    attack_cpu = (time.process_time() - c0) / len(x_all)
+    x_adv = torch.cat(adv_parts) if adv_parts else x_all.clone()
+    kept = torch.cat(kept_parts) if kept_parts else torch.zeros(len(x_all), dtype=torch.int64)
+    with torch.no_grad():
+        preds_adv = torch.cat([model(x_adv[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_adv), 256)])
+    adv_attr = torch.cat([
+        diff.fn(model, x_adv[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
+        for s in range(0, len(x_adv), bs)
+    ])
+
+    results: dict[str, dict[str, Tensor]] = {}
+    fool = (conf.fool_measure, conf.fool_threshold)
+    results[conf.explainer] = compute_measures(Pair(orig_maps, to_map(adv_attr), x_all, x_adv, preds, preds_adv), *fool)
+    if target_maps is not None:
+        from xairobust.manipulate.measures import spearman_rows
+
+        tm = target_maps.flatten(1).double().numpy()
+        results[conf.explainer]["target_spearman"] = torch.from_numpy(
+            spearman_rows(tm, to_map(adv_attr).flatten(1).double().numpy()))
+        # the same before the attack: how far the explanation moved towards its target
+        results[conf.explainer]["target_spearman_before"] = torch.from_numpy(
+            spearman_rows(tm, orig_maps.flatten(1).double().numpy()))
+        r = results[conf.explainer]
+        r["target_gain"] = r["target_spearman"] - r["target_spearman_before"]
+    for name, fn in transfers.items():
+        a0 = torch.cat([fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
+                        for s in range(0, len(x_all), bs)])
+        a1 = torch.cat([fn(model, x_adv[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
+                        for s in range(0, len(x_adv), bs)])
+        results[name] = compute_measures(Pair(to_map(a0), to_map(a1), x_all, x_adv, preds, preds_adv), *fool)
+
+    tensors_path, csv_path, json_path = manipulation_paths(run_dir, conf.attack, conf.explainer)
+    tensors = {
+        "inputs": x_all, "inputs_adv": x_adv, "targets": preds, "preds_adv": preds_adv, "indices": indices,
+        "kept_step": kept, "attributions": orig_attr, "attributions_adv": adv_attr,
+    }
+    if target_maps is not None:
+        tensors.update({"target_maps": target_maps, "target_source": indices[sources]})
+    save_tensors(tensors_path, tensors)
+    write_text_atomic(csv_path, _csv(indices, preds, results))
+    doc = {
+        "format": FORMAT,
+        "attack": conf.attack,
+        "explainer": conf.explainer,
+        "params": cfg.to_dict(params),
+        "settings": {**cfg.to_dict(settings), "step_size": settings.resolved_step_size()},
+        "fooled": f"{conf.fool_measure} < {conf.fool_threshold} and prediction unchanged",
+        "transfer_to": list(conf.transfer_to),
+        "n": int(len(indices)),
+        "selection": conf.selection,
+        "seed": conf.seed,
+        "softplus_replaced_relus": smooth.replaced,
+        "means": {e: {k: float(v.double().nanmean()) for k, v in r.items()} for e, r in results.items()},
+        # On the CPU the ratio is taken from process CPU time (robust to other load on the
+        # machine; equal to wall time with one thread); on an accelerator from wall time.
+        "cost": {
+            "attack_s_per_image": round(attack_s, 5),
+            "explain_s_per_image": round(explain_s, 5),
+            "attack_cpu_s_per_image": round(attack_cpu, 5),
+            "explain_cpu_s_per_image": round(explain_cpu, 5),
+            "torch_threads": torch.get_num_threads(),
+            "attack_over_explain": None if reference is not None else (
+                _ratio(attack_cpu, explain_cpu) if device.type == "cpu" else _ratio(attack_s, explain_s)),
+            "unit": f"one '{conf.explainer}' explanation with these params on the original network",
+        },
+        "batch_size": conf.batch_size,
+        "device": str(device),
+        "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256"), "label": meta.get("label")},
+        "provenance": resolved.block(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
+    return json_path
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b > 0 and a > 0 else None
+
+
+def _csv(indices: Tensor, targets: Tensor, results: dict[str, dict[str, Tensor]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for explainer, measures in results.items():
+        names = [m for m in measures if m != FOOLED] + [FOOLED]
+        for i in range(len(indices)):
+            for m in names:
+                w.writerow([int(indices[i]), int(targets[i]), explainer, m, repr(float(measures[m][i]))])
+    return buf.getvalue()
