@@ -140,6 +140,12 @@ class ManipulateStage(Stage):
     name = "manipulate"
     Config = ManipulateConfig
     format = FORMAT
+    # Place in a zoo's job graph: one job per run (a zoo's `manipulate:` block), after training;
+    # reports wait for it and add the manipulation table and figure.
+    per = "run"
+    after = "train"
+    order = 2.5
+    report_input = True
 
     def inputs(self, run_dir: Path, conf: ManipulateConfig) -> dict[str, Path]:
         out = {"weights": require_run(run_dir) / WEIGHTS}
