@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -71,8 +72,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float replaced by None (JSON null), deliberately.
+
+    JSON has no NaN or Infinity; Python's default writes them as bare words that other readers
+    reject. A metric value that is not a number (e.g. a dropped sample's mean) is recorded as
+    null; inputs that are non-finite are refused earlier (xairobust.config, xairobust.validate).
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    """JSON written atomically; NaN/inf become null (:func:`json_safe`), never ``NaN``/``Infinity``."""
+    write_text_atomic(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -141,7 +159,13 @@ def require_run(path: str | Path) -> Path:
 
 
 def read_run_meta(path: str | Path) -> dict[str, Any]:
-    return read_json(require_run(path) / RUN_JSON)
+    """run.json of run ``path``, checked for the keys and types the stages read (one-line RunError)."""
+    from xairobust.validate import check_run_meta
+
+    where = require_run(path) / RUN_JSON
+    meta = read_json(where)
+    check_run_meta(meta, where)
+    return meta
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -71,6 +71,9 @@ def mer_report(runs, out, eps, unconstrained_reference, emotions, scatter_models
     """Table 1, ΔMAE box plot, true-vs-predicted scatter and t-tests for attacked MER runs."""
     from xairobust.errors import ConfigError
     from xairobust.report.mer import write_report
+    from xairobust.validate import check_output_dir
+
+    check_output_dir(out, "--out")
 
     pair_list = []
     for item in (p.strip() for p in pairs.split(",") if p.strip()):

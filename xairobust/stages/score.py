@@ -32,6 +32,7 @@ from xairobust.provenance import config_hash, git_commit, versions
 from xairobust.registry import METRICS
 from xairobust.runs import file_sha256, load_run, read_json, write_json_atomic, write_text_atomic
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
+from xairobust.validate import check_attributions, score_finite_rows
 
 FORMAT = 1
 
@@ -48,6 +49,9 @@ class ScoreConfig:
     seed: int = 0
     batch_size: int = 64  # samples per Quantus call (speed only: scores do not depend on it)
     device: str = "auto"
+    # Score attributions holding NaN/inf: the affected samples are skipped (NaN rows, counted in
+    # the JSON); without it such a file is refused (xairobust.validate.check_attributions).
+    allow_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, f"score: --batch-size must be >= 1, got {self.batch_size}")
@@ -223,8 +227,9 @@ def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
     if csv_path.is_file() and json_path.is_file() and read_json(json_path).get("config_hash") == config_hash(identity):
         return csv_path
     model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
+    skip = [i for i in check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite) if i < n]
     inp = _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf, tensors["attributions"][:n].numpy())
-    results, report = _run_metrics(metrics, inp, quiet)
+    results, report = score_finite_rows(_run_metrics, metrics, inp, quiet, skip)
     write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
     write_json_atomic(json_path, _doc(conf, preset, report, attr_meta, explainer, n, device, identity, run_dir))
     return csv_path
