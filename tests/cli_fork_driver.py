@@ -33,6 +33,10 @@ def _warm_imports() -> None:
     import xairobust.stages.explain  # noqa: F401
     import xairobust.stages.score  # noqa: F401
     import xairobust.stages.train  # noqa: F401
+    try:
+        import xairobust.report  # noqa: F401  (matplotlib, scipy: seconds per report case otherwise)
+    except ImportError:
+        pass
     from xairobust.registry import DATASETS, EXPLAINERS, METHODS, METRICS, MODELS
 
     for reg in (DATASETS, EXPLAINERS, METHODS, METRICS, MODELS):

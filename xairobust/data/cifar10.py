@@ -66,24 +66,28 @@ class UnsafeBatchError(DataError):
     """A CIFAR-10 batch file asks the unpickler for something it is never allowed to build."""
 
 
+class _Refused(pickle.UnpicklingError):
+    """Raised inside the unpickler; becomes an UnsafeBatchError naming the file."""
+
+
 def _reconstruct(cls: Any, shape: Any, dtype_code: Any) -> np.ndarray:
     if cls is not np.ndarray:
-        raise pickle.UnpicklingError(f"_reconstruct of {cls!r}, not numpy.ndarray")
+        raise _Refused(f"numpy _reconstruct of {cls!r}, not of numpy.ndarray")
     return np.ndarray.__new__(np.ndarray, shape, dtype_code)
 
 
 def _dtype(code: Any, align: Any = False, copy: Any = True) -> np.dtype:
     if not isinstance(code, str):
-        raise pickle.UnpicklingError(f"dtype from {type(code).__name__}, not a type string")
+        raise _Refused(f"a numpy dtype from a {type(code).__name__}, not from a type string")
     dtype = np.dtype(code, align=bool(align), copy=bool(copy))  # parsing a type string runs nothing
     if dtype.kind not in _DTYPE_KINDS or dtype.hasobject:
-        raise pickle.UnpicklingError(f"dtype {code!r} is not a plain numeric dtype")
+        raise _Refused(f"numpy dtype {code!r}, which is not a plain numeric dtype")
     return dtype
 
 
 def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode with other arguments than (str, 'latin1')")
+        raise _Refused("_codecs.encode with other arguments than (str, 'latin1')")
     return text.encode("latin1")
 
 
@@ -106,10 +110,6 @@ class _BatchUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise _Refused("a persistent id")
-
-
-class _Refused(pickle.UnpicklingError):
-    pass
 
 
 def restricted_load(path: Path) -> Any:
