@@ -130,11 +130,13 @@ def write_cifar(folder: Path, n: int = 20, payloads: dict[str, bytes] | None = N
         (d / name).write_bytes(pickle.dumps(batch, protocol=2))
 
 
-def with_cifar(payloads: dict[str, bytes] | None = None):
+def with_cifar(payloads: dict[str, str] | None = None):
+    """Setup: a tiny CIFAR-10 folder; ``payloads`` maps batch file names to a payload of _payloads()."""
+
     def setup(sandbox: Path) -> None:
         if payloads:
-            write_cifar(sandbox / "data", payloads={k: v.replace(b"@MARKER@", str(sandbox / MARKER).encode())
-                                                    for k, v in payloads.items()})
+            crafted = _payloads(str(sandbox / MARKER))
+            write_cifar(sandbox / "data", payloads={name: crafted[kind] for name, kind in payloads.items()})
         else:
             shutil.copytree(W.cifar, sandbox / "data")
 
@@ -152,11 +154,11 @@ class _Reduce:
         return self.func, self.args
 
 
-def _payloads() -> dict[str, bytes]:
+def _payloads(m: str = "/nonexistent/PWNED") -> dict[str, bytes]:
+    """Crafted batch files; each creates the file ``m`` when unpickled by plain pickle.load."""
     import builtins
     import subprocess as sp
 
-    m = "@MARKER@"
     good = {"batch_label": "x", "labels": [0] * 4, "data": np.zeros((4, 3072), np.uint8), "filenames": ["a"] * 4}
     return {
         "os.system": pickle.dumps(_Reduce(os.system, (f"touch {m}",)), protocol=2),
@@ -373,14 +375,14 @@ def cases() -> list[Case]:
     add(Case("score --run not a run", lambda s: ["score", "--run", str(s)], "is not a run directory"))
 
     # pickle payloads in CIFAR-10 batch files: refused by `data check` and `train`, nothing runs
-    for label, payload in _payloads().items():
+    for label in _payloads():
         add(Case(f"data check payload {label}", lambda s: ["data", "check", "cifar10", "--data-dir", str(s / "data")],
-                 "refused", with_cifar({"data_batch_1": payload}), payload=True))
+                 "refused", with_cifar({"data_batch_1": label}), payload=True))
         add(Case(f"train payload {label}",
                  lambda s: [*train, "--dataset", "cifar10", "--model", "cifar_cnn", "--data-dir", str(s / "data"), *out(s)],
-                 "refused", with_cifar({"data_batch_1": payload}), payload=True))
+                 "refused", with_cifar({"data_batch_1": label}), payload=True))
     add(Case("data check payload in test_batch", lambda s: ["data", "check", "--data-dir", str(s / "data")], "refused",
-             with_cifar({"test_batch": _payloads()["os.system"]}), payload=True))
+             with_cifar({"test_batch": "os.system"}), payload=True))
     return c
 
 
