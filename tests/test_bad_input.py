@@ -314,8 +314,12 @@ def cases() -> list[Case]:
              "cannot be used on 'cifar10'", both(with_run(meta=lambda m: m["dataset"].update(name="cifar10")), with_cifar())))
     add(Case("score run.json missing dataset", lambda s: ["score", "--run", _r(s)], "missing key 'dataset'",
              with_run(meta=lambda m: m.pop("dataset"))))
-    add(Case("report run.json model is a list", lambda s: ["report", _r(s), "--out", str(s / "rep")],
-             "'model' must be a mapping", with_run(meta=lambda m: m.update(model=[1]))))
+    add(Case("report run.json seed a string", lambda s: ["report", _r(s), "--out", str(s / "rep")],
+             "'seed' must be an integer", with_run(meta=lambda m: m.update(seed="zero"))))
+    add(Case("mer-attack run.json missing model", lambda s: ["mer-attack", _r(s)], "missing key 'model.name'",
+             with_run(meta=lambda m: m.pop("model"))))
+    add(Case("score-epochs run.json missing dataset", lambda s: ["score-epochs", _r(s)], "missing key 'dataset'",
+             both(with_run(meta=lambda m: m.pop("dataset")), with_file("run/checkpoints/epoch_001.safetensors", b""))))
     add(Case("tune-lambda run.json missing dataset", lambda s: ["tune-lambda", "--run", _r(s)], "missing key 'dataset'",
              with_run(meta=lambda m: m.pop("dataset"))))
     add(Case("explain run.json not JSON", lambda s: ["explain", "--run", _r(s)], "not valid JSON",

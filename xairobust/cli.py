@@ -54,9 +54,8 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
     `xairobust list methods` shows each method's options and defaults.
     """
     from xairobust.stages.train import TrainConfig
-    from xairobust.runs import read_run_meta
     from xairobust.stages.train import train as run_train
-    from xairobust.validate import check_output_dir, path_part
+    from xairobust.validate import check_output_dir, check_run, path_part
 
     method_params = parse_extra_options(ctx.args, "train")
     data = merged_config(config_path, {**options, "method_params": method_params})
@@ -67,7 +66,7 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
     out = conf.out or "runs/" + "_".join(map(path_part, (conf.dataset, conf.model, conf.resolved_label()))) + f"_s{conf.seed}"
     check_output_dir(out, "--out")
     if conf.init:
-        read_run_meta(conf.init)  # a damaged --init run fails now, not after loading the data
+        check_run(conf.init)  # a damaged --init run fails now, not after loading the data
     run_dir = run_train(conf, out, quiet=quiet, force=force)
     click.echo(f"run written to {run_dir}")
 

@@ -159,13 +159,7 @@ def require_run(path: str | Path) -> Path:
 
 
 def read_run_meta(path: str | Path) -> dict[str, Any]:
-    """run.json of run ``path``, checked for the keys and types the stages read (one-line RunError)."""
-    from xairobust.validate import check_run_meta
-
-    where = require_run(path) / RUN_JSON
-    meta = read_json(where)
-    check_run_meta(meta, where)
-    return meta
+    return read_json(require_run(path) / RUN_JSON)
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -175,8 +169,11 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.M
     """
     from xairobust.models.base import create_model
 
+    from xairobust.validate import check_run_meta
+
     path = require_run(path)
     meta = read_run_meta(path)
+    check_run_meta(meta, path / RUN_JSON)  # the keys and types used below and by every stage
     weights = path / WEIGHTS
     if not weights.is_file():
         raise RunError(f"{path}: no {WEIGHTS} (the run did not finish training)")

@@ -43,14 +43,13 @@ def attack(ctx: click.Context, config_path: str | None, quiet: bool, run_dir: st
     from xairobust.stages.attack import AttackConfig
     from xairobust.stages.attack import attack as run_attack
 
-    from xairobust.runs import read_run_meta
-    from xairobust.validate import check_output_dir
+    from xairobust.validate import check_output_dir, check_run
 
     data = merged_config(config_path, options)
     run = resolve_run("attack", run_dir, model_alias, data)
     attack_name = attack_name or data.pop("attack", None) or "pgd"
     data.pop("attack", None)
-    read_run_meta(run)
+    check_run(run)
     check_output_dir(run, "--run")
     extra = parse_extra_options(ctx.args, "attack")
     if attack_name == "bim-regression":

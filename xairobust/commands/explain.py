@@ -35,13 +35,12 @@ def explain(ctx: click.Context, run_dir: str | None, model_alias: str | None, co
     from xairobust.stages.explain import ExplainConfig
     from xairobust.stages.explain import explain as run_explain
 
-    from xairobust.runs import read_run_meta
-    from xairobust.validate import check_output_dir
+    from xairobust.validate import check_output_dir, check_run
 
     params = parse_extra_options(ctx.args, "explain")
     data = merged_config(config_path, {**options, "params": params})
     run_dir = resolve_run("explain", run_dir, model_alias, data)
-    read_run_meta(run_dir)  # a damaged run.json or a run that does not fit its dataset: one line, now
+    check_run(run_dir)  # a damaged run.json or a run that does not fit its dataset: one line, now
     check_output_dir(run_dir, "--run")
     conf = cfg.build(ExplainConfig, data, config_path or "explain")
     path = run_explain(run_dir, conf, quiet=quiet)

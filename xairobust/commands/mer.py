@@ -43,7 +43,11 @@ def mer_attack(runs, eps, step_size, max_iter, corr_threshold, mse_threshold, un
         "eps": eps, "step_size": step_size, "max_iter": max_iter, "corr_threshold": corr_threshold,
         "mse_threshold": mse_threshold, "unconstrained_reference": unconstrained_reference,
     }, "mer-attack")
+    from xairobust.validate import check_run
+
     dirs = [require_run(r) for r in runs]  # validate every path before attacking any
+    for run_dir in dirs:
+        check_run(run_dir)
     for run_dir in dirs:
         e = attack_regression_run(run_dir, params, split=split, n=n, batch_size=batch_size, device=device,
                                   data_dir=data_dir, force=force, quiet=quiet)

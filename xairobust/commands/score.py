@@ -35,12 +35,11 @@ def score(run_dir: str | None, model_alias: str | None, config_path: str | None,
     from xairobust.stages.score import ScoreConfig
     from xairobust.stages.score import score as run_score
 
-    from xairobust.runs import read_run_meta
-    from xairobust.validate import check_output_dir
+    from xairobust.validate import check_output_dir, check_run
 
     data = merged_config(config_path, {**options, "metric_params": parse_sets(sets)})
     run_dir = resolve_run("score", run_dir, model_alias, data)
-    read_run_meta(run_dir)
+    check_run(run_dir)
     check_output_dir(run_dir, "--run")
     conf = cfg.build(ScoreConfig, data, config_path or "score")
     path = run_score(run_dir, conf, quiet=quiet)

@@ -197,12 +197,11 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
 def tune_lambda_command(config_path: str | None, quiet: bool, run_dir: str | None, model_alias: str | None,
                         **options) -> None:
     """Choose NsLoss's lambda for a standard run with the paper's protocol (sec. 4.4)."""
-    from xairobust.runs import read_run_meta
-    from xairobust.validate import check_output_file
+    from xairobust.validate import check_output_file, check_run
 
     data = merged_config(config_path, options)
     run = resolve_run("tune-lambda", run_dir, model_alias, data)
-    read_run_meta(run)
+    check_run(run)
     # the result is written after minutes of fine-tuning: a bad --out must fail now
     check_output_file(data["out"] if data.get("out") else f"{run}/tune_lambda.json", "--out")
     path, result = tune_lambda(run, data, quiet=quiet)
