@@ -372,6 +372,26 @@ def cases() -> list[Case]:
     add(Case("mer-report --out is a file", lambda s: ["mer-report", _r(s), "--out", str(s / "f")], "is a file, not a folder",
              both(with_run(), with_file("f", "x"))))
 
+    # found beyond the list (each was an internal error or ran on silently)
+    for label, yaml_text, msg in [
+        ("model_kwargs width nan", "model_kwargs: {width: .nan}\n", "bad model option"),
+        ("model_kwargs width -1", "model_kwargs: {width: -1}\n", "bad model option"),
+        ("model_kwargs num_outputs 0", "model_kwargs: {num_outputs: 0}\n", "num_outputs come from the dataset; remove them"),
+        ("digits takes no dataset_kwargs", "dataset_kwargs: {foo: 1}\n", "dataset 'digits' takes no options"),
+        ("val_fraction leaves nothing", "val_fraction: 0.9999\n", "no training samples left"),
+        ("cifar padding inf", "dataset: cifar10\nmodel: cifar_cnn\ndataset_kwargs: {padding: .inf}\n", "padding must be an integer"),
+    ]:
+        add(Case(f"train yaml {label}", lambda s: ["train", "--config", str(s / "c.yaml"), "--data-dir", str(s / "data"),
+                                                    *out(s)], msg, both(with_file("c.yaml", yaml_text), with_cifar())))
+    add(Case("train digits_cnn on CIFAR-10", lambda s: [*train, "--dataset", "cifar10", "--model", "digits_cnn",
+                                                        "--data-dir", str(s / "data"), *out(s)],
+             "the model does not take this dataset's inputs (3, 32, 32)", with_cifar()))
+    add(Case("train --seed 2**70", lambda s: [*train, "--seed", str(2**70), *out(s)], "--seed must be in 0..2**63-1"))
+    add(Case("explain --seed -1", lambda s: ["explain", "--run", _r(s), "--seed", "-1"], "--seed must be in 0..2**63-1",
+             with_run()))
+    add(Case("batch --workers 0", lambda s: ["batch", "quickstart", "--workers", "0", "--dry-run"], "--workers must be >= 1"))
+    add(Case("batch --threads -1", lambda s: ["batch", "quickstart", "--threads", "-1", "--dry-run"], "--threads must be >= 1"))
+
     # --run / --model
     add(Case("explain without --run", lambda s: ["explain"], "--run RUN is required"))
     add(Case("attack --run and --model disagree", lambda s: ["attack", "--run", _r(s), "--model", str(s)],

@@ -268,3 +268,25 @@ def test_output_checks_leave_nothing_behind(tmp_path):
         check_output_dir(tmp_path / "f" / "sub", "--out")
     with pytest.raises(ConfigError, match="is a folder"):
         check_output_file(tmp_path, "--out")
+
+
+def test_restricted_unpickler_reads_a_batch_with_the_official_header(tmp_path):
+    """The official test_batch's own pickle header (from ../shared/data), completed as build_batches.py does."""
+    from conftest import shared_data
+
+    from xairobust.data.cifar10 import restricted_load
+
+    header = (shared_data("cifar10") / "headers" / "test_batch.hdr").read_bytes()
+    pixels = np.random.default_rng(0).integers(0, 256, 30_720_000, dtype=np.uint8).tobytes()
+    files = [f"f{i}.png".encode() for i in range(10_000)]
+    body = bytearray(header) + pixels + b"tb" + b"U\x09filenames" + b"]"
+    for s in range(0, 10_000, 1000):
+        body += b"(" + b"".join(b"U" + bytes([len(f)]) + f for f in files[s:s + 1000]) + b"e"
+    body += b"u."
+    path = tmp_path / "test_batch"
+    path.write_bytes(bytes(body))
+    reference = pickle.loads(bytes(body), encoding="latin1")
+    got = restricted_load(path)
+    assert got.keys() == reference.keys()
+    assert got["labels"] == reference["labels"] and np.array_equal(got["data"], reference["data"])
+    assert got["data"].shape == (10_000, 3072) and got["data"].dtype == np.uint8

@@ -128,6 +128,9 @@ def build(cls: type[C], mapping: Mapping[str, Any] | None, where: str) -> C:
                 f" Allowed: {', '.join(fields)}"
             )
         kwargs[name] = _coerce(value, hints[name], name, where)
+        if name == "seed" and isinstance(kwargs[name], int) and not 0 <= kwargs[name] < 2**63:
+            # torch and numpy generators take seeds in [0, 2**63); larger ones overflow mid-run
+            raise ConfigError(f"{where}: --seed must be in 0..2**63-1, got {kwargs[name]}")
     missing = [
         n
         for n, f in fields.items()

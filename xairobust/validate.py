@@ -21,7 +21,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,37 @@ def _check_dataset_fits(name: str, kwargs: dict[str, Any], shape: list[int], out
 
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --- model x dataset -------------------------------------------------------------------------------
+
+
+def check_model_input(build: Callable[[Any], Any], source: Any, dataset_kwargs: Mapping[str, Any], where: str) -> None:
+    """A model built by ``build(info)`` takes a batch of the dataset's input shape and gives its outputs.
+
+    Run once on zeros, from the dataset's declared info (no data is read), before training, so
+    that an architecture with a fixed input size (digits_cnn is 8x8) paired with another dataset
+    (CIFAR-10, 32x32) fails now with one line, not inside the first epoch after loading the data.
+    """
+    import torch
+
+    try:
+        info = source.info(**dataset_kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: dataset_kwargs do not fit the dataset ({exc})") from None
+    model = build(info)
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *info.input_shape))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{where}: the model does not take this dataset's inputs {tuple(info.input_shape)} ({first})") from None
+    if tuple(out.shape) != (2, int(info.num_outputs)):
+        raise ConfigError(
+            f"{where}: the model gives {tuple(out.shape[1:])} outputs per input but the dataset has {info.num_outputs}"
+            " targets; remove num_outputs from model_kwargs"
+        )
 
 
 # --- attribution files -------------------------------------------------------------------------
