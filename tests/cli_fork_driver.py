@@ -97,7 +97,7 @@ def run_cases(cases: list[dict], jobs: int, timeout: float) -> dict[str, dict]:
             if pid == 0:
                 _child(case, out_path, err_path)
             running[pid] = (case, out_path, err_path, time.monotonic())
-        for pid, (case, _, _, started) in list(running.items()):
+        for pid, (_case, _, _, started) in list(running.items()):
             if time.monotonic() - started > timeout:
                 os.kill(pid, signal.SIGKILL)
         pid, status = os.waitpid(-1, os.WNOHANG)

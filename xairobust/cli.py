@@ -55,15 +55,17 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
     """
     from xairobust.stages.train import TrainConfig
     from xairobust.stages.train import train as run_train
-    from xairobust.validate import check_output_dir, check_run, path_part
+    from xairobust.validate import check_output_dir, check_run
 
     method_params = parse_extra_options(ctx.args, "train")
     data = merged_config(config_path, {**options, "method_params": method_params})
     method = str(data.get("method", "standard"))
     check_extra_keys(method_params, METHODS.get(method), ctx.command, f"method '{method}'")
     conf = cfg.build(TrainConfig, data, config_path or "train")
-    # The default folder is built from user strings (a label such as '../../x'): one safe component each.
-    out = conf.out or "runs/" + "_".join(map(path_part, (conf.dataset, conf.model, conf.resolved_label()))) + f"_s{conf.seed}"
+    from xairobust.runs import slug
+
+    # The label names a directory only through slug(), as zoo labels do: `--label ../../x` stays in runs/.
+    out = conf.out or f"runs/{conf.dataset}_{conf.model}_{slug(conf.resolved_label())}_s{conf.seed}"
     check_output_dir(out, "--out")
     if conf.init:
         check_run(conf.init)  # a damaged --init run fails now, not after loading the data

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,15 @@ RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 HISTORY_CSV = "history.csv"
 FORMAT_VERSION = 1
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label ('PGD eps=0.1' -> 'PGD_eps=0.1', '../../x' -> 'x').
+
+    Used for every directory named after a user's label (zoo runs, ``train --label``), so that a
+    label can never name a path outside the runs folder.
+    """
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", text).strip("_.") or "run"
 
 
 @contextlib.contextmanager
@@ -168,7 +178,6 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.M
     The weights' sha256 is checked against run.json, so a swapped or tampered file is refused.
     """
     from xairobust.models.base import create_model
-
     from xairobust.validate import check_run_meta
 
     path = require_run(path)

@@ -12,14 +12,13 @@ the option's CLI name); this module holds the checks that need more than one val
                                run, and non-finite attributions are refused (or counted);
 * :func:`check_output_dir` / :func:`check_output_file`
                                an output path can be written, checked before long work starts;
-* :func:`path_part`            a user string (label, model name) made safe as one path component.
+* :func:`check_model_input`    a model built for a dataset takes its inputs (one zero batch).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -302,14 +301,3 @@ def check_output_file(path: str | Path, option: str = "--out") -> None:
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{option} {target}: the file is read-only")
     _probe_writable(_nearest_existing(target.parent), option, target)
-
-
-# --- user strings in paths -----------------------------------------------------------------------
-
-
-def path_part(text: str) -> str:
-    """A user string as one safe path component ('../../x' -> 'x', 'PGD eps=0.1' -> 'PGD_eps=0.1').
-
-    The same rule as the batch runner's run names (xairobust.batch.plan.slug).
-    """
-    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", str(text)).strip("_.") or "run"

@@ -42,7 +42,6 @@ def attack(ctx: click.Context, config_path: str | None, quiet: bool, run_dir: st
     from xairobust.errors import ConfigError
     from xairobust.stages.attack import AttackConfig
     from xairobust.stages.attack import attack as run_attack
-
     from xairobust.validate import check_output_dir, check_run
 
     data = merged_config(config_path, options)

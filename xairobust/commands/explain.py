@@ -34,7 +34,6 @@ def explain(ctx: click.Context, run_dir: str | None, model_alias: str | None, co
     from xairobust import config as cfg
     from xairobust.stages.explain import ExplainConfig
     from xairobust.stages.explain import explain as run_explain
-
     from xairobust.validate import check_output_dir, check_run
 
     params = parse_extra_options(ctx.args, "explain")

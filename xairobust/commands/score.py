@@ -34,7 +34,6 @@ def score(run_dir: str | None, model_alias: str | None, config_path: str | None,
     from xairobust import config as cfg
     from xairobust.stages.score import ScoreConfig
     from xairobust.stages.score import score as run_score
-
     from xairobust.validate import check_output_dir, check_run
 
     data = merged_config(config_path, {**options, "metric_params": parse_sets(sets)})
