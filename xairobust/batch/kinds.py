@@ -56,6 +56,7 @@ class StageRef:
 # The built-in stages (see the stage modules for their signatures).
 DEFAULT_STAGES: dict[str, StageRef] = {
     "train": StageRef("xairobust.stages.train", "train", "TrainConfig"),
+    "use": StageRef("xairobust.stages.use", "use_run", "UseRunConfig"),  # zoo `run:` entries
     "attack": StageRef("xairobust.stages.attack", "attack", "AttackConfig"),
     "explain": StageRef("xairobust.stages.explain", "explain", "ExplainConfig"),
     "score": StageRef("xairobust.stages.score", "score", "ScoreConfig"),

@@ -23,7 +23,7 @@ from xairobust.errors import ConfigError
 from xairobust.provenance import config_hash
 from xairobust.registry import DATASETS, EXPLAINERS, MODELS
 
-STAGE_ORDER = {"train": 0, "attack": 1, "explain": 2, "score": 3, "report": 4}
+STAGE_ORDER = {"train": 0, "use": 0, "attack": 1, "explain": 2, "score": 3, "report": 4}
 # Config fields that do not change a stage's results (left out of job keys).
 NOT_IDENTITY = ("device", "data_dir", "out", "quiet")
 
@@ -113,6 +113,8 @@ class _Builder:
         self.refs = {s: StageRef.parse(zoo.stages[s], d) if s in zoo.stages else d for s, d in DEFAULT_STAGES.items()}
         self.classes: dict[str, type] = {}
         wanted = ["train"]
+        if any(m.run is not None for m in zoo.methods):
+            wanted.append("use")
         if zoo.attack is not None:
             wanted.append("attack")
         if zoo.explainers:
@@ -123,7 +125,7 @@ class _Builder:
             try:
                 self.classes[stage] = self.refs[stage].load(stage)[1]
             except ConfigError:
-                if not skip_missing or stage == "train":
+                if not skip_missing or stage in ("train", "use"):
                     raise
                 self.skipped_stages.append(stage)
         self.data_dir = str(Path(zoo.data_dir).expanduser().resolve()) if zoo.data_dir else None
@@ -158,6 +160,8 @@ class _Builder:
 
         points: dict[str, tuple[Any, dict[str, Any]]] = {}
         for i, entry in enumerate(self.zoo.methods):
+            if entry.run is not None:
+                continue  # existing runs: see use_jobs
             if entry.models and model.name not in entry.models:
                 continue
             if entry.datasets and dataset.name not in entry.datasets:
@@ -204,6 +208,40 @@ class _Builder:
                   summary=f"train {run_name}")
         made[label] = self.add(job)
         return job
+
+    # -- existing runs (zoo `run:` entries) ------------------------------------------------------
+
+    def use_jobs(self) -> list[tuple[DatasetEntry, ModelEntry, str, Job]]:
+        """A `use` job per listed run directory: it checks the run; the run's jobs depend on it."""
+        from xairobust.errors import RunError
+        from xairobust.runs import read_run_meta
+
+        datasets = {d.name: d for d in self.zoo.datasets}
+        models = {m.name: m for m in self.zoo.models}
+        found: list[tuple[DatasetEntry, ModelEntry, str, Job]] = []
+        for i, entry in enumerate(self.zoo.methods):
+            for path in entry.run or []:
+                where = f"{self.where}: methods[{i}]: run {path}"
+                run_dir = Path(path).expanduser().resolve()
+                try:
+                    meta = read_run_meta(run_dir)
+                    ds_name, model_name = meta["dataset"]["name"], meta["model"]["name"]
+                except RunError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+                except (KeyError, TypeError):
+                    raise ConfigError(f"{where}: its run.json names no dataset/model") from None
+                if (entry.datasets and ds_name not in entry.datasets) or (entry.models and model_name not in entry.models):
+                    continue
+                if ds_name not in datasets:
+                    raise ConfigError(f"{where}: it is a '{ds_name}' run, but the zoo lists no dataset '{ds_name}'")
+                label = str(meta.get("label") or run_dir.name)
+                conf, mapping = self.build_conf("use", {"run": str(run_dir)}, where)
+                run_name = f"{slug(label)}-{config_hash({'run': str(run_dir)})}"
+                job = self.add(Job(id=f"use:{run_name}", stage="use", tag="use", ref=self.refs["use"], config=mapping,
+                                   target=str(run_dir), run_name=run_name, key_base=self.key_base("use", conf),
+                                   summary=f"use {run_dir}"))
+                found.append((datasets[ds_name], models.get(model_name) or ModelEntry(name=model_name), label, job))
+        return found
 
     # -- per run -------------------------------------------------------------------------------
 
@@ -294,8 +332,11 @@ def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[
         for e in zoo.explainers:
             EXPLAINERS.get(e.name)
     runs: list[tuple[DatasetEntry, ModelEntry, str, Job, list[str]]] = []
+    has_runs = b.has("use")
     for dataset in zoo.datasets:
         models = zoo.models_for(dataset)
+        if not models and has_runs:
+            continue
         if not models:
             raise ConfigError(f"{b.where}: no model for dataset '{dataset.name}'; list one under 'models'")
         for model in models:
@@ -310,6 +351,13 @@ def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[
                 for label in points:
                     train = made[label]
                     runs.append((dataset, model, label, train, b.run_jobs(train, model)))
+    if has_runs:
+        seen = {train.target for *_, train, _ in runs}
+        for dataset, model, label, job in b.use_jobs():
+            if job.target in seen:
+                raise ConfigError(f"{b.where}: run {job.target} is listed twice")
+            seen.add(job.target)
+            runs.append((dataset, model, label, job, b.run_jobs(job, model)))
     if not runs:
         raise ConfigError(f"{b.where}: the grid is empty (check the methods' models/datasets restrictions)")
     b.report_jobs(runs)

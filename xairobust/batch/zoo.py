@@ -21,7 +21,7 @@ from xairobust.registry import did_you_mean
 
 # Keys of the train stage that the grid sets itself; a zoo must not set them in a `train:` block.
 GRID_KEYS = ("dataset", "dataset_kwargs", "model", "model_kwargs", "method", "method_params", "label", "seed", "out")
-STAGES = ("train", "attack", "explain", "score", "report")
+STAGES = ("train", "use", "attack", "explain", "score", "report")
 
 
 @dataclass
@@ -49,9 +49,14 @@ class MethodEntry:
     ``label`` names the method's row in reports; it may use the hyper-parameters as format fields
     (``"PGD eps={eps}"``). ``init_from`` fine-tunes from the run of another method entry (by its
     label) with the same dataset, model and seed. ``models``/``datasets`` restrict the entry.
+
+    ``run: PATH`` (or a list of paths) lists existing run directories -- e.g. made by
+    ``xairobust import`` -- instead of training: they are checked, then attacked, explained,
+    scored and reported like trained runs (dataset, model and label from their run.json;
+    relative paths from the current directory).
     """
 
-    name: str
+    name: str = ""
     label: str | None = None
     params: dict = field(default_factory=dict)
     grid: dict = field(default_factory=dict)
@@ -59,8 +64,22 @@ class MethodEntry:
     init_from: str | None = None
     models: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    run: Any = None  # existing run directory (or list of them) used as is, not trained
 
     def __post_init__(self) -> None:
+        if self.run is not None:
+            runs = [self.run] if isinstance(self.run, str) else self.run
+            require(isinstance(runs, list) and bool(runs) and all(isinstance(r, str) and r for r in runs),
+                    f"method '{self.name or 'run'}': run must be a run directory or a list of them, got {self.run!r}")
+            require(not (self.params or self.grid or self.train or self.init_from),
+                    f"method run {runs[0]}: a run: entry is used as it is; params, grid, train and init_from do not apply")
+            require(self.label is None,
+                    f"method run {runs[0]}: reports take an existing run's label from its run.json; set it when"
+                    " importing (`xairobust import --label`), not in the zoo")
+            self.run = list(runs)
+            self.name = self.name or "imported"
+            return
+        require(bool(self.name), "a method entry needs a name (a training method) or run: PATH (an existing run)")
         for key, values in self.grid.items():
             require(
                 isinstance(values, list) and len(values) > 0,

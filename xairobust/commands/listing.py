@@ -19,6 +19,15 @@ KINDS: dict[str, Registry] = {
 }
 
 
+def _formats() -> Registry:
+    from xairobust.importers.base import FORMATS
+
+    return FORMATS
+
+
+KINDS["formats"] = _formats()
+
+
 def describe_params(obj: object) -> str:
     """'--eps 0.5, --steps 10' from an entry's ``Params`` dataclass (empty when it has none)."""
     params = getattr(obj, "Params", None)
@@ -36,7 +45,7 @@ def describe_params(obj: object) -> str:
 @click.command("list")
 @click.argument("kind", type=click.Choice(sorted(KINDS)), default="methods")
 def list_command(kind: str) -> None:
-    """List registered datasets, models, methods, explainers, metrics, attacks or executors."""
+    """List registered datasets, models, methods, explainers, metrics, attacks, executors or checkpoint formats."""
     registry = KINDS[kind]
     for name in registry.names():
         meta = registry.meta(name)

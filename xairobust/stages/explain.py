@@ -31,7 +31,7 @@ from xairobust.explain.base import Explainer, sample_seeds
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
-from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic
+from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors, write_json_atomic
 from xairobust.stages.contract import STAGES, Stage, StageIdentity
 
 FORMAT = 1

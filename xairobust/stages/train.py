@@ -136,19 +136,56 @@ def model_kwargs_for(conf: TrainConfig, info) -> dict[str, Any]:
     return kwargs
 
 
-def init_from_run(model: nn.Module, init: str, model_name: str, model_kwargs: dict[str, Any]) -> None:
-    """Copy weights from run ``init``; refuse a run of another architecture."""
+def init_from_run(model: nn.Module, init: str, model_name: str, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Copy weights from run ``init`` (trained or imported); returns what was done, for run.json.
+
+    The architecture must be the same (name and every kwarg but ``num_outputs``, ``mean`` and
+    ``std``). When the class count differs the classifier head is re-initialised: the tensors
+    whose shapes differ, which must all be output-sized in their first dimension (anything else
+    is refused). The input normalisation stays this run's (the dataset's, or ``model_kwargs``).
+    """
     from xairobust.runs import read_run_meta
 
     meta = read_run_meta(init)
     other = meta["model"]
-    if other["name"] != model_name or other["kwargs"] != model_kwargs:
+    free = ("num_outputs", "mean", "std")
+    if other["name"] != model_name or _fixed(other["kwargs"], free) != _fixed(model_kwargs, free):
         raise ConfigError(
             f"train: --init {init} holds a '{other['name']}' model with other settings;"
             f" this run trains '{model_name}' ({model_kwargs}), which cannot start from it"
         )
     source, _ = load_run(init)
-    model.load_state_dict(source.state_dict())
+    src = {k: v for k, v in source.state_dict().items() if not k.startswith("normalize.")}
+    n_src, n_dst = int(other["kwargs"].get("num_outputs", 0)), int(model_kwargs.get("num_outputs", 0))
+    head = _head_keys(src, model.state_dict(), n_src, n_dst, init)
+    model.load_state_dict({k: v for k, v in src.items() if k not in head}, strict=False)
+    return {
+        "run": str(init),
+        "method": (meta.get("method") or {}).get("name"),
+        "weights_sha256": meta.get("weights_sha256"),
+        "reinitialised": head,  # the classifier head, when the class count differs
+        "source_num_outputs": n_src,
+        "source_normalisation": {"mean": other["kwargs"].get("mean"), "std": other["kwargs"].get("std")},
+    }
+
+
+def _fixed(kwargs: dict[str, Any], free: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in free}
+
+
+def _head_keys(src: dict[str, Any], dst: dict[str, Any], n_src: int, n_dst: int, init: str) -> list[str]:
+    """Keys to leave freshly initialised: those whose shape differs only in the output dimension."""
+    missing = [k for k in dst if k not in src and not k.startswith("normalize.")]
+    unexpected = [k for k in src if k not in dst]
+    if missing or unexpected:
+        raise ConfigError(f"train: --init {init}: weights do not fit (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    head = [k for k in src if tuple(src[k].shape) != tuple(dst[k].shape)]
+    for k in head:
+        a, b = tuple(src[k].shape), tuple(dst[k].shape)
+        if not (n_src != n_dst and a[:1] == (n_src,) and b[:1] == (n_dst,) and a[1:] == b[1:]):
+            raise ConfigError(f"train: --init {init}: '{k}' has shape {a} there and {b} here; only a classifier head"
+                              f" of another class count ({n_src} -> {n_dst}) can be re-initialised")
+    return head
 
 
 # The held-out validation images depend on this seed only (not on the training seed), so every
@@ -296,8 +333,7 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
     torch.manual_seed(conf.seed)
     kwargs = model_kwargs_for(conf, info)
     model = create_model(conf.model, **kwargs)
-    if conf.init:
-        init_from_run(model, conf.init, conf.model, kwargs)
+    init_info = init_from_run(model, conf.init, conf.model, kwargs) if conf.init else None
     model.to(device)
     if conf.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -372,6 +408,7 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
                                               "weight_decay", "schedule", "milestones", "init",
                                               "patience", "val_fraction", "precision",
                                               "channels_last")},
+        "init_from": init_info,
         "epochs_run": len(history),
         "best_epoch": best_epoch or None,
         "test": final,
