@@ -1,9 +1,11 @@
-"""Stub attack/explain/score/report stages for the batch tests (same signatures as the real ones).
+"""Stub attack/explain/score/report stages for the batch tests, registered in STAGES.
 
 They do real, deterministic work on the real trained models (FGSM, gradient x input, two simple
 per-sample statistics, a mean +- std table), so resume and executor tests compare real numbers
-while not depending on the other stages' implementations. Zoo files select them with
-``stages: {attack: batch_stages, ...}``; `sleep` makes a job slow enough to be killed mid-way.
+while not depending on the other stages' implementations. Importing this module registers them
+as ``stub-attack``, ``stub-explain``, ``stub-score`` and ``stub-report``; zoo files select them
+by those names (``stages: {attack: stub-attack, ...}``) -- a zoo never names a module. `sleep`
+makes a job slow enough to be killed mid-way.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import csv
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +22,7 @@ import torch
 from xairobust.config import require
 from xairobust.data.base import get_dataset
 from xairobust.runs import load_run, load_tensors, read_run_meta, save_tensors, write_json_atomic, write_text_atomic
+from xairobust.stages.contract import STAGES, Stage
 
 
 def _test_batch(meta: dict, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,6 +113,7 @@ def score(run_dir: Path, conf: ScoreConfig, quiet: bool = False) -> Path:
 @dataclass
 class ReportConfig:
     decimals: int = 6
+    runs: list = field(default_factory=list)  # set by the batch runner
 
 
 def build_report(run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: bool = False) -> list[Path]:
@@ -141,3 +145,35 @@ def build_report(run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: boo
     write_text_atomic(out / "table.csv", "\n".join(lines) + "\n")
     write_text_atomic(out / "table.md", "| " + " | ".join(lines[0].split(",")) + " |\n")
     return [out / "table.csv", out / "table.md"]
+
+
+class _Stub(Stage):
+    """Contract shape around the stub functions; provenance is not the stubs' concern."""
+
+    def inputs(self, run_dir, conf):
+        return {"weights": Path(run_dir) / "model.safetensors"}
+
+    def identity(self, run_dir, conf):
+        from xairobust import config as cfg
+
+        return cfg.to_dict(conf)
+
+    def outputs(self, run_dir, conf):
+        return []
+
+
+def _register(name: str, slot: str, per: str, after, order: float, func, config, report_input=False):
+    if name in STAGES:
+        return
+    attrs = dict(name=name, role=slot, Config=config, per=per, after=after, order=order, report_input=report_input)
+    if slot == "report":
+        attrs["run"] = lambda self, run_dir, conf, quiet=False: func([Path(p) for p in conf.runs], run_dir, conf, quiet)
+    else:
+        attrs["run"] = lambda self, run_dir, conf, quiet=False: func(run_dir, conf, quiet)
+    STAGES.register(name)(type(f"Stub_{slot}", (_Stub,), attrs))
+
+
+_register("stub-attack", "attack", "run", "train", 1, attack, AttackConfig, report_input=True)
+_register("stub-explain", "explain", "explainer", "train", 2, explain, ExplainConfig)
+_register("stub-score", "score", "explainer", "explain", 3, score, ScoreConfig, report_input=True)
+_register("stub-report", "report", "report", None, 4, build_report, ReportConfig)

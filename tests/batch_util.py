@@ -15,7 +15,10 @@ from safetensors.torch import load_file
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-STUBS = {"attack": "batch_stages", "explain": "batch_stages", "score": "batch_stages", "report": "batch_stages"}
+import batch_stages  # noqa: F401,E402 - registers the stub stages named in STUBS
+
+STUBS = {"attack": "stub-attack", "explain": "stub-explain", "score": "stub-score", "report": "stub-report"}
+STUB_SITE = TESTS / "stub_site"  # its sitecustomize registers the stubs in `xairobust` subprocesses
 
 
 def tiny_zoo(tmp: Path, name: str = "tiny", **overrides: Any) -> Path:
@@ -40,7 +43,7 @@ def tiny_zoo(tmp: Path, name: str = "tiny", **overrides: Any) -> Path:
 def subprocess_env() -> dict[str, str]:
     """Environment for a `xairobust batch` subprocess that can import the stub stages."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS), str(STUB_SITE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["OMP_NUM_THREADS"] = "1"
     return env
 

@@ -14,7 +14,13 @@ import pandas as pd
 import torch
 
 from xairobust.registry import Registry
-from xairobust.runs import save_tensors
+from xairobust.runs import file_sha256, save_tensors
+from xairobust.stages.contract import StageIdentity, stamp_inputs
+
+
+def provenance(run: Path, stage: str, inputs: dict[str, Path], **identity) -> dict:
+    """The provenance block a real stage would write for these input files."""
+    return StageIdentity(stage, 1, dict(identity), stamp_inputs(inputs, run)).block()
 
 
 class _FakeMetric:
@@ -59,18 +65,18 @@ def write_run(
     """
     run = root / name
     run.mkdir(parents=True)
+    weights = run / "model.safetensors"  # stand-in weights: the provenance chain starts here
+    save_tensors(weights, {"w": torch.full((2,), float(seed)), "tag": torch.tensor([hash(name) % 1000])})
     meta = {"format": 1, "label": label, "method": {"name": method or label, "params": {}}, "seed": seed,
-            "dataset": {"name": dataset}, "model": {"name": model}, "clean_accuracy": clean}
+            "dataset": {"name": dataset}, "model": {"name": model}, "clean_accuracy": clean,
+            "weights_sha256": file_sha256(weights)}
     (run / "run.json").write_text(json.dumps(meta))
     if robust is not None:
         (run / "robustness.json").write_text(json.dumps(
-            {"clean_accuracy": clean, "robust_accuracy": robust, "headline": "pgd", "results": []}))
-    for explainer, per_metric in (scores or {}).items():
-        n = len(next(iter(per_metric.values())))
-        idx = np.arange(n) if indices is None else indices
-        write_scores(run / "scores" / f"{explainer}.csv", idx, per_metric)
+            {"clean_accuracy": clean, "robust_accuracy": robust, "headline": "pgd", "results": [],
+             "provenance": provenance(run, "attack", {"weights": weights})}))
     rng = np.random.default_rng(seed + 100)
-    for explainer in attributions:
+    for explainer in {*attributions, *(scores or {})}:
         n = 8
         x = torch.from_numpy(rng.random((n, 1, 8, 8), dtype=np.float32))
         save_tensors(run / "attributions" / f"{explainer}.safetensors", {
@@ -78,9 +84,23 @@ def write_run(
             "indices": torch.arange(n, dtype=torch.int64) * 3,
             "attributions": torch.from_numpy(rng.standard_normal((n, 1, 8, 8)).astype(np.float32)),
         })
+        (run / "attributions" / f"{explainer}.json").write_text(json.dumps(
+            {"explainer": explainer, "provenance": provenance(run, "explain", {"weights": weights}, explainer=explainer)}))
+    for explainer, per_metric in (scores or {}).items():
+        n = len(next(iter(per_metric.values())))
+        idx = np.arange(n) if indices is None else indices
+        write_scores(run / "scores" / f"{explainer}.csv", idx, per_metric)
+        attr = run / "attributions" / f"{explainer}.safetensors"
+        (run / "scores" / f"{explainer}.json").write_text(json.dumps(
+            {"explainer": explainer, "provenance": provenance(run, "score", {"weights": weights, "attributions": attr})}))
     for epoch, per_metric in (epoch_scores or {}).items():
         n = len(next(iter(per_metric.values())))
-        write_scores(run / "scores" / "epochs" / f"ig_epoch_{epoch:03d}.csv", np.arange(n), per_metric)
+        csv_path = run / "scores" / "epochs" / f"ig_epoch_{epoch:03d}.csv"
+        write_scores(csv_path, np.arange(n), per_metric)
+        ckpt = run / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
+        save_tensors(ckpt, {"w": torch.full((2,), float(epoch))})
+        csv_path.with_suffix(".json").write_text(json.dumps(
+            {"epoch_scores": {"epoch": epoch, "checkpoint_sha256": file_sha256(ckpt)}}))
     if history is not None:
         pd.DataFrame(history).to_csv(run / "history.csv", index=False)
     return run

@@ -148,7 +148,7 @@ def test_plan_validates_names_and_hyperparameters_before_running(tmp_path):
 
 def test_missing_stage_is_named(tmp_path):
     zoo = load_zoo(tiny_zoo(tmp_path, stages={**STUBS, "attack": "no_such_module_xyz"}))
-    with pytest.raises(ConfigError, match="no 'attack' stage"):
+    with pytest.raises(ConfigError, match="stages.attack: 'no_such_module_xyz' is not a registered stage"):
         build_plan(zoo)
     plan, missing = build_plan(zoo, skip_missing_stages=True)
     assert missing == ["attack"] and not any(j.stage == "attack" for j in plan.jobs)

@@ -14,13 +14,33 @@ from xairobust.registry import EXPLAINERS
 from xairobust.stages.explain import resolve_targets, select_indices
 
 # Small settings so every registered explainer runs in well under a second.
-FAST = {"ig": {"n_steps": 16}, "gradient_shap": {"n_samples": 8}, "expected_gradients": {"n_samples": 8}}
+FAST = {
+    "ig": {"n_steps": 16},
+    "gradient_shap": {"n_samples": 8},
+    "expected_gradients": {"n_samples": 8},
+    "smoothgrad": {"n_samples": 6},
+    "smoothgrad_ig": {"n_samples": 3, "n_steps": 8},
+    "lime": {"n_samples": 40, "alpha": 1e-4},  # an untrained net: tiny output changes, Lasso 0.01 zeroes all
+    "kernel_shap": {"n_samples": 40},
+}
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
     model = create_model("tiny_mlp", num_outputs=10, in_channels=1, mean=[0.5], std=[0.3]).eval()
+    x = torch.rand(9, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8])
+    seeds = sample_seeds(0, torch.arange(9) * 3)
+    background = torch.rand(25, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    return model, x, targets, seeds, background
+
+
+@pytest.fixture(scope="module")
+def conv():
+    """A tiny ReLU CNN (digits_cnn, width 4) on 1 x 8 x 8 inputs: every explainer applies to it."""
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", num_outputs=10, in_channels=1, width=4, mean=[0.5], std=[0.3]).eval()
     x = torch.rand(9, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     targets = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8])
     seeds = sample_seeds(0, torch.arange(9) * 3)
@@ -35,8 +55,8 @@ def make(name, background, **override):
 
 
 @pytest.mark.parametrize("name", EXPLAINERS.names())
-def test_batch_size_invariance_and_seeds(name, tiny):
-    model, x, t, seeds, bg = tiny
+def test_batch_size_invariance_and_seeds(name, conv):
+    model, x, t, seeds, bg = conv
     explainer = make(name, bg)
     full = explainer.attribute(model, x, t, seeds)
     assert full.shape == x.shape and torch.isfinite(full).all()

@@ -78,8 +78,21 @@ def test_attack_again_is_a_no_op_and_force_redoes_it(mer_runs):
     again = attack_regression_run(run, params, data_dir=str(root), quiet=True)
     assert again == json.loads(json.dumps(first)) and (run / first["file"]).stat().st_mtime_ns == mtime
     other = attack_regression_run(run, BIMRegressionParams(max_iter=2, eps=0.002), data_dir=str(root), quiet=True)
-    tags = [r["tag"] for r in json.loads((run / "robustness.json").read_text())["results"]]
+    doc = json.loads((run / "robustness.json").read_text())
+    tags = [r["tag"] for r in doc["results"]]
     assert tags == [first["tag"], other["tag"]]  # different radii are kept side by side
+    # The contract: every entry names the weights it was computed on, and so does the file.
+    from xairobust.runs import file_sha256
+    from xairobust.stages.contract import STAGES, verify_chain
+
+    sha = file_sha256(run / "model.safetensors")
+    assert {r["provenance"]["inputs"]["weights"]["sha256"] for r in doc["results"]} == {sha}
+    verify_chain(run / "robustness.json", run, "xairobust attack")
+    stage = STAGES.get("bim-regression")()
+    from xairobust.stages.mer_attack import BIMAttackConfig
+
+    assert stage.is_current(run, BIMAttackConfig(max_iter=2, data_dir=str(root)))
+    assert not stage.is_current(run, BIMAttackConfig(max_iter=3, data_dir=str(root)))
 
 
 def test_classification_run_is_refused(digits_run):
@@ -234,3 +247,24 @@ def test_attack_command_dispatches_bim_regression(mer_runs, digits_run):
     assert isinstance(res.exception, ConfigError) and "--restarts does not apply" in str(res.exception)
     res = CliRunner().invoke(main, ["attack", "--run", str(digits_run), "--max-iter", "3"])
     assert isinstance(res.exception, ConfigError) and "unknown option --max-iter" in str(res.exception)
+
+
+def test_one_bim_entry_point_for_attack_mer_attack_and_the_batch_stage(mer_runs):
+    """issue 12 item 6: the three ways in share one config and its defaults, so each one's result
+    is the others' no-op (it was three entry points with defaults in four places)."""
+    from click.testing import CliRunner
+
+    from xairobust.cli import main
+    from xairobust.stages.contract import STAGES
+    from xairobust.stages.mer_attack import BIMAttackConfig
+
+    root, runs = mer_runs
+    run = runs / "A2M2E_s0"
+    res = CliRunner().invoke(main, ["attack", "--run", str(run), "--attack", "bim-regression", "--max-iter", "2",
+                                    "--data-dir", str(root), "-q"])
+    assert res.exit_code == 0, res.output
+    before = (run / "robustness.json").read_bytes()
+    res = CliRunner().invoke(main, ["mer-attack", str(run), "--max-iter", "2", "--data-dir", str(root), "-q"])
+    assert res.exit_code == 0, res.output
+    assert (run / "robustness.json").read_bytes() == before  # the same attack: nothing recomputed
+    assert STAGES.get("bim-regression")().is_current(run, BIMAttackConfig(max_iter=2, data_dir=str(root)))

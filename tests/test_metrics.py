@@ -28,9 +28,12 @@ def small_params(name: str, **override) -> object:
     return cfg.build(cls.Params, {**params, **override}, name)
 
 
-def make_metric(name: str, batch_size: int = 64, **override):
+def make_metric(name: str, batch_size: int = 64, engine: str = "quantus", **override):
+    """The reference (Quantus) path by default: these tests check it against direct loops;
+    tests/test_engines.py checks the native engine against it."""
     metric = METRICS.get(name)(small_params(name, **override))
     metric.batch_size = batch_size
+    metric.engine = engine
     return metric
 
 

@@ -88,8 +88,8 @@ def _broken(tmp_path, what):
     elif what == "duplicate_run":
         write_run(root, "b", label="standard", seed=0, scores={"ig": good})
     elif what == "attributions":
-        (run / "attributions").mkdir()
-        (run / "attributions" / "ig.safetensors").write_bytes(b"garbage")
+        (run / "attributions").mkdir(exist_ok=True)
+        (run / "attributions" / "ig.safetensors").write_bytes(b"garbage")  # the scores' input changed
     return root
 
 
@@ -103,7 +103,7 @@ def _broken(tmp_path, what):
         ("seed", "run.json: 'seed' must be an integer, got 'zero'"),
         ("robustness", "robustness.json: 'robust_accuracy' must be a number or null, got 'high'"),
         ("duplicate_run", "both are 'standard' with seed 0 on digits/digits_cnn"),
-        ("attributions", "ig.safetensors: not a valid safetensors file"),
+        ("attributions", "ig.safetensors (attributions) changed since it was computed; recompute it with `xairobust score"),
     ],
 )
 def test_malformed_inputs_are_one_line_and_write_nothing(tmp_path, what, message):

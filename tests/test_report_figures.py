@@ -4,6 +4,7 @@ a run has per-epoch scores."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from report_fake import fake_registry, write_run, zoo
 
 from xairobust.report import ReportConfig, build_report
@@ -43,13 +44,17 @@ def test_no_figures_and_svg(tmp_path):
     _check(tmp_path / "b" / "figures" / "box_ig.svg")
 
 
-def test_grid_skipped_without_attributions(tmp_path, capsys):
+def test_scores_without_their_attributions_are_refused(tmp_path):
+    """Scores whose attributions are gone cannot be traced to the weights: refused, not drawn without a grid."""
+    from xairobust.stages.contract import StaleError
+
     v = {"sparse": np.linspace(0, 1, 5)}
     write_run(tmp_path / "runs", "a", label="standard", seed=0, scores={"ig": v})
-    write_run(tmp_path / "runs", "b", label="pgd", seed=0, scores={"ig": v})
-    build_report([tmp_path / "runs"], tmp_path / "out", ReportConfig(formats=["png"]), registry=fake_registry())
-    assert "no attribution grid: no attributions/<explainer>.safetensors found" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "out" / "figures").iterdir()) == ["box_ig.png"]
+    b = write_run(tmp_path / "runs", "b", label="pgd", seed=0, scores={"ig": v})
+    (b / "attributions" / "ig.safetensors").unlink()
+    with pytest.raises(StaleError, match=r"scores/ig.json was computed from .*ig.safetensors, which no longer exists"):
+        build_report([tmp_path / "runs"], tmp_path / "out", ReportConfig(formats=["png"]), registry=fake_registry())
+    assert not (tmp_path / "out").exists()
 
 
 def test_epoch_scores_are_sample_means(tmp_path):

@@ -134,10 +134,12 @@ def test_significance_marker_follows_adjusted_p(tmp_path):
     assert (tmp_path / "out" / "table.tex").read_text().split("Method &")[1].count("$^{*}$") == 6
 
 
-def test_no_baseline_gives_empty_stats(tmp_path, capsys):
+def test_no_baseline_is_an_error_and_writes_nothing(tmp_path):
+    """issue 12: a missing baseline used to be a warning and an empty stats.csv (exit 0)."""
+    from xairobust.errors import ConfigError
+
     write_run(tmp_path / "runs", "a", label="pgd", seed=0, scores={"ig": {"sparse": np.ones(3)}})
     write_run(tmp_path / "runs", "b", label="nsloss", seed=0, scores={"ig": {"sparse": np.zeros(3)}})
-    build_report([tmp_path / "runs"], tmp_path / "out", ReportConfig(figures=False), registry=fake_registry())
-    assert "no 'standard' runs to compare with" in capsys.readouterr().err
-    stats = pd.read_csv(tmp_path / "out" / "stats.csv")
-    assert len(stats) == 0 and "p_adjusted" in stats.columns
+    with pytest.raises(ConfigError, match="--baseline 'standard' matches no run label or method"):
+        build_report([tmp_path / "runs"], tmp_path / "out", ReportConfig(figures=False), registry=fake_registry())
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from report_fake import fake_registry, write_run, zoo
+from report_fake import fake_registry, provenance, write_run, zoo
 
 from xairobust.registry import Registry
 from xairobust.report import ReportConfig, build_report
@@ -174,7 +174,8 @@ def test_regression_error_columns(tmp_path):
         ]
         (run / "robustness.json").write_text(json.dumps({
             "clean_accuracy": None, "robust_accuracy": None, "headline": "bim", "headline_norm": "linf",
-            "headline_eps": 0.01, "task": "regression", "results": entries}))
+            "headline_eps": 0.01, "task": "regression", "results": entries,
+            "provenance": provenance(run, "attack", {"weights": run / "model.safetensors"})}))
     build_report([runs], tmp_path / "out", ReportConfig(figures=False), quiet=True, registry=fake_registry())
     table = pd.read_csv(tmp_path / "out" / "table.csv").set_index("method")
     assert "clean_accuracy_mean" not in table.columns and "robust_accuracy_mean" not in table.columns

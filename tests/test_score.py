@@ -135,7 +135,9 @@ def test_score_config_errors(run):
 
 @pytest.mark.parametrize("name", EXPLAINERS.names())
 def test_every_explainer_through_both_stages(run, name):
-    small = {"ig": {"n_steps": 4}, "gradient_shap": {"n_samples": 3}, "expected_gradients": {"n_samples": 3}}
+    small = {"ig": {"n_steps": 4}, "gradient_shap": {"n_samples": 3}, "expected_gradients": {"n_samples": 3},
+             "smoothgrad": {"n_samples": 3}, "smoothgrad_ig": {"n_samples": 2, "n_steps": 4},
+             "lime": {"n_samples": 20}, "kernel_shap": {"n_samples": 20}}
     explain(run, ExplainConfig(explainer=name, n=4, params=small.get(name, {}), background_size=20), quiet=True)
     path = score(run, ScoreConfig(explainer=name, metrics="quick", metric_params=fast_metric_params()), quiet=True)
     assert len(_rows(path)) == 4 * 7

@@ -96,3 +96,5 @@ EXPLAINERS: Registry = Registry("explainer", lambda: import_submodules("xairobus
 METRICS: Registry = Registry("metric", lambda: import_submodules("xairobust.metrics"))
 ATTACKS: Registry = Registry("attack", lambda: import_submodules("xairobust.attacks"))
 EXECUTORS: Registry = Registry("executor", lambda: import_submodules("xairobust.batch"))
+VISUALISATIONS: Registry = Registry("visualisation", lambda: import_submodules("xairobust.visualize"))
+FEATURE_EXTRACTORS: Registry = Registry("feature extractor", lambda: import_submodules("xairobust.visualize"))

@@ -206,7 +206,10 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if (p / RUN_JSON).is_file():
             found.append(p)
         elif p.is_dir():
-            found.extend(sorted(q.parent for q in p.rglob(RUN_JSON)))
+            # Hidden folders (.replaced/ of runs moved aside by `train --force`, .batch/, staging
+            # folders) never hold runs to report.
+            found.extend(sorted(q.parent for q in p.rglob(RUN_JSON)
+                                if not any(part.startswith(".") for part in q.relative_to(p).parts)))
     unique = list(dict.fromkeys(found))
     return unique
 

@@ -234,7 +234,7 @@ def check_attributions(
     return bad
 
 
-def score_finite_rows(run_metrics, metrics, inp, quiet: bool, skip: list[int]):
+def score_finite_rows(run_metrics, metrics, inp, quiet: bool, skip: list[int], **kwargs: Any):
     """``run_metrics(metrics, inp, quiet)`` on the rows not in ``skip``; skipped rows get NaN.
 
     Used by ``score --allow-nonfinite``: the metrics never see a NaN attribution, every sample
@@ -245,10 +245,10 @@ def score_finite_rows(run_metrics, metrics, inp, quiet: bool, skip: list[int]):
     import numpy as np
 
     if not skip:
-        return run_metrics(metrics, inp, quiet)
+        return run_metrics(metrics, inp, quiet, **kwargs)
     keep = np.setdiff1d(np.arange(len(inp.x)), np.asarray(skip))
     sub = dataclasses.replace(inp, x=inp.x[keep], y=inp.y[keep], a=inp.a[keep], indices=inp.indices[keep])
-    results, report = run_metrics(metrics, sub, quiet)
+    results, report = run_metrics(metrics, sub, quiet, **kwargs)
     full = {}
     for name, values in results.items():
         out = np.full(len(inp.x), np.nan, dtype=np.float64)

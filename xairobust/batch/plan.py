@@ -11,19 +11,32 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xairobust import config as cfg
-from xairobust.batch.kinds import DEFAULT_STAGES, StageRef
+from xairobust.batch.kinds import extra_stage_names, resolve_stage
 from xairobust.batch.zoo import DatasetEntry, ModelEntry, ReportEntry, Resources, Zoo
 from xairobust.errors import ConfigError
 from xairobust.provenance import config_hash
 from xairobust.registry import DATASETS, EXPLAINERS, MODELS
+from xairobust.runs import slug
 
 STAGE_ORDER = {"train": 0, "use": 0, "attack": 1, "explain": 2, "score": 3, "report": 4}
+
+
+def stage_order(slot: str) -> float:
+    """Scheduling rank of a slot: the core ones fixed, a registered extra stage's from its class."""
+    if slot in STAGE_ORDER:
+        return STAGE_ORDER[slot]
+    from xairobust.stages.contract import STAGES
+
+    for name in STAGES.names():
+        cls = STAGES.get(name)
+        if cls.slot() == slot:
+            return float(cls.order)
+    return 3.5
 # Config fields that do not change a stage's results (left out of job keys).
 NOT_IDENTITY = ("device", "data_dir", "out", "quiet")
 
@@ -35,7 +48,7 @@ class Job:
     id: str
     stage: str
     tag: str  # file stem of the job's marker and log: train, attack, explain-ig, report, ...
-    ref: StageRef
+    name: str  # the registered stage that runs it (STAGES.get(name)); ``stage`` is its slot
     config: dict[str, Any]  # the mapping the stage's config class is built from
     target: str  # relative to the root
     deps: list[str] = field(default_factory=list)
@@ -47,6 +60,8 @@ class Job:
     inputs: dict[str, list[str]] = field(default_factory=dict)
     run_name: str = ""
     summary: str = ""  # short description for plans and progress
+
+    module: str = ""  # where that stage class is registered (for spawned workers)
 
     @property
     def soft(self) -> bool:
@@ -71,11 +86,6 @@ class Plan:
 
     def reports(self) -> list[Job]:
         return [j for j in self.jobs if j.stage == "report"]
-
-
-def slug(text: str) -> str:
-    """A file-name-safe version of a label ('PGD eps=0.1' -> 'PGD_eps=0.1')."""
-    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", text).strip("_") or "run"
 
 
 def identity(conf: Any) -> dict[str, Any]:
@@ -110,7 +120,6 @@ class _Builder:
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
         self.skipped_stages: list[str] = []
-        self.refs = {s: StageRef.parse(zoo.stages[s], d) if s in zoo.stages else d for s, d in DEFAULT_STAGES.items()}
         self.classes: dict[str, type] = {}
         wanted = ["train"]
         if any(m.run is not None for m in zoo.methods):
@@ -123,18 +132,24 @@ class _Builder:
             wanted.append("report")
         for stage in wanted:
             try:
-                self.classes[stage] = self.refs[stage].load(stage)[1]
+                self.classes[stage] = resolve_stage(stage, zoo.stages, self.where)
             except ConfigError:
                 if not skip_missing or stage in ("train", "use"):
                     raise
                 self.skipped_stages.append(stage)
+        # Registered stages beyond the core slots, configured by a zoo key of their name.
+        self.extras: list[tuple[str, type]] = []
+        for name in extra_stage_names():
+            cls = resolve_stage(name, zoo.stages, self.where)
+            if name in zoo.more and zoo.more[name] is not None and zoo.more[name] is not False:
+                self.extras.append((name, cls))
         self.data_dir = str(Path(zoo.data_dir).expanduser().resolve()) if zoo.data_dir else None
 
     def has(self, stage: str) -> bool:
         return stage in self.classes
 
-    def build_conf(self, stage: str, mapping: dict[str, Any], where: str) -> tuple[Any, dict[str, Any]]:
-        cls = self.classes[stage]
+    def build_conf(self, stage: str, mapping: dict[str, Any], where: str, cls: type | None = None) -> tuple[Any, dict[str, Any]]:
+        cls = (cls or self.classes[stage]).Config
         fields = {f.name for f in dataclasses.fields(cls)}
         mapping = dict(mapping)
         if self.data_dir and "data_dir" in fields and "data_dir" not in mapping:
@@ -203,7 +218,7 @@ class _Builder:
         run_name = f"{dataset.name}_{model.name}_{slug(label)}_s{seed}-{key}"
         target = f"{self.runs_dir}/{run_name}"
         mapping["out"] = target
-        job = Job(id=f"train:{run_name}", stage="train", tag="train", ref=self.refs["train"], config=mapping,
+        job = Job(id=f"train:{run_name}", stage="train", tag="train", **self.impl("train"), config=mapping,
                   target=target, deps=deps, key=key, run_name=run_name,
                   summary=f"train {run_name}")
         made[label] = self.add(job)
@@ -237,7 +252,7 @@ class _Builder:
                 label = str(meta.get("label") or run_dir.name)
                 conf, mapping = self.build_conf("use", {"run": str(run_dir)}, where)
                 run_name = f"{slug(label)}-{config_hash({'run': str(run_dir)})}"
-                job = self.add(Job(id=f"use:{run_name}", stage="use", tag="use", ref=self.refs["use"], config=mapping,
+                job = self.add(Job(id=f"use:{run_name}", stage="use", tag="use", **self.impl("use"), config=mapping,
                                    target=str(run_dir), run_name=run_name, key_base=self.key_base("use", conf),
                                    summary=f"use {run_dir}"))
                 found.append((datasets[ds_name], models.get(model_name) or ModelEntry(name=model_name), label, job))
@@ -249,12 +264,15 @@ class _Builder:
         """attack, explain and score jobs of one run; returns the ids a report needs."""
         needed: list[str] = []
         name = train.run_name
+        attack_job = None
+        per_explainer: dict[str, dict[str, Job]] = {}
         if self.has("attack"):
             conf, mapping = self.build_conf("attack", {**self.zoo.attack, **model.attack}, f"{self.where}: attack")
-            job = self.add(Job(id=f"attack:{name}", stage="attack", tag="attack", ref=self.refs["attack"],
+            job = self.add(Job(id=f"attack:{name}", stage="attack", tag="attack", **self.impl("attack"),
                                config=mapping, target=train.target, deps=[train.id], run_name=name,
                                key_base=self.key_base("attack", conf), summary=f"attack {name}"))
             needed.append(job.id)
+            attack_job = job
         if self.has("explain"):
             for e in self.zoo.explainers:
                 mapping = {**self.zoo.explain, **e.explain, "explainer": e.name}
@@ -262,23 +280,56 @@ class _Builder:
                     mapping["params"] = {**mapping.get("params", {}), **e.params}
                 conf, mapping = self.build_conf("explain", mapping, f"{self.where}: explainer '{e.name}'")
                 ex = self.add(Job(id=f"explain:{name}:{e.name}", stage="explain", tag=f"explain-{e.name}",
-                                  ref=self.refs["explain"], config=mapping, target=train.target, deps=[train.id],
+                                  **self.impl("explain"), config=mapping, target=train.target, deps=[train.id],
                                   run_name=name, key_base=self.key_base("explain", conf),
                                   summary=f"explain {e.name} {name}"))
+                per_explainer[e.name] = {"train": train, "explain": ex}
                 if self.has("score"):
                     mapping = {**self.zoo.score, **e.score, "explainer": e.name}
                     conf, mapping = self.build_conf("score", mapping, f"{self.where}: score of '{e.name}'")
                     sc = self.add(Job(id=f"score:{name}:{e.name}", stage="score", tag=f"score-{e.name}",
-                                      ref=self.refs["score"], config=mapping, target=train.target,
+                                      **self.impl("score"), config=mapping, target=train.target,
                                       deps=[ex.id], run_name=name, key_base=self.key_base("score", conf),
                                       summary=f"score {e.name} {name}"))
+                    per_explainer[e.name]["score"] = sc
                     needed.append(sc.id)
                 else:
                     needed.append(ex.id)
-        return needed
+        return needed + self.extra_jobs(train, per_explainer, attack_job)
 
-    def key_base(self, stage: str, conf: Any) -> dict[str, Any]:
-        return {"stage": stage, "ref": str(self.refs[stage]), "config": identity(conf)}
+    def impl(self, stage: str, cls: type | None = None) -> dict[str, str]:
+        cls = cls or self.classes[stage]
+        return {"name": cls.name, "module": cls.__module__}
+
+    def key_base(self, stage: str, conf: Any, cls: type | None = None) -> dict[str, Any]:
+        return {"stage": stage, "impl": (cls or self.classes[stage]).name, "config": identity(conf)}
+
+    def extra_jobs(self, train: Job, per_explainer: dict[str, dict[str, Job]], attack: Job | None) -> list[str]:
+        """Jobs of registered extra stages (Stage.per / Stage.after); returns those reports need."""
+        needed: list[str] = []
+        for name, cls in self.extras:
+            mapping = dict(self.zoo.more[name] or {}) if isinstance(self.zoo.more[name], dict) else {}
+            if cls.per == "explainer":
+                points = [(e.name, {**mapping, "explainer": e.name}) for e in self.zoo.explainers]
+            else:
+                points = [(None, mapping)]
+            for explainer, m in points:
+                after = cls.after or "train"
+                if cls.per == "explainer":
+                    dep = per_explainer.get(explainer, {}).get(after)
+                else:
+                    dep = attack if after == "attack" else train
+                if dep is None:
+                    raise ConfigError(f"{self.where}: stage '{name}' runs after '{after}', which this zoo has no job for")
+                suffix = f"-{explainer}" if explainer else ""
+                conf, m = self.build_conf(name, m, f"{self.where}: {name}{' of ' + repr(explainer) if explainer else ''}", cls)
+                job = self.add(Job(id=f"{name}:{train.run_name}{':' + explainer if explainer else ''}", stage=cls.slot(),
+                                   tag=f"{name}{suffix}", **self.impl(name, cls), config=m, target=train.target,
+                                   deps=[dep.id], run_name=train.run_name, key_base=self.key_base(name, conf, cls),
+                                   summary=f"{name}{' ' + explainer if explainer else ''} {train.run_name}"))
+                if cls.report_input:
+                    needed.append(job.id)
+        return needed
 
     # -- reports -------------------------------------------------------------------------------
 
@@ -300,7 +351,7 @@ class _Builder:
                 raise ConfigError(f"{self.where}: reports[{i}] '{entry.name}' matches no run of the grid")
             where = f"{self.where}: report '{entry.name}'"
             mapping = {**self.zoo.report, **entry.config}
-            fields = {f.name for f in dataclasses.fields(self.classes["report"])}
+            fields = {f.name for f in dataclasses.fields(self.classes["report"].Config)}
             if "baseline" in fields and "baseline" not in mapping:
                 # The report's baseline is a row label; the zoo may have renamed 'standard'.
                 standard = next((m for m in self.zoo.methods if m.name == "standard" and m.label), None)
@@ -309,7 +360,7 @@ class _Builder:
             conf, mapping = self.build_conf("report", mapping, where)
             target = f"{self.results_dir}/{entry.name}"
             inputs = {train.target: needed for train, needed in chosen}
-            job = Job(id=f"report:{entry.name}", stage="report", tag="report", ref=self.refs["report"],
+            job = Job(id=f"report:{entry.name}", stage="report", tag="report", **self.impl("report"),
                       config=mapping, target=target, deps=[d for ids in inputs.values() for d in ids],
                       inputs=inputs, key_base=self.key_base("report", conf),
                       summary=f"report {entry.name} ({len(inputs)} runs)")
@@ -328,7 +379,7 @@ def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[
         DATASETS.get(d.name)
     for m in zoo.models:
         MODELS.get(m.name)
-    if b.has("explain") and b.refs["explain"] == DEFAULT_STAGES["explain"]:
+    if b.has("explain") and b.classes["explain"].name == "explain":
         for e in zoo.explainers:
             EXPLAINERS.get(e.name)
     runs: list[tuple[DatasetEntry, ModelEntry, str, Job, list[str]]] = []

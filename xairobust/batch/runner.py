@@ -19,7 +19,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-from xairobust.batch.plan import STAGE_ORDER, Job, Plan, build_plan, job_key
+from xairobust.batch.plan import STAGE_ORDER, Job, Plan, build_plan, job_key, stage_order
 from xairobust.batch.state import done_stamps, sweep_stale_tmp
 from xairobust.batch.view import BatchView, fmt_duration
 from xairobust.batch.zoo import Zoo, load_zoo
@@ -120,7 +120,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def job_spec(job: Job, root: Path, key: str, dep_stamps: dict[str, str], inputs: list[str]) -> dict[str, Any]:
     """The plain dict a worker gets (picklable, no classes)."""
-    return {"id": job.id, "stage": job.stage, "tag": job.tag, "ref": str(job.ref), "config": job.config,
+    return {"id": job.id, "stage": job.stage, "name": job.name, "module": job.module, "tag": job.tag, "config": job.config,
             "target": job.target, "root": str(root), "key": key, "deps": dep_stamps, "inputs": inputs}
 
 
@@ -205,7 +205,7 @@ def _schedule(plan: Plan, root: Path, stamps: dict[str, str], executor: Any, opt
                     elif all(s in finished_ok for s in deps):
                         ready.append((job, job.key, list(job.deps), []))
                 # Later stages first: finishes whole runs early (partial results, less to redo).
-                ready.sort(key=lambda r: (-STAGE_ORDER[r[0].stage], order[r[0].id]))
+                ready.sort(key=lambda r: (-stage_order(r[0].stage), order[r[0].id]))
                 for job, key, deps, runs in ready:
                     if executor.capacity is not None and executor.running() >= executor.capacity:
                         break
@@ -242,6 +242,12 @@ def _schedule(plan: Plan, root: Path, stamps: dict[str, str], executor: Any, opt
                     result.outcomes[job_id] = Outcome("interrupted", error="not started")
 
 
+def plan_stages(plan: Plan) -> list[str]:
+    """The slots of ``plan``'s jobs in scheduling order (core slots first, then registered extras)."""
+    present = list(dict.fromkeys(j.stage for j in plan.jobs))
+    return sorted(present, key=stage_order)
+
+
 def _rel(path: str | None, root: Path) -> str | None:
     """A log path as the user can open it: relative to the current directory when inside it."""
     if path is None:
@@ -266,7 +272,7 @@ def print_plan(plan: Plan, root: Path, stamps: dict[str, str], missing: list[str
     counts.add_column("jobs", justify="right")
     counts.add_column("done", justify="right")
     counts.add_column("to run", justify="right")
-    for stage in STAGES:
+    for stage in plan_stages(plan):
         js = [j for j in plan.jobs if j.stage == stage]
         if js:
             d = sum(j.id in stamps for j in js)
@@ -285,7 +291,7 @@ def print_summary(result: BatchResult, out: Console) -> None:
     table = Table(title=f"zoo {plan.zoo.name}: summary")
     for col in ("stage", "ran", "already done", "failed", "skipped", "job time"):
         table.add_column(col, justify="left" if col == "stage" else "right")
-    for stage in [*STAGES, None]:
+    for stage in [*plan_stages(plan), None]:
         ids = [j.id for j in plan.jobs if stage is None or j.stage == stage]
         if not ids:
             continue

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from xairobust.errors import RunError
 from xairobust.runs import RUN_JSON, WEIGHTS, file_sha256
 
 MARKER_DIR = ".batch"
@@ -79,6 +80,16 @@ def marker_stamp(root: Path, marker: Path, key: str, dep_stamps: dict[str, str])
     for rel, sha in outputs.items():
         path = Path(rel) if Path(rel).is_absolute() else root / rel
         if not path.is_file() or file_sha256(path) != sha:
+            return None
+    # The provenance chain: an output whose inputs changed since (e.g. weights replaced outside
+    # the batch) is not done, whatever the marker says; the job runs again.
+    from xairobust.stages.contract import StaleError, verify_chain
+
+    for rel in data.get("docs") or []:
+        path = Path(rel) if Path(rel).is_absolute() else root / rel
+        try:
+            verify_chain(path, marker.parent.parent, "xairobust batch")
+        except (StaleError, RunError):
             return None
     return data.get("stamp")
 

@@ -7,6 +7,7 @@ its run directory and returns a one-line error, so one bad job cannot stop the b
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import time
 import traceback
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from xairobust import config as cfg
-from xairobust.batch.kinds import StageRef, call_stage
 from xairobust.batch.state import LOG_DIR, MARKER_DIR, output_hashes, stamp_of, train_stamp
 from xairobust.runs import write_json_atomic
 
@@ -36,6 +36,36 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def provenance_docs(root: Path, outputs: list[Path]) -> list[str]:
+    """The outputs (relative to the root) that carry a provenance block; resume re-verifies them."""
+    from xairobust.runs import read_json
+
+    docs = []
+    for out in outputs:
+        path = out if out.is_absolute() else root / out
+        if path.suffix == ".json" and path.is_file():
+            try:
+                if isinstance(read_json(path).get("provenance"), dict):
+                    docs.append(str(out))
+            except Exception:  # noqa: BLE001 - not a document: nothing to verify
+                pass
+    return docs
+
+
+def load_stage(name: str, module: str | None) -> type:
+    """The registered stage ``name`` in this worker process.
+
+    ``module`` is where the driver found the class registered (``type(stage).__module__``, never
+    text from a zoo file): a spawned worker imports it so that stages registered outside the
+    package (the test suite's stubs) are registered here too.
+    """
+    from xairobust.stages.contract import STAGES
+
+    if name not in STAGES and module:
+        importlib.import_module(module)
+    return STAGES.get(name)
+
+
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one job described by a plain dict (see runner.job_spec); returns a result dict."""
     start = time.perf_counter()
@@ -50,10 +80,15 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         try:
             set_threads(spec.get("threads"))
             stage = spec["stage"]
-            ref = StageRef.parse(spec["ref"], StageRef("", "", ""))
-            func, conf_cls = ref.load(stage)
-            conf = cfg.build(conf_cls, spec["config"], spec["id"])
-            outputs = call_stage(stage, func, conf, target, [Path(p) for p in spec.get("inputs", [])])
+            cls = load_stage(spec["name"], spec.get("module"))
+            conf = cfg.build(cls.Config, spec["config"], spec["id"])
+            if cls.per == "report":
+                conf.runs = list(spec.get("inputs", []))  # the runs whose chains finished
+            returned = cls().run(target, conf, quiet=True)
+            if returned is None:
+                outputs = []
+            else:
+                outputs = [Path(p) for p in (returned if isinstance(returned, (list, tuple)) else [returned])]
             if stage == "train":
                 stamp = train_stamp(root, spec["target"], spec["key"])
                 if stamp is None:
@@ -63,6 +98,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                 stamp = stamp_of(hashes)
                 write_json_atomic(target / MARKER_DIR / f"{spec['tag']}.json", {
                     "job": spec["id"], "key": spec["key"], "deps": spec["deps"], "outputs": hashes,
+                    "docs": provenance_docs(root, outputs),
                     "stamp": stamp, "inputs": spec.get("inputs", []),
                     "wall_time_s": time.perf_counter() - start,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

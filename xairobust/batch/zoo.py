@@ -1,12 +1,13 @@
 """The zoo file: a grid of datasets x models x methods (with hyper-parameter grids) x seeds.
 
 A zoo file is YAML; every section is a dataclass built with ``xairobust.config.build``, so an
-unknown key anywhere gets a did-you-mean error naming its place in the file. See docs/i6.md for
+unknown key anywhere gets a did-you-mean error naming its place in the file. See docs/batch.md for
 the full schema and configs/zoo/*.yaml for examples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -21,7 +22,13 @@ from xairobust.registry import did_you_mean
 
 # Keys of the train stage that the grid sets itself; a zoo must not set them in a `train:` block.
 GRID_KEYS = ("dataset", "dataset_kwargs", "model", "model_kwargs", "method", "method_params", "label", "seed", "out")
-STAGES = ("train", "use", "attack", "explain", "score", "report")
+STAGES = ("train", "use", "attack", "explain", "score", "report")  # the core slots (see batch.kinds)
+
+
+def _slots() -> list[str]:
+    from xairobust.batch.kinds import slots
+
+    return slots()
 
 
 @dataclass
@@ -168,7 +175,8 @@ class Zoo:
     report: dict = field(default_factory=dict)  # ReportConfig keys shared by all reports
     reports: Any = None  # list of ReportEntry; default: one report per dataset x model
     resources: dict = field(default_factory=dict)  # stage (or 'default') -> {cpus, gpus}
-    stages: dict = field(default_factory=dict)  # stage -> "module[:function[:ConfigClass]]"
+    stages: dict = field(default_factory=dict)  # slot -> registered stage name, e.g. {attack: bim-regression}
+    more: dict = field(default_factory=dict)  # registered extra stage -> its config (zoo keys of their name)
     description: str = ""
     source: str = ""  # the file it was read from (set by load_zoo)
 
@@ -198,14 +206,18 @@ class Zoo:
             require(key not in self.train,
                     f"{where}: train.{key} is set by the grid; use datasets/models/methods/seeds instead")
         self.resources = {k: self._resources(k, v) for k, v in self.resources.items()}
-        for key in self.stages:
-            require(key in STAGES, f"{where}: stages.{key}: unknown stage.{did_you_mean(key, list(STAGES))}")
+        slots = _slots()
+        for key, value in self.stages.items():
+            require(key in slots, f"{where}: stages.{key}: unknown stage.{did_you_mean(key, slots)} Use one of {', '.join(slots)}")
+            # Only the name of a registered stage; checked (never imported) when the plan is built.
+            require(isinstance(value, str), f"{where}: stages.{key} must be the name of a registered stage, got {value!r}")
 
     def _resources(self, stage: str, value: Any) -> Resources:
         where = self.source or "zoo"
-        require(stage in STAGES or stage == "default",
-                f"{where}: resources.{stage}: unknown stage.{did_you_mean(stage, [*STAGES, 'default'])}"
-                f" Use one of {', '.join(STAGES)} or default")
+        slots = _slots()
+        require(stage in slots or stage == "default",
+                f"{where}: resources.{stage}: unknown stage.{did_you_mean(stage, [*slots, 'default'])}"
+                f" Use one of {', '.join(slots)} or default")
         if isinstance(value, Resources):
             return value
         return cfg.build(Resources, value, f"{where}: resources.{stage}")
@@ -252,6 +264,13 @@ def load_zoo(path: str | Path) -> Zoo:
     path = find_zoo(path)
     data = cfg.load_yaml(path)
     data.setdefault("name", path.stem)
+    # A top-level key that names a registered extra stage (e.g. `visualize: {...}`) configures it.
+    from xairobust.batch.kinds import extra_stage_names
+
+    fields = {f.name for f in dataclasses.fields(Zoo)}
+    more = {k: data.pop(k) for k in list(data) if k not in fields and k in extra_stage_names()}
+    if more:
+        data["more"] = {**(data.get("more") or {}), **more}
     return cfg.build(Zoo, {**data, "source": str(path)}, str(path))
 
 

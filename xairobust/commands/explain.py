@@ -12,13 +12,15 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @click.command(context_settings=EXTRA)
 @config_option
 @run_options("Run directory to explain (made by `xairobust train`).")
-@click.option("--explainer", help="ig (default), gradient_shap, expected_gradients.")
+@click.option("--explainer", help="ig (default), saliency, input_x_gradient, smoothgrad, smoothgrad_ig, gradcam, lrp, lime,"
+              " kernel_shap, gradient_shap, expected_gradients (`xairobust list explainers` for their options).")
 @click.option("--n", type=int, help="Test samples to explain (default 200).")
 @click.option("--target", help="Output explained: pred (default), label, or an output index (regression).")
 @click.option("--selection", type=click.Choice(["stratified", "first", "random"]), help="How the n samples are chosen.")
 @click.option("--seed", type=int, help="Base of the per-sample seeds (default 0).")
 @click.option("--background-size", type=int, help="Training inputs drawn as baselines (expected_gradients).")
 @click.option("--batch-size", type=int, help="Samples per explainer call (memory only).")
+@click.option("--points-per-pass", type=int, help="Model points per explainer pass, e.g. IG samples x steps (0 = auto from memory; speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
@@ -28,7 +30,8 @@ def explain(ctx: click.Context, run_dir: str | None, model_alias: str | None, co
     """Explain test samples of a run: writes RUN/attributions/<explainer>.safetensors and .json.
 
     Explainer parameters are extra options, e.g. `--explainer ig --n-steps 32 --baseline blurred`,
-    `--explainer gradient_shap --n-samples 50 --stdevs 0.1`; they are checked against the
+    `--explainer gradient_shap --n-samples 50 --stdevs 0.1`, `--explainer gradcam --layer net.stage4`,
+    `--explainer lime --segmentation slic --n-segments 50`; they are checked against the
     explainer's parameters (unknown ones get a did-you-mean error).
     """
     from xairobust import config as cfg

@@ -6,7 +6,18 @@ import dataclasses
 
 import click
 
-from xairobust.registry import ATTACKS, DATASETS, EXECUTORS, EXPLAINERS, METHODS, METRICS, MODELS, Registry
+from xairobust.registry import (
+    ATTACKS,
+    DATASETS,
+    EXECUTORS,
+    EXPLAINERS,
+    FEATURE_EXTRACTORS,
+    METHODS,
+    METRICS,
+    MODELS,
+    VISUALISATIONS,
+    Registry,
+)
 
 KINDS: dict[str, Registry] = {
     "datasets": DATASETS,
@@ -16,6 +27,8 @@ KINDS: dict[str, Registry] = {
     "metrics": METRICS,
     "attacks": ATTACKS,
     "executors": EXECUTORS,
+    "visualisations": VISUALISATIONS,
+    "extractors": FEATURE_EXTRACTORS,
 }
 
 
@@ -50,6 +63,10 @@ def list_command(kind: str) -> None:
     for name in registry.names():
         meta = registry.meta(name)
         extra = ", ".join(f"{k}={v}" for k, v in meta.items())
+        if registry is EXPLAINERS:
+            cls = registry.get(name)
+            flags = {"stochastic": cls.stochastic, "differentiable": cls.differentiable, "reexplain": cls.reexplain_cost}
+            extra = ", ".join([extra, *(f"{k}={v}" for k, v in flags.items())]) if extra else extra
         click.echo(f"{name}" + (f"  [{extra}]" if extra else ""))
         params = describe_params(registry.get(name))
         if params:

@@ -15,42 +15,39 @@ from xairobust.cli_util import quiet_option
 
 @click.command("mer-attack", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
-@click.option("--eps", type=float, default=0.001, show_default=True, help="L-inf radius (standardised spectrogram units).")
-@click.option("--step-size", type=float, default=0.002, show_default=True, help="Sign-step size eta.")
-@click.option("--max-iter", type=int, default=1000, show_default=True)
-@click.option("--corr-threshold", type=str, default="-1", show_default=True,
-              help="Stop a sample when its prediction/target correlation is <= this ('none': off).")
-@click.option("--mse-threshold", type=str, default="none", show_default=True,
-              help="Stop a sample when its MSE is >= this ('none': off).")
-@click.option("--unconstrained-reference", is_flag=True,
+@click.option("--eps", type=float, help="L-inf radius (standardised spectrogram units; default 0.001).")
+@click.option("--step-size", type=float, help="Sign-step size eta (default 0.002).")
+@click.option("--max-iter", type=int, help="Iterations (default 1000).")
+@click.option("--corr-threshold", type=str,
+              help="Stop a sample when its prediction/target correlation is <= this ('none': off; default -1).")
+@click.option("--mse-threshold", type=str, help="Stop a sample when its MSE is >= this ('none': off, default).")
+@click.option("--unconstrained-reference", is_flag=True, default=None,
               help="Reproduce the reference code (Adam steps, clip never applied): perturbations leave the eps-ball.")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", help="Dataset split (default test).")
 @click.option("--n", type=int, default=None, help="Attack only the first N samples of the split.")
-@click.option("--batch-size", type=int, default=36, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda:1, ...")
+@click.option("--batch-size", type=int, help="Samples per batch (default 36).")
+@click.option("--device", help="auto (cuda when available; default), cpu, cuda:1, ...")
 @click.option("--data-dir", default=None, help="Where datasets live (default: $XAIROBUST_DATA, else ~/.cache/xairobust/data).")
 @click.option("--force", is_flag=True, help="Attack again even when this result exists for these weights.")
 @quiet_option
-def mer_attack(runs, eps, step_size, max_iter, corr_threshold, mse_threshold, unconstrained_reference, split, n,
-               batch_size, device, data_dir, force, quiet) -> None:
-    """BIM regression attack on RUNS: MAE/correlation before and after, ΔMAE, SNR -> robustness.json."""
-    from xairobust import config as cfg
-    from xairobust.attacks.bim_regression import BIMRegressionParams
-    from xairobust.runs import require_run
-    from xairobust.stages.mer_attack import attack_regression_run
+def mer_attack(runs, force, quiet, **options) -> None:
+    """BIM regression attack on RUNS: MAE/correlation before and after, ΔMAE, SNR -> robustness.json.
 
-    params = cfg.build(BIMRegressionParams, {
-        "eps": eps, "step_size": step_size, "max_iter": max_iter, "corr_threshold": corr_threshold,
-        "mse_threshold": mse_threshold, "unconstrained_reference": unconstrained_reference,
-    }, "mer-attack")
+    The same attack, config and defaults as `xairobust attack --attack bim-regression`
+    (stages.mer_attack.BIMAttackConfig).
+    """
+    from xairobust import config as cfg
+    from xairobust.runs import require_run
+    from xairobust.stages.mer_attack import BIMAttackConfig, run_bim
+
+    conf = cfg.build(BIMAttackConfig, {k: v for k, v in options.items() if v is not None}, "mer-attack")
     from xairobust.validate import check_run
 
     dirs = [require_run(r) for r in runs]  # validate every path before attacking any
     for run_dir in dirs:
         check_run(run_dir)
     for run_dir in dirs:
-        e = attack_regression_run(run_dir, params, split=split, n=n, batch_size=batch_size, device=device,
-                                  data_dir=data_dir, force=force, quiet=quiet)
+        e = run_bim(run_dir, conf, force=force, quiet=quiet)
         snr = "n/a" if e["snr_db"] is None else f"{e['snr_db']:.1f} dB"
         click.echo(
             f"{run_dir}: MAE {e['mae_before']:.4f} -> {e['mae_after']:.4f} (ΔMAE {e['delta_mae']:+.4f}),"

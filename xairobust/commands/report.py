@@ -17,7 +17,8 @@ from xairobust.errors import ConfigError
 @click.option("--explainer", help="Explainer(s) to report, e.g. ig or ig,gradient_shap (default: all scored).")
 @click.option("--combined/--separate", "combined", default=None,
               help="One table with a block per explainer, or one table per explainer (default).")
-@click.option("--baseline", help="Method label every method is tested against (default: standard).")
+@click.option("--baseline", help="Run label or method name (case-insensitive) every method is tested against"
+                                 " (default: standard); one that matches no run is an error.")
 @click.option("--test", type=click.Choice(["wilcoxon", "ttest"]), help="Paired test (default: wilcoxon).")
 @click.option("--correction", type=click.Choice(["holm", "bonferroni", "none"]),
               help="Multiple-comparison correction over all comparisons (default: holm).")

@@ -21,7 +21,9 @@ from xairobust.cli_util import config_option, merged_config, quiet_option, resol
               help="Score attributions that hold NaN/inf: skip (and count) the samples affected instead of refusing.")
 @click.option("--n", type=int, help="Score only the first n attributed samples.")
 @click.option("--seed", type=int, help="Seed of the metrics' perturbations (default 0).")
-@click.option("--batch-size", type=int, help="Samples per Quantus call (speed only).")
+@click.option("--batch-size", type=int, help="Samples per chunk (speed only).")
+@click.option("--engine", type=click.Choice(["native", "quantus"]), help="native (default: torch, batched, capped passes) or quantus (the reference path).")
+@click.option("--points-per-pass", type=int, help="Model points per pass (0 = auto from a memory budget; speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
 @quiet_option
 def score(run_dir: str | None, model_alias: str | None, config_path: str | None, quiet: bool, sets: tuple[str, ...],

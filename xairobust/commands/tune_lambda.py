@@ -47,26 +47,15 @@ def _nsloss0(model, splits, params, batches: int, batch_size: int, gen: torch.Ge
 
 
 def _one_epoch(model, method, split, conf, ctx, data_gen, window: int) -> dict[str, Any]:
-    """Train one epoch; return per-batch CE and the maximum windowed mean CE."""
-    from xairobust.stages.train import _optimizer
+    """Train one epoch with the shared training loop; return per-batch CE and the maximum windowed mean CE."""
+    from xairobust.stages.train import _optimizer, train_epoch
 
-    model.train()
     opt = _optimizer(conf, model)
-    order = torch.randperm(len(split), generator=data_gen)
     ces: list[float] = []
-    for start in range(0, len(order), conf.batch_size):
-        idx = order[start : start + conf.batch_size]
-        x, y = split.inputs(idx, ctx.device), split.targets(idx, ctx.device)
-        if split.augment is not None:
-            x = split.augment(x, data_gen)
-        loss, logs = method.loss(model, x, y, ctx)
-        if not torch.isfinite(loss):
-            ces.append(math.inf)
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ces.append(logs["task_loss"])
+    result = train_epoch(model, method, split, conf, ctx, opt, data_gen,
+                         on_batch=lambda logs: ces.append(logs["task_loss"]), nonfinite="stop")
+    if result.get("nonfinite"):
+        ces.append(math.inf)  # the candidate diverged: too high
     w = min(window, len(ces))
     windowed = [sum(ces[i : i + w]) / w for i in range(len(ces) - w + 1)]
     bits = 1 / math.log(2)
@@ -170,6 +159,12 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
         "trace": trace,
         "wall_time_s": time.perf_counter() - start,
     }
+    from xairobust.runs import WEIGHTS
+    from xairobust.stages.contract import StageIdentity, stamp_inputs
+
+    identity = {"nsloss_params": result["nsloss_params"], "training": result["training"], "tolerance": tolerance}
+    result["provenance"] = StageIdentity("tune-lambda", 1, identity,
+                                         stamp_inputs({"weights": run_dir / WEIGHTS}, run_dir)).block()
     path = Path(out) if out else run_dir / "tune_lambda.json"
     write_json_atomic(path, result)
     return path, result

@@ -58,3 +58,13 @@ def uniform_like(x: Tensor, seeds: Tensor, low: float, high: float) -> Tensor:
     """One uniform-noise tensor per sample, drawn from that sample's seed."""
     out = [torch.empty(x.shape[1:]).uniform_(low, high, generator=sample_generator(int(s))) for s in seeds]
     return torch.stack(out).to(x.device, x.dtype)
+
+
+@contextlib.contextmanager
+def captum_quiet() -> Iterator[None]:
+    """Silence Captum's 'Input Tensor 0 did not already require gradients' (it sets them itself)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
+        yield

@@ -56,11 +56,15 @@ class IntegratedGradientsExplainer(Explainer):
 
     Params = IGParams
     stochastic = False  # only the uniform baseline is random, and it is fixed by the sample seed
+    differentiable = True
     chunk_size = DEFAULT_CHUNK
 
     def __init__(self, params: IGParams, background: Tensor | None = None) -> None:
         super().__init__(params, background)
         self._delta: Tensor | None = None
+        # The convergence delta costs one extra forward of 2B inputs; the score stage turns it
+        # off where nothing reads it (re-explanations inside metrics).
+        self.want_delta = True
 
     def baselines(self, inputs: Tensor, seeds: Tensor) -> Tensor:
         p = self.params
@@ -78,8 +82,9 @@ class IntegratedGradientsExplainer(Explainer):
             base = self.baselines(x, seeds[sl])
             attr = self.integrate(model, x, base, t)
             outs.append(attr)
-            deltas.append(self.delta(model, x, base, t, attr).cpu())
-        self._delta = torch.cat(deltas) if deltas else torch.empty(0)
+            if self.want_delta:
+                deltas.append(self.delta(model, x, base, t, attr).cpu())
+        self._delta = torch.cat(deltas) if deltas else None
         return torch.cat(outs) if outs else torch.empty_like(inputs)
 
     def integrate(self, model: nn.Module, x: Tensor, base: Tensor, targets: Tensor) -> Tensor:

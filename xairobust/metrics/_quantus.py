@@ -56,6 +56,19 @@ def sample_global_seed(seed: int, tag: str, index: int) -> int:
     return int(sample_rng(seed, tag, index).integers(0, 2**32 - 1))
 
 
+class FixedNoise:
+    """Quantus perturbation function returning given noise: call k adds ``noise[:, k]`` (tests
+    feed identical draws to both engines with it)."""
+
+    def __init__(self, noise: np.ndarray, value_range: tuple[float, float] | None) -> None:
+        self.noise, self.value_range, self.k = noise, value_range, 0
+
+    def __call__(self, arr: np.ndarray, indices: Any = None, **_: Any) -> np.ndarray:
+        out = arr + self.noise[:, self.k].reshape(len(arr), -1).astype(arr.dtype)
+        self.k += 1
+        return out if self.value_range is None else np.clip(out, *self.value_range)
+
+
 class RowNoise:
     """Quantus perturbation function drawing each row's noise from that row's own generator.
 
@@ -102,12 +115,20 @@ class QuantusMetric(Metric):
     quantus_name: ClassVar[str] = ""
     per_sample: ClassVar[bool] = False  # draws from np.random inside Quantus: one call per sample
     sensitivity: ClassVar[bool] = False
-    batch_size: int = 64  # samples per Quantus call; set by the score stage, never changes scores
+    batch_size: int = 64  # samples per chunk; set by the score stage, never changes scores
     on_chunk: Callable[[int], None] | None = None  # progress callback(samples done in chunk)
 
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         self._diag: dict[str, Any] = {}
+        # "native" (xairobust.metrics.native, the default) or "quantus" (this module, the reference)
+        self.engine: str = "native"
+        self.points_per_pass: int = 0  # native: model points per pass (0 = from the memory budget)
+        # native: results shared between metrics of one score run (Max/Avg draws, noise floors)
+        self.shared: dict[Any, Any] = {}
+        # tests: identical draws for both engines ((N, K, *shape) noise, (N, runs, size) subsets)
+        self.noise_override: np.ndarray | None = None
+        self.subsets_override: np.ndarray | None = None
 
     # -- to override -------------------------------------------------------------------------
     def quantus_class(self) -> type:
@@ -163,6 +184,15 @@ class QuantusMetric(Metric):
         return np.asarray(out, dtype=np.float64).reshape(len(idx))
 
     def score(self, inp: MetricInput) -> np.ndarray:
+        if self.engine == "native":
+            self._diag = {}
+            scores = self.score_native(inp)
+            self._diag = {"n": int(len(scores)), "nan": int(np.isnan(scores).sum()), **self._diag}
+            if getattr(self.params, "drop_changed", False):
+                self._diag["dropped_prediction_changed"] = int(np.isnan(scores).sum())
+            return scores
+        if self.engine != "quantus":
+            raise ValueError(f"unknown engine '{self.engine}' (native or quantus)")
         size = 1 if self.per_sample else self.batch_size
         scores = np.empty(len(inp.x), dtype=np.float64)
         for idx in chunked(len(inp.x), size):
@@ -175,6 +205,28 @@ class QuantusMetric(Metric):
 
     def chunk_extra(self, inp: MetricInput, idx: np.ndarray) -> dict[str, Any]:
         return {}
+
+    # -- native engine ------------------------------------------------------------------------
+    def score_native(self, inp: MetricInput) -> np.ndarray:
+        raise NotImplementedError
+
+    def chunking(self, inp: MetricInput):
+        from xairobust.metrics.native import Chunking, default_points_per_pass
+
+        ppp = self.points_per_pass or default_points_per_pass(inp.model, tuple(inp.x.shape[1:]), inp.device)
+        return Chunking(self.batch_size, ppp)
+
+    def reexplainer(self, inp: MetricInput, chunking):
+        from xairobust.metrics.native import Reexplainer
+
+        key = ("reexplainer", id(inp.explain), chunking.points_per_pass)
+        if key not in self.shared:
+            self.shared[key] = Reexplainer(inp.explain, inp.model, chunking.points_per_pass)
+        return self.shared[key]
+
+    def progress(self, k: int) -> None:
+        if self.on_chunk is not None:
+            self.on_chunk(k)
 
     def after_score(self, inp: MetricInput, scores: np.ndarray) -> None:
         pass

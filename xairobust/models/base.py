@@ -31,6 +31,10 @@ class Normalize(nn.Module):
 class NormalizedModel(nn.Module):
     """``net(normalize(x))``; ``net`` is the registered architecture (hooks/layer names live there)."""
 
+    # forward calls the children once each, in registration order, with no residual adds:
+    # layer-by-layer explainers (LRP, xairobust/explain/lrp.py) rely on it.
+    sequential_forward = True
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)

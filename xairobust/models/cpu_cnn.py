@@ -21,6 +21,10 @@ class CifarCNN(nn.Module):
     first SGD steps at lr 0.05-0.1 blew the loss up to 8-15 (measured), with the average not.
     """
 
+    # forward calls the children once each, in registration order, with no residual adds:
+    # layer-by-layer explainers (LRP, xairobust/explain/lrp.py) rely on it.
+    sequential_forward = True
+
     def __init__(self, num_outputs: int = 10, in_channels: int = 3, width: int = 32) -> None:
         super().__init__()
         w = width

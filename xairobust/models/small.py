@@ -14,6 +14,10 @@ class DigitsCNN(nn.Module):
     enough that the whole demo zoo trains on 2 CPU cores in a few minutes.
     """
 
+    # forward calls the children once each, in registration order, with no residual adds:
+    # layer-by-layer explainers (LRP, xairobust/explain/lrp.py) rely on it.
+    sequential_forward = True
+
     def __init__(self, num_outputs: int = 10, in_channels: int = 1, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
@@ -34,11 +38,12 @@ def digits_cnn(num_outputs: int = 10, in_channels: int = 1, width: int = 16) -> 
 
 
 @MODELS.register("tiny_mlp", input_size=None)
-def tiny_mlp(num_outputs: int = 10, in_channels: int = 1, input_size: int = 8, hidden: int = 32) -> nn.Module:
-    """A two-layer MLP for tests where exact values are computed by hand."""
+def tiny_mlp(num_outputs: int = 10, in_channels: int = 1, input_size: int = 8, hidden: int = 32, input_width: int | None = None) -> nn.Module:
+    """A two-layer MLP for tests where exact values are computed by hand (``input_width`` for
+    non-square inputs such as spectrograms; default square)."""
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(in_channels * input_size * input_size, hidden),
+        nn.Linear(in_channels * input_size * (input_width or input_size), hidden),
         nn.Tanh(),
         nn.Linear(hidden, num_outputs),
     )

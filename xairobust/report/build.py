@@ -4,31 +4,40 @@ table.md, stats.csv, figures/*}, every input checked before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
+from xairobust import config as cfg
 from xairobust.config import require
+from xairobust.errors import ConfigError
 from xairobust.progress import track
+from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
 from xairobust.report import figures as figs
+from xairobust.report import visual
 from xairobust.report.collect import (
     collect_epoch_scores,
     collect_runs,
     collect_scores,
     resolve_explainers,
     run_frame,
+    verify_run,
 )
 from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.render import caption_parts, latex_document, latex_table, markdown_table
-from xairobust.report.stats import compare_to_baseline
+from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
+from xairobust.runs import write_json_atomic
+from xairobust.stages.contract import STAGES, Stage
 
 
 @dataclass
@@ -37,7 +46,7 @@ class ReportConfig:
 
     explainer: list[str] = field(default_factory=list)  # empty: every explainer that has scores
     combined: bool = False  # one table with a block per explainer instead of one table each
-    baseline: str = "standard"  # the row (label) every method is tested against
+    baseline: str = "standard"  # the row every method is tested against: a label or method name (case-insensitive)
     test: Literal["wilcoxon", "ttest"] = "wilcoxon"
     correction: Literal["holm", "bonferroni", "none"] = "holm"
     alpha: float = 0.05  # significance level for the table's * marker (after correction)
@@ -52,6 +61,7 @@ class ReportConfig:
     plot: Literal["box", "violin"] = "box"
     formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
     dpi: int = 150
+    runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
 
     def __post_init__(self) -> None:
         require(0 < self.alpha < 1, "report: --alpha must be in (0, 1)")
@@ -63,6 +73,34 @@ class ReportConfig:
         require(self.dpi >= 10, "report: --dpi must be at least 10")
         bad = [f for f in self.formats if f not in ("pdf", "png", "svg")]
         require(bool(self.formats) and not bad, f"report: formats must be among pdf, png, svg, got {bad or 'none'}")
+
+
+def resolve_baseline(runs: list, wanted: str) -> str:
+    """The row label of ``--baseline``: a run label or a method name, matched case-insensitively.
+
+    An exact label wins; then a label that differs only in case; then the label of the runs
+    trained with that method (e.g. ``standard`` -> ``Standard``). No match, or a method whose
+    runs carry several labels, is a ConfigError (one line, exit 2), not a report without statistics.
+    """
+    labels = list(dict.fromkeys(r.label for r in runs))
+    if wanted in labels:
+        return wanted
+    key = wanted.casefold()
+    by_label = [lab for lab in labels if lab.casefold() == key]
+    if len(by_label) == 1:
+        return by_label[0]
+    by_method = list(dict.fromkeys(r.label for r in runs if r.method.casefold() == key))
+    if len(by_method) == 1:
+        return by_method[0]
+    if len(by_label) > 1 or len(by_method) > 1:
+        raise ConfigError(
+            f"report: --baseline '{wanted}' matches several rows ({', '.join(by_label or by_method)}); give one label"
+        )
+    methods = sorted({r.method for r in runs})
+    raise ConfigError(
+        f"report: --baseline '{wanted}' matches no run label or method (labels: {', '.join(labels)};"
+        f" methods: {', '.join(methods)})"
+    )
 
 
 def _warn(message: str) -> None:
@@ -81,9 +119,20 @@ def build_report(
     nothing and a killed report leaves whole files only.
     """
     out = Path(out)
+    if not conf.runs:
+        conf = dataclasses.replace(conf, runs=[str(p) for p in run_dirs])
     runs = collect_runs(list(run_dirs))
+    if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only
+        return visual.build_visual_report(runs, out, conf, quiet)
     explainers = resolve_explainers(runs, list(conf.explainer))
+    for run in runs:
+        verify_run(run, explainers)  # nothing computed from other weights reaches the tables
+    baseline = resolve_baseline(runs, conf.baseline)
+    if baseline != conf.baseline:
+        conf = dataclasses.replace(conf, baseline=baseline)
     scores, notes = collect_scores(runs, explainers)
+    check_comparable(runs, explainers)  # one preset / metric parameters per table (issue 14)
+    scores = attach_floors(scores, runs, explainers)  # noise floors beside values, floor-corrected tests
     for note in notes:
         _warn(note)
     metric_names = list(dict.fromkeys(scores["metric"]))
@@ -101,7 +150,7 @@ def build_report(
         pairing=conf.pairing, bootstrap=conf.bootstrap, ci_level=conf.ci_level, seed=conf.seed,
     )
     if stats.empty:
-        _warn(f"no '{conf.baseline}' runs to compare with (--baseline); stats.csv has no rows")
+        _warn(f"no '{conf.baseline}' scores to compare with (--baseline) in any setting; stats.csv has no rows")
     significant = {
         (r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant
     }
@@ -109,6 +158,9 @@ def build_report(
                           order=list(conf.order), digits=conf.digits, significant=significant)
     have_stats = not stats.empty
     captions = [caption_parts(t, conf.baseline, conf.test, conf.correction, conf.alpha, have_stats) for t in tables]
+    if scores[FLOOR].notna().any():
+        for c in captions:
+            c["sig"] = "; ".join(filter(None, [c["sig"], f"[floor x]: noise floor; {FLOOR_NOTE}" if have_stats else "[floor x]: noise floor"]))
     tex, tex_body = latex_document([latex_table(t, c) for t, c in zip(tables, captions, strict=True)])
     md = "\n".join(markdown_table(t, c) for t, c in zip(tables, captions, strict=True))
     epoch_scores = collect_epoch_scores(runs, explainers) if conf.figures else pd.DataFrame()
@@ -123,11 +175,73 @@ def build_report(
         stats.to_csv(staging / "stats.csv", index=False)
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
+        visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _remove_stale_figures(out / "figures", written)
-    return written
+    # report.json last: what the tables were computed from (every input file's sha256).
+    resolved = ReportStage().resolve(out, conf)
+    write_json_atomic(out / REPORT_JSON, {
+        "format": ReportStage.format, "runs": [str(r.path) for r in runs], "explainers": explainers,
+        "baseline": conf.baseline, "files": [str(p.relative_to(out)) for p in written],
+        "provenance": resolved.block(), "versions": versions(), "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return [*written, out / REPORT_JSON]
+
+
+REPORT_JSON = "report.json"
+# ReportConfig fields that do not change the tables (placement and inputs; inputs are hashed).
+_NOT_IDENTITY = ("runs", "formats", "dpi")
+
+
+def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
+    """Every file a report reads from its runs, by role ``<run>:<file>`` (hashed into report.json)."""
+    files: dict[str, Path] = {}
+    for path in run_paths:
+        for rel in ("run.json", "model.safetensors", "robustness.json"):
+            if (path / rel).is_file():
+                files[f"{path}:{rel}"] = path / rel
+        for folder in ("scores", "attributions"):
+            if (path / folder).is_dir():
+                for f in sorted((path / folder).rglob("*")):
+                    if f.is_file() and f.suffix in (".csv", ".json", ".safetensors"):
+                        files[f"{path}:{f.relative_to(path)}"] = f
+    return files
+
+
+@STAGES.register("report")
+class ReportStage(Stage):
+    """runs -> results/NAME: tables, statistics, figures and report.json (see build_report)."""
+
+    name = "report"
+    Config = ReportConfig
+    per = "report"
+    after = None
+    order = 4
+
+    def inputs(self, run_dir: Path, conf: ReportConfig) -> dict[str, Path]:
+        from xairobust.runs import find_runs
+
+        return report_inputs(find_runs(list(conf.runs)))
+
+    def identity(self, run_dir: Path, conf: ReportConfig) -> dict[str, object]:
+        d = cfg.to_dict(conf)
+        for k in _NOT_IDENTITY:
+            d.pop(k, None)
+        return d
+
+    def outputs(self, run_dir: Path, conf: ReportConfig) -> list[Path]:
+        out = Path(run_dir)
+        return [out / "table.csv", out / "table.md", out / "stats.csv", out / REPORT_JSON]
+
+    def hint(self, run_dir: Path, conf: ReportConfig | None = None) -> str:
+        runs = " ".join(conf.runs) if conf is not None and conf.runs else "RUNS..."
+        return f"xairobust report {runs} --out {run_dir}"
+
+    def run(self, run_dir: Path, conf: ReportConfig, quiet: bool = False) -> list[Path]:
+        return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
 
 
 FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_")

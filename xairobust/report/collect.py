@@ -21,7 +21,8 @@ import pandas as pd
 
 from xairobust.errors import ConfigError, RunError
 from xairobust.registry import did_you_mean
-from xairobust.runs import find_runs, read_json, read_run_meta
+from xairobust.runs import WEIGHTS, file_sha256, find_runs, read_json, read_run_meta
+from xairobust.stages.contract import StaleError, verify_artefact
 
 SCORE_COLUMNS = ("index", "target", "metric", "value")
 ROBUSTNESS_JSON = "robustness.json"
@@ -248,3 +249,72 @@ def run_frame(runs: list[RunRecord]) -> pd.DataFrame:
           "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
           "clean_mae": r.clean_mae, "delta_mae": r.delta_mae} for r in runs]
     )
+
+
+# -- the provenance chain ------------------------------------------------------------------------
+
+
+def verify_run(run: RunRecord, explainers: list[str]) -> None:
+    """Refuse (StaleError: one line naming the file and the command that recomputes it) to
+    report a run whose robustness.json, attributions or scores were computed from other weights
+    or other attributions than the ones in the run directory now.
+
+    The chain: run.json -> model.safetensors -> robustness.json, attributions/<e>.json ->
+    scores/<e>.json (and checkpoints -> scores/epochs/*). Documents written before provenance
+    blocks existed are checked against the hashes they recorded (weights_sha256, attributions.sha256).
+    """
+    path = run.path
+    weights = path / WEIGHTS
+    meta = read_run_meta(path)
+    retrain = f"xairobust train --config {path / 'config.yaml'} --out {path} --force"
+    if not weights.is_file():
+        raise StaleError(f"{path}: no {WEIGHTS}, so nothing in it can be verified; retrain it with `{retrain}`")
+    recorded = meta.get("weights_sha256")
+    if recorded and file_sha256(weights) != recorded:
+        raise StaleError(f"{weights} does not match the checksum in {path / 'run.json'}; retrain it with `{retrain}`")
+    if (path / ROBUSTNESS_JSON).is_file():
+        from xairobust.stages.attack import verify_robustness
+
+        verify_robustness(path)
+    for explainer in explainers:
+        scores = run.score_file(explainer)
+        attr_t = path / "attributions" / f"{explainer}.safetensors"
+        attr_j = attr_t.with_suffix(".json")
+        score_hint = f"xairobust score --run {path} --explainer {explainer}"
+        explain_hint = f"xairobust explain --run {path} --explainer {explainer}"
+        if attr_j.is_file():
+            adoc = read_json(attr_j)
+            run_block = adoc.get("run") if isinstance(adoc.get("run"), dict) else {}
+            verify_artefact(attr_j, path, explain_hint, legacy={"weights": (run_block.get("weights_sha256"), weights)})
+        if not scores.is_file():
+            continue
+        score_json = scores.with_suffix(".json")
+        if not score_json.is_file():
+            raise StaleError(f"{scores} has no {score_json.name} recording what it was computed from; recompute it with `{score_hint}`")
+        sdoc = read_json(score_json)
+        attr_block = sdoc.get("attributions") if isinstance(sdoc.get("attributions"), dict) else {}
+        verify_artefact(score_json, path, score_hint, legacy={"attributions": (attr_block.get("sha256"), attr_t)})
+        if not attr_j.is_file():
+            raise StaleError(
+                f"{scores} was computed from {attr_t}, whose {attr_j.name} (the weights it was computed from) is missing;"
+                f" recompute it with `{explain_hint}` and `{score_hint}`"
+            )
+        for epoch, csv_path in run.epoch_score_files(explainer).items():
+            _verify_epoch_scores(path, epoch, csv_path)
+
+
+def _verify_epoch_scores(run_dir: Path, epoch: int, csv_path: Path) -> None:
+    """A per-epoch score file must name the checkpoint it was computed on, unchanged."""
+    hint = f"xairobust score-epochs {run_dir}"
+    doc_path = csv_path.with_suffix(".json")
+    doc = read_json(doc_path) if doc_path.is_file() else {}
+    if isinstance(doc.get("provenance"), dict):
+        verify_artefact(doc_path, run_dir, hint)
+        return
+    info = doc.get("epoch_scores") if isinstance(doc.get("epoch_scores"), dict) else {}
+    sha = info.get("checkpoint_sha256")
+    ckpt = run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
+    if not sha:
+        raise StaleError(f"{csv_path} records no checkpoint it was computed on; recompute it with `{hint}`")
+    if not ckpt.is_file() or file_sha256(ckpt) != sha:
+        raise StaleError(f"{csv_path} is stale: {ckpt} changed or is gone since it was scored; recompute it with `{hint}`")

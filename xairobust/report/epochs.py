@@ -34,7 +34,9 @@ from xairobust.runs import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from xairobust.stages.contract import StageIdentity, is_current, stamp_inputs
 
+EPOCH_FORMAT = 1
 CHECKPOINT = re.compile(r"^epoch_(\d+)\.safetensors$")
 
 
@@ -43,6 +45,25 @@ def checkpoints(run_dir: Path) -> dict[int, Path]:
     folder = run_dir / "checkpoints"
     found = {int(m[1]): p for p in folder.glob("*.safetensors") if (m := CHECKPOINT.match(p.name))} if folder.is_dir() else {}
     return dict(sorted(found.items()))
+
+
+def verify_checkpoints(run_dir: Path, meta: dict[str, Any], found: dict[int, Path]) -> None:
+    """Refuse a checkpoint that this run did not write (e.g. one left by an interrupted run of
+    another config in the same directory): each records the run identity it was saved under."""
+    from xairobust.stages.contract import StaleError
+    from xairobust.stages.train import checkpoint_identity
+
+    block = meta.get("provenance")
+    ours = block.get("identity_hash") if isinstance(block, dict) else None
+    if ours is None:
+        return  # a run written before provenance blocks: its checkpoints carry no identity either
+    hint = f"xairobust train --config {run_dir / 'config.yaml'} --out {run_dir} --force"
+    for ckpt in found.values():
+        if checkpoint_identity(ckpt) != ours:
+            raise StaleError(
+                f"{ckpt} was not written by the run in {run_dir} (another config's checkpoint);"
+                f" remove it, or retrain with `{hint}`"
+            )
 
 
 def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, quiet: bool = False) -> list[Path]:
@@ -63,6 +84,7 @@ def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, q
     if not found:
         raise RunError(f"{run_dir}: no checkpoints/epoch_NNN.safetensors; train with --save-every N to keep them")
     meta = read_run_meta(run_dir)
+    verify_checkpoints(run_dir, meta, found)
     identity = {"explain": cfg.to_dict(explain_conf), "score": cfg.to_dict(score_conf)}
     for key in ("device", "batch_size"):  # speed/placement only: results do not depend on them
         identity["explain"].pop(key, None)
@@ -73,11 +95,11 @@ def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, q
         csv_path = run_dir / "scores" / "epochs" / f"{stem}.csv"
         json_path = csv_path.with_suffix(".json")
         sha = file_sha256(ckpt)
-        if csv_path.is_file() and json_path.is_file():
-            old = read_json(json_path).get("epoch_scores", {})
-            if old.get("identity") == identity and old.get("checkpoint_sha256") == sha:
-                written.append(csv_path)
-                continue
+        # The contract: inputs are the checkpoint (its sha256), identity the two configs.
+        resolved = StageIdentity("score-epochs", EPOCH_FORMAT, identity, stamp_inputs({"checkpoint": ckpt}, run_dir))
+        if is_current([csv_path, json_path], resolved):
+            written.append(csv_path)
+            continue
         with tempfile.TemporaryDirectory(prefix="xairobust-epoch-") as tmp:
             shadow = Path(tmp) / run_dir.name
             shadow.mkdir()
@@ -92,6 +114,9 @@ def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, q
                 write_bytes_atomic(dst, src.read_bytes())
             doc = read_json(shadow / "scores" / f"{explainer}.json")
             doc["epoch_scores"] = {"epoch": epoch, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "identity": identity}
+            # The shadow run's provenance names files in a deleted temporary folder: this one
+            # names the checkpoint in the run, so the chain can be verified (report does).
+            doc["provenance"] = resolved.block()
             write_bytes_atomic(csv_path, (shadow / "scores" / f"{explainer}.csv").read_bytes())
             write_json_atomic(json_path, doc)  # last: marks a complete epoch
         written.append(csv_path)

@@ -25,9 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic, write_text_atomic
+from xairobust.stages.attack import verify_robustness
+from xairobust.stages.contract import STAGES, Stage
 
 ORDER = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E")
 # (model, training method) -> the paper's system name; runs of other combinations keep their label.
@@ -75,6 +78,8 @@ def collect(paths: list[str | Path], eps: float | None = None, unconstrained: bo
     for path in find_runs(list(paths)):
         rob = path / "robustness.json"
         if rob.is_file():
+            # Refuse results computed on other weights than the run's (one line, with the command).
+            verify_robustness(path, f"xairobust attack --run {path} --attack {NAME}")
             cands = _candidates(read_json(rob).get("results", []), unconstrained)
             if cands:
                 found.append((path, cands))
@@ -337,6 +342,41 @@ class MerReportConfig:
     scatter_seed: int | None = None
     ttest_on: str = "after"
     pairs: list[str] = field(default_factory=lambda: ["A2E:A2M2E", "A2B2E:A2M2E"])
+    runs: list[str] = field(default_factory=list)  # run directories (set by the batch runner)
+
+
+@STAGES.register("mer-report")
+class MerReportStage(Stage):
+    """The report slot of MER zoos (``stages: {report: mer-report}``): Table 1, figures, t-tests."""
+
+    name = "mer-report"
+    role = "report"
+    Config = MerReportConfig
+    per = "report"
+    after = None
+    order = 4
+
+    def inputs(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Path]:
+        files: dict[str, Path] = {}
+        for path in find_runs(list(conf.runs)):
+            for rel in ("run.json", "model.safetensors", "robustness.json"):
+                if (path / rel).is_file():
+                    files[f"{path}:{rel}"] = path / rel
+        return files
+
+    def identity(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Any]:
+        d = cfg.to_dict(conf)
+        d.pop("runs", None)
+        return d
+
+    def outputs(self, run_dir: Path, conf: MerReportConfig) -> list[Path]:
+        return [Path(run_dir) / name for name in ("table1.md", "ttests.md", "summary.json")]
+
+    def hint(self, run_dir: Path, conf: MerReportConfig | None = None) -> str:
+        return f"xairobust mer-report RUNS... --out {run_dir}"
+
+    def run(self, run_dir: Path, conf: MerReportConfig, quiet: bool = False) -> list[Path]:
+        return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
 
 
 def build_report(run_dirs: list[Path], out: Path, conf: MerReportConfig, quiet: bool = False) -> list[Path]:

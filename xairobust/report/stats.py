@@ -23,6 +23,17 @@ the matched-pairs rank-biserial correlation (Kerby 2014; (R+ - R-) / (R+ + R-) o
 the non-zero |differences|) and Cohen's d_z (mean difference / its standard deviation); the one
 matching the test is ``effect_size``. Differences are method - baseline. P-values are corrected
 across every comparison in the report (one family: all explainers, settings, methods, metrics).
+
+Noise floor (issue 14). For a stochastic explainer (Gradient SHAP, Expected Gradients) the
+sensitivity metrics measure the explainer's own randomness as well as the input's effect; the
+score stage records, per sample, the same metric at zero input perturbation (the floor; LLE's
+floor keeps its radius fixed, see xairobust.metrics.native.lle_floor). Where a metric has a
+floor, the test is on floor-corrected per-sample values (metric - floor of the same sample),
+``floor_corrected`` is True and ``mean_floor_method`` / ``mean_floor_baseline`` give the floors;
+``mean_method`` / ``mean_baseline`` stay the raw means shown in the table.
+
+Comparability: :func:`check_comparable` refuses runs whose scores of one explainer were computed
+with different presets or metric parameters (one line naming two such runs).
 """
 
 from __future__ import annotations
@@ -41,7 +52,57 @@ STATS_COLUMNS = [
     "seed_matched", "seeds", "n_pairs", "mean_method", "mean_baseline", "mean_diff", "median_diff",
     "statistic", "p_value", "p_adjusted", "correction", "significant", "better", "effect_size",
     "effect_measure", "rank_biserial", "cohens_dz", "ci_low", "ci_high", "ci_level", "note",
+    "floor_corrected", "mean_floor_method", "mean_floor_baseline",
 ]
+FLOOR = "floor"  # column of the scores frame: the sample's noise floor for that metric (NaN: none)
+FLOOR_NOTE = "sensitivity metrics of stochastic explainers are tested on metric - noise floor of the same sample"
+
+
+def check_comparable(runs: list, explainers: list[str]) -> None:
+    """ConfigError when two runs' scores of one explainer differ in preset or metric parameters."""
+    from xairobust.errors import ConfigError
+    from xairobust.runs import read_json
+
+    for explainer in explainers:
+        seen: dict[str, tuple[str, object]] = {}
+        for r in runs:
+            path = r.score_file(explainer).with_suffix(".json")
+            if not path.is_file():
+                continue
+            doc = read_json(path)
+            params = {m: (e or {}).get("params") for m, e in (doc.get("metrics") or {}).items()}
+            key = repr((doc.get("preset"), sorted(params.items(), key=lambda kv: kv[0])))
+            for other_key, (other_run, other_preset) in seen.items():
+                if other_key != key:
+                    raise ConfigError(
+                        f"report: {explainer} scores of {other_run} (preset {other_preset}) and {r.path} (preset"
+                        f" {doc.get('preset')}) were computed with different presets or metric parameters;"
+                        f" re-score them with the same --metrics"
+                    )
+            seen.setdefault(key, (str(r.path), doc.get("preset")))
+
+
+def attach_floors(scores: pd.DataFrame, runs: list, explainers: list[str]) -> pd.DataFrame:
+    """``scores`` with a ``floor`` column: each sample's noise floor from scores/<explainer>.json
+    (``diagnostics.noise_floor.per_sample``, in the CSV's row order), NaN where there is none."""
+    from xairobust.runs import read_json
+
+    out = scores.copy()
+    out[FLOOR] = np.nan
+    for explainer in explainers:
+        for r in runs:
+            path = r.score_file(explainer).with_suffix(".json")
+            if not path.is_file():
+                continue
+            doc = read_json(path)
+            for metric, entry in (doc.get("metrics") or {}).items():
+                per = (((entry or {}).get("diagnostics") or {}).get("noise_floor") or {}).get("per_sample")
+                if not per:
+                    continue
+                mask = (out["explainer"] == explainer) & (out["run"] == str(r.path)) & (out["metric"] == metric)
+                if int(mask.sum()) == len(per):
+                    out.loc[mask, FLOOR] = np.asarray(per, dtype=float)
+    return out
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -166,8 +227,21 @@ def compare_to_baseline(
         if baseline not in labels:
             continue
         meta = metas[metric]
+        has_floor = FLOOR in part.columns and part[FLOOR].notna().any()
+        raw = part
+        if has_floor:
+            part = part.assign(value=part["value"] - part[FLOOR])
         for label in sorted(set(labels) - {baseline}):
             x, y, matched, seeds = paired_samples(part, label, baseline, pairing)
+            floors = {}
+            if has_floor:
+                xr, yr, _, _ = paired_samples(raw, label, baseline, pairing)
+                fl = raw.assign(value=raw[FLOOR])
+                fx, fy, _, _ = paired_samples(fl, label, baseline, pairing)
+                floors = {"floor_corrected": True, "mean_floor_method": float(fx.mean()) if len(fx) else math.nan,
+                          "mean_floor_baseline": float(fy.mean()) if len(fy) else math.nan}
+            else:
+                xr, yr = x, y
             d = x - y
             stat, p, note = paired_test(x, y, test)
             lo, hi = bootstrap_ci(d, bootstrap, ci_level, seed) if bootstrap else (math.nan, math.nan)
@@ -178,8 +252,8 @@ def compare_to_baseline(
                 "direction": meta.direction or "", "method": label, "baseline": baseline, "test": test,
                 "pairing": pairing if matched else "mean", "seed_matched": matched,
                 "seeds": " ".join(map(str, seeds)), "n_pairs": len(d),
-                "mean_method": float(x.mean()) if len(x) else math.nan,
-                "mean_baseline": float(y.mean()) if len(y) else math.nan,
+                "mean_method": float(xr.mean()) if len(xr) else math.nan,
+                "mean_baseline": float(yr.mean()) if len(yr) else math.nan,
                 "mean_diff": mean_diff, "median_diff": float(np.median(d)) if len(d) else math.nan,
                 "statistic": stat, "p_value": p, "rank_biserial": rb, "cohens_dz": dz,
                 "effect_size": rb if test == "wilcoxon" else dz,
@@ -187,6 +261,8 @@ def compare_to_baseline(
                 "better": _better(mean_diff, meta.direction),
                 "ci_low": lo, "ci_high": hi, "ci_level": ci_level if bootstrap else math.nan,
                 "note": note,
+                "floor_corrected": False, "mean_floor_method": math.nan, "mean_floor_baseline": math.nan,
+                **floors,
             })
     frame = pd.DataFrame(rows, columns=STATS_COLUMNS)
     if len(frame):

@@ -46,6 +46,7 @@ class Cell:
     n: int
     mark: int = 0  # 1 = best, 2 = second best, 0 = neither
     significant: bool = False  # differs from the baseline after multiple-comparison correction
+    floor: float = math.nan  # mean noise floor (stochastic explainers' sensitivity metrics), shown beside the mean
 
 
 @dataclass
@@ -88,6 +89,13 @@ def summarise(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     both = pd.concat([per_run, acc], ignore_index=True)
     grouped = both.groupby(["explainer", "setting", "label", "column"], sort=False)["value"]
     out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count").reset_index()
+    if "floor" in scores.columns and scores["floor"].notna().any():
+        keys = ["explainer", "setting", "label", "seed", "run", "metric"]
+        floors = scores.groupby(keys, sort=False)["floor"].mean().reset_index().rename(columns={"metric": "column"})
+        floors = floors.groupby(["explainer", "setting", "label", "column"], sort=False)["floor"].mean().reset_index()
+        out = out.merge(floors, on=["explainer", "setting", "label", "column"], how="left")
+    else:
+        out["floor"] = np.nan
     return out
 
 
@@ -175,7 +183,8 @@ def build_tables(
                 cells = []
                 for lab in b.rows:
                     rec = lookup.get((b.explainer, b.setting, lab, col.key))
-                    cell = Cell(math.nan, math.nan, 0) if rec is None else Cell(float(rec.mean), float(rec.std), int(rec.n))
+                    cell = Cell(math.nan, math.nan, 0) if rec is None else Cell(
+                        float(rec.mean), float(rec.std), int(rec.n), floor=float(getattr(rec, "floor", math.nan)))
                     cell.significant = (b.explainer, b.setting, lab, col.key) in significant
                     cells.append(cell)
                 shown = [round(c.mean, decimals[col.key]) if math.isfinite(c.mean) else math.nan for c in cells]
@@ -199,6 +208,8 @@ def wide_frame(tables: list[Table]) -> pd.DataFrame:
                     row[f"{col.key}_std"] = c.std
                     row[f"{col.key}_n"] = c.n
                     row[f"{col.key}_mark"] = {1: "best", 2: "second"}.get(c.mark, "")
+                    if any(math.isfinite(bc.floor) for bb in t.blocks for bc in bb.cells.values()):
+                        row[f"{col.key}_floor"] = c.floor
                     if col.group not in RUN_GROUPS:
                         row[f"{col.key}_significant"] = c.significant
                 rows.append(row)
@@ -217,4 +228,6 @@ def cell_text(cell: Cell, decimals: int, pm: str) -> tuple[str, str]:
     """(mean, '± std' or '') as text; std is omitted when there is only one run."""
     mean = fmt(cell.mean, decimals)
     std = f"{pm}{fmt(cell.std, decimals)}" if cell.n > 1 and np.isfinite(cell.std) else ""
+    if mean and math.isfinite(cell.floor):  # the explainer's own noise, beside the value (issue 14)
+        std += f" [floor {fmt(cell.floor, decimals)}]"
     return mean, std

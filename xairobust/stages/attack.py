@@ -23,9 +23,11 @@ from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import mean_pearson
 from xairobust.progress import make_progress
-from xairobust.runs import load_run, read_json, require_run, write_json_atomic
+from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic
+from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, stamp_inputs
 
 ROBUSTNESS_JSON = "robustness.json"
+FORMAT = 2  # 2: every entry carries the provenance (weights sha256) it was computed on
 
 
 @dataclass
@@ -63,11 +65,8 @@ def _same_key(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["attack"] == b["attack"] and a["norm"] == b["norm"] and math.isclose(a["eps"], b["eps"], rel_tol=1e-9)
 
 
-# Settings that must match for an existing entry to make a re-run a no-op.
-_SETTINGS = ("steps", "step_size", "restarts", "random_start", "n", "split", "seed", "weights_sha256")
-
-
-def _settings(conf: AttackConfig, attack: str, n: int, sha: str | None) -> dict[str, Any]:
+def _settings(conf: AttackConfig, attack: str, n: int | None) -> dict[str, Any]:
+    """The settings of one (attack, norm, eps) entry; ``n`` is the number of samples requested."""
     pgd = attack == "pgd"
     return {
         "attack": attack,
@@ -77,18 +76,88 @@ def _settings(conf: AttackConfig, attack: str, n: int, sha: str | None) -> dict[
         "step_size": conf.resolved_step_size() if pgd else None,
         "restarts": conf.restarts if pgd else None,
         "random_start": conf.random_start if pgd else None,
-        "n": n,
+        "n_requested": n,
         "split": conf.split,
         "seed": conf.seed,
-        "weights_sha256": sha,
     }
 
 
-def _find(entries: list[dict[str, Any]], wanted: dict[str, Any]) -> dict[str, Any] | None:
-    for entry in entries:
-        if _same_key(entry, wanted):
-            return entry
+def entry_identity(stage: str, fmt: int, settings: dict[str, Any], weights: dict[str, dict[str, str]]) -> StageIdentity:
+    """The provenance of one robustness.json entry: its settings and the weights it attacked."""
+    return StageIdentity(stage, fmt, settings, weights)
+
+
+def entry_weights_sha(entry: dict[str, Any]) -> str | None:
+    block = entry.get(PROVENANCE_KEY)
+    try:
+        return block["inputs"]["weights"]["sha256"]
+    except (TypeError, KeyError):
+        return None
+
+
+def current_entries(run_dir: Path, weights: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Entries of ``run_dir``'s robustness.json computed on these weights (others are stale)."""
+    path = Path(run_dir) / ROBUSTNESS_JSON
+    if not path.is_file():
+        return []
+    try:
+        doc = read_json(path)
+    except Exception:  # noqa: BLE001 - an unreadable file holds nothing to keep; it is rewritten
+        return []
+    sha = weights["weights"]["sha256"]
+    results = doc.get("results")
+    return [e for e in results if isinstance(e, dict) and entry_weights_sha(e) == sha] if isinstance(results, list) else []
+
+
+def find_current(entries: list[dict[str, Any]], wanted: StageIdentity) -> dict[str, Any] | None:
+    """The entry whose provenance is exactly ``wanted`` (same settings, same weights), if any."""
+    for e in entries:
+        block = e.get(PROVENANCE_KEY)
+        if isinstance(block, dict) and block.get("identity_hash") == wanted.hash:
+            return e
     return None
+
+
+def verify_robustness(run_dir: Path, hint: str | None = None) -> dict[str, Any]:
+    """robustness.json of ``run_dir`` after checking it was computed on the weights there now.
+
+    A file written before provenance blocks is checked through the ``weights_sha256`` its
+    entries recorded; a StaleError (one line, naming the file and ``hint``) otherwise.
+    """
+    from xairobust.stages.contract import verify_artefact
+
+    run_dir = Path(run_dir)
+    path = run_dir / ROBUSTNESS_JSON
+    doc = read_json(path)
+    results = doc.get("results") if isinstance(doc.get("results"), list) else []
+    shas = {e.get("weights_sha256") for e in results if isinstance(e, dict)}
+    return verify_artefact(path, run_dir, hint or f"xairobust attack --run {run_dir}",
+                           legacy={"weights": (shas.pop() if len(shas) == 1 else None, run_dir / WEIGHTS)})
+
+
+def write_robustness(
+    run_dir: Path,
+    weights: dict[str, dict[str, str]],
+    new: list[dict[str, Any]],
+    same: Any,
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """Merge ``new`` entries into robustness.json and write it atomically; returns the document.
+
+    Entries computed on other weights are dropped (they describe another model); an entry
+    ``same`` as a new one is replaced. The document's own provenance names the weights every
+    remaining entry was computed on, so :func:`~xairobust.stages.contract.verify_chain` refuses
+    the whole file once the weights change.
+    """
+    entries = current_entries(run_dir, weights)
+    for entry in new:
+        entries = [e for e in entries if not same(e, entry)] + [entry]
+    entries = sorted(entries, key=lambda e: (str(e.get("norm")), float(e.get("eps") or 0), str(e.get("attack")), str(e.get("tag", ""))))
+    hashes = sorted(e[PROVENANCE_KEY]["identity_hash"] for e in entries)
+    doc = {**summary, "format": FORMAT, "results": entries,
+           PROVENANCE_KEY: StageIdentity("attack", FORMAT, {"entries": hashes}, weights).block()}
+    write_json_atomic(Path(run_dir) / ROBUSTNESS_JSON, doc)
+    return doc
 
 
 def _batches(split: DataSplit, n: int, batch_size: int, device: torch.device):
@@ -133,23 +202,19 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
     split = source.load(conf.split, resolve_data_dir(conf.data_dir), **ds.get("kwargs", {}))
     info = split.info
     n = len(split) if conf.n is None else min(conf.n, len(split))
-    sha = meta.get("weights_sha256")
     classification = info.task == "classification"
 
     out_path = run_dir / ROBUSTNESS_JSON
-    existing = read_json(out_path) if out_path.is_file() else {"results": []}
-    entries: list[dict[str, Any]] = list(existing.get("results", []))
-    todo = ["pgd"] + (["autoattack"] if conf.autoattack and classification else [])
+    stage = AttackStage()
+    weights = stamp_inputs(stage.inputs(run_dir, conf), run_dir)
+    entries = current_entries(run_dir, weights)
+    todo = stage.attacks(conf, classification)
     if conf.autoattack and classification:
         from xairobust.attacks.autoattack import check_applicable
 
         check_applicable(tuple(info.input_shape), conf.norm, info.value_range, info.num_outputs)
-    pending = []
-    for name in todo:
-        wanted = _settings(conf, name, n, sha)
-        old = _find(entries, wanted)
-        if old is None or any(old.get(k) != wanted[k] for k in _SETTINGS):
-            pending.append(name)
+    wanted = {name: entry_identity("attack", FORMAT, _settings(conf, name, conf.n), weights) for name in todo}
+    pending = [name for name in todo if find_current(entries, wanted[name]) is None]
     if not pending:
         return out_path  # same attacks on the same weights already recorded: nothing to do
 
@@ -189,8 +254,11 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
                     adv_reg.append(adv)
                 progress.advance(task)
 
+    new = []
     for name in pending:
-        entry = _settings(conf, name, n, sha)
+        entry = _settings(conf, name, conf.n)
+        entry["n"] = n
+        entry["weights_sha256"] = weights["weights"]["sha256"]
         if classification:
             entry["robust_accuracy"] = correct[name] / n
             entry["clean_accuracy"] = clean_correct / n
@@ -198,15 +266,16 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
             entry.update(_regression_fields(model, split, n, torch.cat(adv_reg), device))
         entry["wall_time_s"] = seconds[name]
         entry["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        entries = [e for e in entries if not _same_key(e, entry)] + [entry]
-
-    write_json_atomic(out_path, _summary(entries, conf, classification, clean_correct / n if classification else None))
+        entry[PROVENANCE_KEY] = wanted[name].block()
+        new.append(entry)
+    merged = [e for e in entries if not any(_same_key(e, x) for x in new)] + new
+    summary = _summary(merged, conf, classification, clean_correct / n if classification else None)
+    write_robustness(run_dir, weights, new, _same_key, summary)
     return out_path
 
 
 def _summary(entries: list[dict[str, Any]], conf: AttackConfig, classification: bool, clean: float | None) -> dict[str, Any]:
-    """The file: headline numbers for the (norm, eps) just attacked, plus every entry."""
-    entries = sorted(entries, key=lambda e: (e["norm"], e["eps"], e["attack"]))
+    """The headline numbers for the (norm, eps) just attacked (the entries are added by the writer)."""
     here = [e for e in entries if e["norm"] == conf.norm and math.isclose(e["eps"], conf.eps, rel_tol=1e-9)]
     head = next((e for e in here if e["attack"] == "autoattack"), None) or next(e for e in here if e["attack"] == "pgd")
     return {
@@ -216,5 +285,53 @@ def _summary(entries: list[dict[str, Any]], conf: AttackConfig, classification: 
         "headline_norm": head["norm"],
         "headline_eps": head["eps"],
         "task": "classification" if classification else "regression",
-        "results": entries,
     }
+
+
+@STAGES.register("attack")
+class AttackStage(Stage):
+    """run directory -> robustness.json, one entry per (attack, norm, eps) (see the module docstring)."""
+
+    name = "attack"
+    Config = AttackConfig
+    format = FORMAT
+    per = "run"
+    after = "train"
+    order = 1
+    report_input = True
+
+    def inputs(self, run_dir: Path, conf: AttackConfig) -> dict[str, Path]:
+        return {"weights": require_run(run_dir) / WEIGHTS}
+
+    def identity(self, run_dir: Path, conf: AttackConfig) -> dict[str, Any]:
+        return {"attacks": [_settings(conf, a, conf.n) for a in self.attacks(conf, None)], "autoattack": conf.autoattack}
+
+    def outputs(self, run_dir: Path, conf: AttackConfig) -> list[Path]:
+        return [Path(run_dir) / ROBUSTNESS_JSON]
+
+    def hint(self, run_dir: Path, conf: AttackConfig | None = None) -> str:
+        if conf is None:
+            return f"xairobust attack --run {run_dir}"
+        return f"xairobust attack --run {run_dir} --norm {conf.norm} --eps {conf.eps:g}"
+
+    @staticmethod
+    def attacks(conf: AttackConfig, classification: bool | None) -> list[str]:
+        """PGD always; AutoAttack too when asked for and the task is classification (None: unknown)."""
+        return ["pgd"] + (["autoattack"] if conf.autoattack and classification is not False else [])
+
+    def is_current(self, run_dir: Path, conf: AttackConfig, resolved: StageIdentity | None = None) -> bool:
+        """Current when every attack of ``conf`` has an entry computed on these weights with these settings."""
+        run_dir = Path(run_dir)
+        weights = stamp_inputs(self.inputs(run_dir, conf), run_dir)
+        entries = current_entries(run_dir, weights)
+        from xairobust.runs import read_run_meta
+
+        task = read_run_meta(run_dir).get("dataset", {}).get("info", {}).get("task")
+        names = self.attacks(conf, task == "classification")
+        return all(
+            find_current(entries, entry_identity("attack", FORMAT, _settings(conf, a, conf.n), weights)) is not None
+            for a in names
+        )
+
+    def run(self, run_dir: Path, conf: AttackConfig, quiet: bool = False) -> Path:
+        return attack(run_dir, conf, quiet)

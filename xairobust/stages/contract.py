@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +108,38 @@ class StageIdentity:
         }
 
 
+REPLACED_DIR = ".replaced"
+# Never moved aside: where earlier runs were moved to, and the log a batch worker is writing.
+KEEP_IN_PLACE = (REPLACED_DIR, "logs")
+
+
 class Stage:
-    """Base class of every stage; subclasses set ``name``, ``Config``, ``format`` and the methods."""
+    """Base class of every stage; subclasses set ``name``, ``Config``, ``format`` and the methods.
+
+    Where a stage sits in a zoo's job graph is declared here too, so that the batch planner
+    includes any registered stage without knowing it by name:
+
+    * ``role``   the slot of the zoo's job graph it fills (default: its name). A zoo's
+                 ``stages: {attack: my-attack}`` swaps in another registered stage of that role;
+    * ``per``    ``"run"`` (one job per trained run), ``"explainer"`` (one per run x explainer)
+                 or ``"report"`` (one per report, over many runs);
+    * ``after``  the role whose output it consumes (``"train"``, ``"explain"``, ...);
+    * ``order``  the scheduler runs later stages first, to finish whole runs early;
+    * ``report_input``  whether reports wait for (and read) its output.
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     format: ClassVar[int] = 1
+    role: ClassVar[str | None] = None
+    per: ClassVar[str] = "run"
+    after: ClassVar[str | None] = "train"
+    order: ClassVar[float] = 1.5
+    report_input: ClassVar[bool] = False
+
+    @classmethod
+    def slot(cls) -> str:
+        return cls.role or cls.name
 
     def inputs(self, run_dir: Path, conf: Any) -> dict[str, Path]:
         """The artefact files the output is computed from, by role (e.g. {"weights": ...})."""
@@ -184,5 +212,56 @@ def verify_chain(doc_path: Path, run_dir: Path, hint: str) -> dict[str, Any]:
         if not path.is_file():
             raise StaleError(f"{doc_path} was computed from {path}, which no longer exists; recompute it with `{hint}`")
         if file_sha256(path) != expected:
+            raise StaleError(f"{doc_path} is stale: {path} ({role}) changed since it was computed; recompute it with `{hint}`")
+    return doc
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """Move everything in ``run_dir`` (but earlier moves and logs) into ``.replaced/<time>/``.
+
+    Called before a run directory's weights are replaced, so that nothing computed from the old
+    weights (robustness.json, attributions/, scores/, checkpoints/, batch markers) stays beside
+    the new ones. Returns the folder the files went to, or None when there was nothing to move.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    entries = [p for p in run_dir.iterdir() if p.name not in KEEP_IN_PLACE]
+    if not entries:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    dest = run_dir / REPLACED_DIR / stamp
+    k = 1
+    while dest.exists():
+        k += 1
+        dest = run_dir / REPLACED_DIR / f"{stamp}-{k}"
+    dest.mkdir(parents=True)
+    for p in entries:
+        os.replace(p, dest / p.name)
+    return dest
+
+
+def verify_artefact(
+    doc_path: Path,
+    run_dir: Path,
+    hint: str,
+    legacy: Mapping[str, tuple[str | None, Path]] | None = None,
+) -> dict[str, Any]:
+    """:func:`verify_chain`, accepting documents written before provenance blocks existed.
+
+    ``legacy`` maps a role to (the sha256 an older document recorded for that input, the input
+    file now), e.g. ``{"weights": (doc["run"]["weights_sha256"], run/model.safetensors)}``. An
+    older document is accepted only when it recorded every one of them and each still matches;
+    anything else is refused like a stale artefact, naming the file and ``hint``.
+    """
+    doc = read_json(doc_path)
+    if isinstance(doc.get(PROVENANCE_KEY), dict) or not legacy:
+        return verify_chain(doc_path, run_dir, hint)
+    for role, (recorded, path) in legacy.items():
+        if not recorded:
+            raise StaleError(f"{doc_path} records no provenance (older format); recompute it with `{hint}`")
+        if not Path(path).is_file():
+            raise StaleError(f"{doc_path} was computed from {path}, which no longer exists; recompute it with `{hint}`")
+        if file_sha256(path) != recorded:
             raise StaleError(f"{doc_path} is stale: {path} ({role}) changed since it was computed; recompute it with `{hint}`")
     return doc

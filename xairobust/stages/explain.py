@@ -13,6 +13,7 @@ each class, then the second of each, ... -- until ``n``; ``first`` takes the fir
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +50,16 @@ class ExplainConfig:
     seed: int = 0
     background_size: int = 200  # training inputs for data-baseline explainers
     batch_size: int = 32  # samples per explainer call (memory only; results do not depend on it)
+    # model points per explainer pass (IG: samples x n_steps); 0 = from a memory budget
+    # (xairobust.metrics.native.default_points_per_pass). Speed/memory only.
+    points_per_pass: int = 0
     device: str = "auto"
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
         require(self.n >= 1, f"explain: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"explain: --batch-size must be >= 1, got {self.batch_size}")
+        require(self.points_per_pass >= 0, f"explain: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")
         require(self.background_size >= 1, f"explain: --background-size must be >= 1, got {self.background_size}")
         t = str(self.target)
         require(
@@ -137,6 +142,9 @@ class ExplainStage(Stage):
     name = "explain"
     Config = ExplainConfig
     format = FORMAT
+    per = "explainer"
+    after = "train"
+    order = 2
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}
@@ -194,8 +202,11 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
 
     start = time.perf_counter()
     explainer = explainer_cls(params, None if background is None else background.to(device))
-    if hasattr(explainer, "chunk_size"):
-        explainer.chunk_size = conf.batch_size
+    from xairobust.metrics.native import cap_explainer, default_points_per_pass
+
+    model.eval()
+    ppp = conf.points_per_pass or default_points_per_pass(model, tuple(x.shape[1:]), device)
+    cap_explainer(explainer, ppp)  # every model pass <= ppp points (IG: chunk x n_steps)
     with torch.no_grad():
         outputs = torch.cat([model(x[s : s + 256].to(device)).float().cpu() for s in range(0, len(x), 256)])
     targets = resolve_targets(conf.target, outputs, y, task, num_outputs)
@@ -209,9 +220,15 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
     if background is not None:
         tensors["background"] = background
     save_tensors(tensors_path, tensors)
+    zero = int((attributions.flatten(1).abs().sum(1) == 0).sum())
+    if zero:  # e.g. LIME's Lasso dropping every segment, Grad-CAM's ReLU on negative evidence
+        hint = f"; {explainer_cls.zero_hint}" if explainer_cls.zero_hint else ""
+        print(f"warning: {conf.explainer}: {zero} of {len(attributions)} samples have all-zero attributions"
+              f" (metrics that rank features cannot score them){hint}", file=sys.stderr)
     doc = {
         "format": FORMAT,
         "explainer": conf.explainer,
+        "all_zero_attributions": zero,
         "params": params_dict,
         "stochastic": bool(explainer_cls.stochastic),
         "seed": conf.seed,
@@ -269,7 +286,7 @@ def _attribute_all(
 def load_attributions(run_dir: str | Path, explainer: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, metadata) of a finished explain stage, or a RunError saying how to make it."""
     from xairobust.errors import RunError
-    from xairobust.runs import load_tensors, read_json
+    from xairobust.runs import load_tensors
 
     tensors_path, json_path = attribution_paths(Path(run_dir), explainer)
     if not json_path.is_file() or not tensors_path.is_file():

@@ -31,9 +31,18 @@ from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import predict, score_outputs
 from xairobust.progress import make_progress
-from xairobust.runs import load_run, load_tensors, read_json, read_run_meta, save_tensors, write_json_atomic
+from xairobust.runs import WEIGHTS, load_run, load_tensors, read_run_meta, require_run, save_tensors
+from xairobust.stages.attack import (
+    FORMAT,
+    ROBUSTNESS_JSON,
+    current_entries,
+    entry_identity,
+    find_current,
+    write_robustness,
+)
+from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, stamp_inputs
 
-ROBUSTNESS = "robustness.json"
+ROBUSTNESS = ROBUSTNESS_JSON
 
 
 def _finite_mean(values: np.ndarray) -> float | None:
@@ -41,28 +50,27 @@ def _finite_mean(values: np.ndarray) -> float | None:
     return float(finite.mean()) if finite.size else None
 
 
-def _existing(run_dir: Path, entry_key: dict[str, Any]) -> dict[str, Any] | None:
-    path = run_dir / ROBUSTNESS
-    if not path.is_file():
-        return None
-    for res in read_json(path).get("results", []):
-        if all(res.get(k) == v for k, v in entry_key.items()) and (run_dir / res.get("file", "")).is_file():
-            return res
-    return None
+def _same_tag(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.get("tag") is not None and a.get("tag") == b.get("tag")
+
+
+def _identity(params: BIMRegressionParams, split: str, n: int | None) -> dict[str, Any]:
+    return {"attack": NAME, "tag": params.tag(), "params": cfg.to_dict(params), "split": split, "n_requested": n}
 
 
 def merge_robustness(run_dir: Path, entry: dict[str, Any], clean_accuracy: float | None) -> dict[str, Any]:
-    """Add ``entry`` to robustness.json (replacing one with the same ``tag``), keeping other attacks'."""
-    path = run_dir / ROBUSTNESS
-    data = read_json(path) if path.is_file() else {}
-    results = [r for r in data.get("results", []) if r.get("tag") != entry["tag"]]
-    results.append(entry)
-    data.setdefault("clean_accuracy", clean_accuracy)
-    data.setdefault("robust_accuracy", None)  # accuracy does not apply to regression
-    data.setdefault("headline", entry["attack"])
-    data["results"] = results
-    write_json_atomic(path, data)
-    return data
+    """Add ``entry`` to robustness.json (replacing one with the same ``tag``), keeping other
+    attacks' entries computed on the same weights (see :func:`xairobust.stages.attack.write_robustness`)."""
+    weights = {"weights": entry[PROVENANCE_KEY]["inputs"]["weights"]}
+    kept = current_entries(run_dir, weights)
+    summary = {"clean_accuracy": clean_accuracy, "robust_accuracy": None, "headline": entry["attack"]}
+    if any(e.get("attack") != NAME for e in kept):  # a classifier's PGD entries keep their headline
+        from xairobust.runs import read_json
+
+        old = read_json(Path(run_dir) / ROBUSTNESS)
+        summary = {k: old.get(k) for k in ("clean_accuracy", "robust_accuracy", "headline", "headline_norm",
+                                           "headline_eps", "task") if k in old}
+    return write_robustness(Path(run_dir), weights, [entry], _same_tag, summary)
 
 
 def attack_regression_run(
@@ -93,11 +101,13 @@ def attack_regression_run(
         raise ConfigError(f"attack: --batch-size must be >= 1, got {batch_size}")
     if n is not None and n < 1:
         raise ConfigError(f"attack: --n must be >= 1, got {n}")
-    key = {"tag": params.tag(), "split": split, "weights_sha256": meta.get("weights_sha256"),
+    weights = stamp_inputs({"weights": require_run(run_dir) / WEIGHTS}, run_dir)
+    wanted = entry_identity(NAME, FORMAT, _identity(params, split, n), weights)
+    key = {"tag": params.tag(), "split": split, "weights_sha256": weights["weights"]["sha256"],
            "params": cfg.to_dict(params), "n_requested": n}
     if not force:
-        done = _existing(run_dir, key)
-        if done is not None:
+        done = find_current(current_entries(run_dir, weights), wanted)
+        if done is not None and (run_dir / done.get("file", "")).is_file():
             return done
 
     from xairobust.devices import pick_device
@@ -183,6 +193,7 @@ def attack_regression_run(
         "wall_time_s": wall,
         "file": file,
         **key,
+        PROVENANCE_KEY: wanted.block(),
     }
     if entry["snr_db"] is not None and not math.isfinite(entry["snr_db"]):
         entry["snr_db"] = None
@@ -211,21 +222,17 @@ def attack_from_options(run: str | Path, options: dict[str, Any], extra: dict[st
     bad = [k for k in _NOT_FOR_BIM if k in opts]
     if bad:
         raise ConfigError(f"attack: --{bad[0].replace('_', '-')} does not apply to {NAME}")
-    params: dict[str, Any] = {k: opts[k] for k in ("eps", "step_size") if k in opts}
     if "steps" in opts:
-        params["max_iter"] = opts["steps"]
-    params.update(extra)
-    conf = cfg.build(BIMRegressionParams, params, f"attack --attack {NAME}")
-    return attack_regression_run(
-        run, conf, split=opts.get("split", "test"), n=opts.get("n"), batch_size=int(opts.get("batch_size", 36)),
-        device=str(opts.get("device", "auto")),
-        data_dir=opts.get("data_dir"), quiet=quiet,
-    )
+        opts["max_iter"] = opts.pop("steps")
+    opts.pop("norm", None)
+    conf = cfg.build(BIMAttackConfig, {**opts, **extra}, f"attack --attack {NAME}")
+    return run_bim(run, conf, quiet=quiet)
 
 
 @dataclass
 class BIMAttackConfig(BIMRegressionParams):
-    """The batch runner's attack stage for regression zoos (``stages: {attack: ...}`` in a zoo file)."""
+    """The one config of the BIM regression attack (attack params + where to attack): used by
+    ``attack --attack bim-regression``, ``mer-attack`` and the batch stage (``stages: {attack: bim-regression}``)."""
 
     split: str = "test"
     n: int | None = None
@@ -234,10 +241,55 @@ class BIMAttackConfig(BIMRegressionParams):
     data_dir: str | None = None
 
 
+def _params(conf: BIMAttackConfig) -> BIMRegressionParams:
+    names = [f.name for f in fields(BIMRegressionParams)]
+    return BIMRegressionParams(**{k: getattr(conf, k) for k in names})
+
+
+@STAGES.register(NAME)
+class BIMRegressionStage(Stage):
+    """The attack stage of regression zoos (``stages: {attack: bim-regression}``): BIM -> robustness.json."""
+
+    name = NAME
+    role = "attack"
+    Config = BIMAttackConfig
+    format = FORMAT
+    per = "run"
+    after = "train"
+    order = 1
+    report_input = True
+
+    def inputs(self, run_dir: Path, conf: BIMAttackConfig) -> dict[str, Path]:
+        return {"weights": require_run(run_dir) / WEIGHTS}
+
+    def identity(self, run_dir: Path, conf: BIMAttackConfig) -> dict[str, Any]:
+        return _identity(_params(conf), conf.split, conf.n)
+
+    def outputs(self, run_dir: Path, conf: BIMAttackConfig) -> list[Path]:
+        return [Path(run_dir) / ROBUSTNESS]
+
+    def hint(self, run_dir: Path, conf: BIMAttackConfig | None = None) -> str:
+        return f"xairobust attack --run {run_dir} --attack {NAME}"
+
+    def is_current(self, run_dir: Path, conf: BIMAttackConfig, resolved: StageIdentity | None = None) -> bool:
+        run_dir = Path(run_dir)
+        weights = stamp_inputs(self.inputs(run_dir, conf), run_dir)
+        wanted = entry_identity(NAME, FORMAT, self.identity(run_dir, conf), weights)
+        done = find_current(current_entries(run_dir, weights), wanted)
+        return done is not None and (run_dir / done.get("file", "")).is_file()
+
+    def run(self, run_dir: Path, conf: BIMAttackConfig, quiet: bool = False) -> Path:
+        run_bim(run_dir, conf, quiet=quiet)
+        return Path(run_dir) / ROBUSTNESS
+
+
+def run_bim(run_dir: str | Path, conf: BIMAttackConfig, *, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """The one BIM regression entry point: ``attack --attack bim-regression``, ``mer-attack`` and
+    the batch stage all build a :class:`BIMAttackConfig` (one set of defaults) and call this."""
+    return attack_regression_run(run_dir, _params(conf), split=conf.split, n=conf.n, batch_size=conf.batch_size,
+                                 device=conf.device, data_dir=conf.data_dir, force=force, quiet=quiet)
+
+
 def attack_stage(run_dir: str | Path, conf: BIMAttackConfig, quiet: bool = False) -> Path:
     """``attack(run_dir, conf)`` with the batch runner's signature; returns robustness.json."""
-    names = [f.name for f in fields(BIMRegressionParams)]
-    params = BIMRegressionParams(**{k: getattr(conf, k) for k in names})
-    attack_regression_run(run_dir, params, split=conf.split, n=conf.n, batch_size=conf.batch_size,
-                          device=conf.device, data_dir=conf.data_dir, quiet=quiet)
-    return Path(run_dir) / ROBUSTNESS
+    return BIMRegressionStage().run(Path(run_dir), conf, quiet)

@@ -1,15 +1,25 @@
 """The score stage: attributions/<explainer>.safetensors -> scores/<explainer>.csv + .json.
 
-Reads only the run's model and the self-contained attribution file (no dataset). Sensitivity
-metrics re-explain perturbed inputs with the explainer and parameters recorded in
-attributions/<explainer>.json. The CSV has one row per sample x metric:
-``index,target,metric,value`` (index into the test split; NaN = dropped, see the JSON).
+Reads only the run's model and the self-contained attribution file (no dataset), after
+``verify_chain`` on attributions/<explainer>.json (refuses attributions of a replaced model).
+Sensitivity metrics re-explain perturbed inputs with the explainer and parameters recorded in
+that JSON. The CSV has one row per sample x metric: ``index,target,metric,value`` (index into
+the test split; NaN = dropped, see the JSON).
+
+Engines: ``native`` (default; xairobust.metrics.native: torch on the model's device, capped
+passes, shared draws) and ``quantus`` (the reference path through Quantus 0.6). The engine is
+part of the identity: the two draw their perturbations from different streams.
+
+Resume: each metric's values and report are written to scores/<explainer>.partial/<metric>.json
+as soon as it finishes, stamped with the run's identity hash; a re-run with the same identity
+skips finished metrics, and the partial folder is removed once the final CSV and JSON are written.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,18 +33,21 @@ from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
-from xairobust.explain.base import sample_seeds
+from xairobust.explain.base import reexplain_note, sample_seeds
 from xairobust.metrics._quantus import QuantusMetric
 from xairobust.metrics.base import Metric, MetricInput
+from xairobust.metrics.native import cap_explainer, default_points_per_pass
 from xairobust.metrics.presets import resolve_metrics
 from xairobust.progress import make_progress
-from xairobust.provenance import config_hash, git_commit, versions
+from xairobust.provenance import git_commit, versions
 from xairobust.registry import METRICS
-from xairobust.runs import file_sha256, load_run, read_json, write_json_atomic, write_text_atomic
+from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, verify_chain
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
 from xairobust.validate import check_attributions, score_finite_rows
 
-FORMAT = 1
+FORMAT = 2  # 2: provenance block, engines, per-metric partial results
+ENGINES = ("native", "quantus")
 
 
 @dataclass
@@ -47,7 +60,11 @@ class ScoreConfig:
     drop_changed: bool | None = None  # sets drop_changed of every sensitivity metric
     n: int | None = None  # score only the first n attributed samples
     seed: int = 0
-    batch_size: int = 64  # samples per Quantus call (speed only: scores do not depend on it)
+    batch_size: int = 64  # samples per chunk / Quantus call (speed only: scores do not depend on it)
+    engine: str = "native"  # native (torch, default) | quantus (the reference path)
+    # native: model points per pass (IG re-explanations: inputs x n_steps; faithfulness: inputs);
+    # 0 = from a memory budget (metrics.native.default_points_per_pass). Speed only.
+    points_per_pass: int = 0
     device: str = "auto"
     # Score attributions holding NaN/inf: the affected samples are skipped (NaN rows, counted in
     # the JSON); without it such a file is refused (xairobust.validate.check_attributions).
@@ -55,6 +72,8 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, f"score: --batch-size must be >= 1, got {self.batch_size}")
+        require(self.engine in ENGINES, f"score: --engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
+        require(self.points_per_pass >= 0, f"score: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")
         require(self.n is None or self.n >= 1, f"score: --n must be >= 1, got {self.n}")
         if not isinstance(self.metrics, str):
             self.metrics = ",".join(self.metrics)
@@ -78,7 +97,13 @@ def build_metrics(conf: ScoreConfig) -> tuple[str | None, dict[str, Metric]]:
         metric = cls(cfg.build(cls.Params, merged, f"metric '{name}'"))
         if isinstance(metric, QuantusMetric):
             metric.batch_size = conf.batch_size
+            metric.engine = conf.engine
+            metric.points_per_pass = conf.points_per_pass
         out[name] = metric
+    shared: dict[Any, Any] = {}  # one run's shared draws (Max/Avg perturbations, noise floors)
+    for metric in out.values():
+        if isinstance(metric, QuantusMetric):
+            metric.shared = shared
     return preset, out
 
 
@@ -102,12 +127,18 @@ def make_explain(model_device: torch.device, explainer: Any, base_seed: int, sco
         return a.detach().float().cpu().numpy()
 
     explain.stochastic = stochastic  # type: ignore[attr-defined]
+    # the native engine re-explains device tensors directly with the same seeds
+    explain.explainer, explain.base_seed, explain.score_seed = explainer, int(base_seed), int(score_seed)  # type: ignore[attr-defined]
     return explain
 
 
 def score_paths(run_dir: Path, explainer: str) -> tuple[Path, Path]:
     base = Path(run_dir) / "scores"
     return base / f"{explainer}.csv", base / f"{explainer}.json"
+
+
+def partial_dir(run_dir: Path, explainer: str) -> Path:
+    return Path(run_dir) / "scores" / f"{explainer}.partial"
 
 
 def _csv(indices: np.ndarray, targets: np.ndarray, results: dict[str, np.ndarray]) -> str:
@@ -120,13 +151,43 @@ def _csv(indices: np.ndarray, targets: np.ndarray, results: dict[str, np.ndarray
     return buf.getvalue()
 
 
-def _run_metrics(metrics: dict[str, Metric], inp: MetricInput, quiet: bool, what: str = "") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Every metric on ``inp``, with a progress bar each: (values per metric, JSON report)."""
+def _metric_report(name: str, metric: Metric, values: np.ndarray, wall: float) -> dict[str, Any]:
+    m = METRICS.meta(name)
+    finite = np.isfinite(values).any()
+    return {
+        "params": cfg.to_dict(metric.params),
+        "category": m.get("category"),
+        "direction": m.get("direction"),
+        "label": m.get("label"),
+        "mean": float(np.nanmean(values)) if finite else None,
+        "std": float(np.nanstd(values)) if finite else None,
+        "wall_time_s": round(wall, 3),
+        "diagnostics": metric.diagnostics(),
+    }
+
+
+def _run_metrics(
+    metrics: dict[str, Metric],
+    inp: MetricInput,
+    quiet: bool,
+    what: str = "",
+    partial: Path | None = None,
+    stamp: str = "",
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every metric on ``inp``, with a progress bar each: (values per metric, JSON report).
+
+    With ``partial``, a metric whose partial file carries ``stamp`` is read back instead of
+    recomputed, and each computed metric is written there as soon as it finishes.
+    """
     results: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {}
     n = len(inp.x)
     with make_progress(quiet) as progress:
         for name, metric in metrics.items():
+            done = _read_partial(partial, name, stamp, n)
+            if done is not None:
+                results[name], report[name] = done
+                continue
             task = progress.add_task(f"{what}{name}", total=n, info="")
             if isinstance(metric, QuantusMetric):
                 metric.on_chunk = lambda k, task=task: progress.advance(task, k)
@@ -134,19 +195,28 @@ def _run_metrics(metrics: dict[str, Metric], inp: MetricInput, quiet: bool, what
             values = metric.score(inp)
             progress.update(task, completed=n)
             results[name] = values
-            m = METRICS.meta(name)
-            finite = np.isfinite(values).any()
-            report[name] = {
-                "params": cfg.to_dict(metric.params),
-                "category": m.get("category"),
-                "direction": m.get("direction"),
-                "label": m.get("label"),
-                "mean": float(np.nanmean(values)) if finite else None,
-                "std": float(np.nanstd(values)) if finite else None,
-                "wall_time_s": round(time.perf_counter() - start, 3),
-                "diagnostics": metric.diagnostics(),
-            }
+            report[name] = _metric_report(name, metric, values, time.perf_counter() - start)
+            if partial is not None:
+                write_json_atomic(
+                    partial / f"{name}.json",
+                    {"identity_hash": stamp, "values": [repr(float(v)) for v in values], "report": report[name]},
+                )
     return results, report
+
+
+def _read_partial(partial: Path | None, name: str, stamp: str, n: int) -> tuple[np.ndarray, dict[str, Any]] | None:
+    if partial is None:
+        return None
+    path = partial / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = read_json(path)
+    except Exception:  # a torn or foreign file: recompute
+        return None
+    if doc.get("identity_hash") != stamp or len(doc.get("values", [])) != n:
+        return None
+    return np.array([float(v) for v in doc["values"]], dtype=np.float64), doc["report"]
 
 
 def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
@@ -162,8 +232,8 @@ def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
     n = len(tensors["indices"]) if conf.n is None else min(conf.n, len(tensors["indices"]))
     background = tensors.get("background")
     explainer = build_explainer(conf.explainer, attr_meta["params"], None if background is None else background.to(device))
-    if hasattr(explainer, "chunk_size"):
-        explainer.chunk_size = conf.batch_size
+    ppp = conf.points_per_pass or default_points_per_pass(model, tuple(tensors["inputs"].shape[1:]), device)
+    cap_explainer(explainer, ppp)  # both engines: no explainer pass above ppp points
     return model, meta, device, tensors, attr_meta, explainer, n
 
 
@@ -182,54 +252,112 @@ def _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf: S
     )
 
 
-def _identity(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]) -> dict[str, Any]:
-    tensors_path, _ = attribution_paths(run_dir, conf.explainer)
-    if not tensors_path.is_file():
-        load_attributions(run_dir, conf.explainer)  # the RunError that says how to make them
-    return {
-        "explainer": conf.explainer,
-        "metrics": {name: cfg.to_dict(m.params) for name, m in metrics.items()},
-        "n": conf.n,
-        "seed": conf.seed,
-        "attributions_sha256": file_sha256(tensors_path),
-    }
+def _explain_hint(run_dir: Path, explainer: str) -> str:
+    return f"xairobust explain --run {run_dir} --explainer {explainer}"
 
 
-def _doc(conf: ScoreConfig, preset, report, attr_meta, explainer, n, device, identity, run_dir: Path, **more) -> dict[str, Any]:
+@STAGES.register("score")
+class ScoreStage(Stage):
+    """attributions/<explainer>.safetensors -> scores/<explainer>.csv + .json (module docstring)."""
+
+    name = "score"
+    Config = ScoreConfig
+    format = FORMAT
+    per = "explainer"
+    after = "explain"
+    order = 3
+    report_input = True
+
+    def inputs(self, run_dir: Path, conf: ScoreConfig) -> dict[str, Path]:
+        tensors_path, json_path = attribution_paths(Path(run_dir), conf.explainer)
+        if not tensors_path.is_file() or not json_path.is_file():
+            load_attributions(run_dir, conf.explainer)  # the RunError that says how to make them
+        return {"weights": require_run(run_dir) / WEIGHTS, "attributions": tensors_path}
+
+    def identity(self, run_dir: Path, conf: ScoreConfig) -> dict[str, Any]:
+        preset, metrics = build_metrics(conf)
+        _, json_path = attribution_paths(Path(run_dir), conf.explainer)
+        attr_meta = read_json(json_path) if json_path.is_file() else {}
+        return {
+            "explainer": conf.explainer,
+            "explainer_params": attr_meta.get("params"),
+            "preset": preset,
+            "metrics": {name: cfg.to_dict(m.params) for name, m in metrics.items()},
+            "n": conf.n,
+            "seed": conf.seed,
+            "engine": conf.engine,
+            **({"allow_nonfinite": True} if conf.allow_nonfinite else {}),
+        }
+
+    def outputs(self, run_dir: Path, conf: ScoreConfig) -> list[Path]:
+        return list(score_paths(Path(run_dir), conf.explainer))
+
+    def hint(self, run_dir: Path, conf: ScoreConfig) -> str:
+        return f"xairobust score --run {run_dir} --explainer {conf.explainer}"
+
+    def run(self, run_dir: Path, conf: ScoreConfig, quiet: bool = False) -> Path:
+        run_dir = Path(run_dir)
+        resolved = self.resolve(run_dir, conf)
+        if self.is_current(run_dir, conf, resolved):
+            return self.outputs(run_dir, conf)[0]
+        return _score(run_dir, conf, resolved, quiet)
+
+
+def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: bool) -> Path:
+    _, attr_json = attribution_paths(run_dir, conf.explainer)
+    verify_chain(attr_json, run_dir, _explain_hint(run_dir, conf.explainer))
+    preset, metrics = build_metrics(conf)
+    start = time.perf_counter()
+    model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
+    skip = [i for i in check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite) if i < n]
+    note = reexplain_note(conf.explainer, [m for m in metrics if METRICS.meta(m).get("category") == "sensitivity"])
+    if note:  # like report's warnings: printed also with --quiet (batch logs keep it), and kept in the JSON
+        print(note, file=sys.stderr)
+    inp = _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf, tensors["attributions"][:n].numpy())
+    ppp = conf.points_per_pass or default_points_per_pass(model, tuple(inp.x.shape[1:]), device)
+    for metric in metrics.values():
+        if isinstance(metric, QuantusMetric):
+            metric.points_per_pass = ppp
+    partial = partial_dir(run_dir, conf.explainer)
+    results, report = score_finite_rows(_run_metrics, metrics, inp, quiet, skip, partial=partial, stamp=resolved.hash)
+    csv_path, json_path = score_paths(run_dir, conf.explainer)
+    write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
     tensors_path, _ = attribution_paths(run_dir, conf.explainer)
-    return {
+    doc = {
         "format": FORMAT,
         "explainer": conf.explainer,
         "explainer_params": attr_meta["params"],
         "explainer_stochastic": bool(type(explainer).stochastic),
         "preset": preset,
+        "engine": conf.engine,
         "metrics": report,
         "seed": conf.seed,
         "n": n,
         "batch_size": conf.batch_size,
+        "points_per_pass": ppp,
         "normalisation": "per sample: a / max|a| of that sample (Quantus' default divides by the batch max)",
         "device": str(device),
-        "attributions": {"path": str(tensors_path), "sha256": identity["attributions_sha256"]},
-        **more,
-        "config_hash": config_hash(identity),
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "attributions": {"path": str(tensors_path), "sha256": resolved.inputs["attributions"]["sha256"]},
+        **({"notes": [note]} if note else {}),
+        "config_hash": resolved.hash[:8],
+        "provenance": resolved.block(),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
+    _remove_partial(partial)
+    return csv_path
+
+
+def _remove_partial(partial: Path) -> None:
+    if partial.is_dir():
+        for f in partial.iterdir():
+            f.unlink()
+        partial.rmdir()
 
 
 def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
-    """Score the stored attributions; no-op when the scores exist for this config and file."""
-    run_dir = Path(run_dir)
-    preset, metrics = build_metrics(conf)
-    identity = _identity(run_dir, conf, metrics)
-    csv_path, json_path = score_paths(run_dir, conf.explainer)
-    if csv_path.is_file() and json_path.is_file() and read_json(json_path).get("config_hash") == config_hash(identity):
-        return csv_path
-    model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
-    skip = [i for i in check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite) if i < n]
-    inp = _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf, tensors["attributions"][:n].numpy())
-    results, report = score_finite_rows(_run_metrics, metrics, inp, quiet, skip)
-    write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
-    write_json_atomic(json_path, _doc(conf, preset, report, attr_meta, explainer, n, device, identity, run_dir))
-    return csv_path
+    """Score the stored attributions; no-op when the scores are current for this config and inputs."""
+    return ScoreStage().run(Path(run_dir), conf, quiet)

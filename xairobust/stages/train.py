@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,8 +38,15 @@ from xairobust.runs import (
     write_json_atomic,
     write_text_atomic,
 )
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, move_aside
 from xairobust.training.base import TrainContext, TrainingMethod
 from xairobust.validate import check_model_input
+
+FORMAT = 1
+CHECKPOINTS = "checkpoints"
+# safetensors metadata key of a checkpoint: the identity hash of the run that wrote it, so a
+# checkpoint left by an interrupted run of another config is never taken for this run's.
+CHECKPOINT_IDENTITY = "xairobust.run_identity"
 
 
 @dataclass
@@ -221,6 +230,13 @@ def resident(split: DataSplit, device: torch.device) -> DataSplit:
     )
 
 
+def save_checkpoint(path: Path, model: nn.Module, identity_hash: str, epoch: int) -> None:
+    """A checkpoint that names the run identity it belongs to (checked by score-epochs)."""
+    from xairobust.runs import save_tensors
+
+    save_tensors(path, dict(model.state_dict()), metadata={CHECKPOINT_IDENTITY: identity_hash, "epoch": str(epoch)})
+
+
 def _history_csv(rows: list[dict[str, Any]]) -> str:
     keys: list[str] = []
     for row in rows:
@@ -240,10 +256,19 @@ def _train_epoch(
     ctx: TrainContext,
     opt: torch.optim.Optimizer,
     data_gen: torch.Generator,
-    progress,
-    task_id,
+    progress=None,
+    task_id=None,
+    *,
+    on_batch: Callable[[dict[str, float]], None] | None = None,
+    nonfinite: Literal["raise", "stop"] = "raise",
 ) -> dict[str, float]:
-    """One pass over the training split in a seeded random order; returns mean logged values."""
+    """One pass over the training split in a seeded random order; returns mean logged values.
+
+    The one training loop: ``train`` and ``tune-lambda`` (whose candidates fine-tune for an
+    epoch) both run it. ``on_batch`` sees each batch's logs (after its step); with
+    ``nonfinite="stop"`` a non-finite loss ends the epoch (the result then has
+    ``"nonfinite": 1.0``) instead of raising.
+    """
     model.train()
     order = torch.randperm(len(split), generator=data_gen)
     sums: dict[str, float] = {}
@@ -262,6 +287,9 @@ def _train_epoch(
         with autocast:
             loss, logs = method.loss(model, x, y, ctx)
         if not torch.isfinite(loss):
+            if nonfinite == "stop":
+                out = {f"train_{k}": v / count for k, v in sums.items()} if count else {}
+                return {**out, "nonfinite": 1.0}
             raise RunError(
                 f"train: the loss became {float(loss)} in epoch {ctx.epoch + 1};"
                 " lower --lr or the method's regularisation weight"
@@ -280,22 +308,39 @@ def _train_epoch(
         n = len(idx)
         count += n
         logs = {"loss": float(loss.detach()), **logs}
+        if on_batch is not None:
+            on_batch(logs)
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v * n
-        progress.update(task_id, advance=1, info=f"loss {sums['loss'] / count:.4f}")
+        if progress is not None:
+            progress.update(task_id, advance=1, info=f"loss {sums['loss'] / count:.4f}")
     return {f"train_{k}": v / count for k, v in sums.items()}
 
 
-def existing_run_is_current(out: Path, conf: TrainConfig, force: bool) -> bool:
+train_epoch = _train_epoch  # public name of the one training loop
+
+
+def _finished_identity(out: Path) -> tuple[str | None, str | None]:
+    """(provenance identity hash, legacy config hash) of a finished run in ``out``."""
+    meta = read_json(out / RUN_JSON)
+    block = meta.get("provenance")
+    ident = block.get("identity_hash") if isinstance(block, dict) else None
+    return ident, meta.get("config_hash")
+
+
+def existing_run_is_current(out: Path, conf: TrainConfig, force: bool, resolved: StageIdentity | None = None) -> bool:
     """True when ``out`` already holds a finished run of this exact config (training is a no-op).
 
-    A finished run of another config is never overwritten silently (that would lose data).
+    A finished run of another config is never overwritten silently (that would lose data):
+    without ``force`` it is an error; with it, :func:`train` moves the old run aside first.
     """
     if not (out / RUN_JSON).is_file():
         return False  # absent or interrupted before the end: (re)train
-    meta = read_json(out / RUN_JSON)
-    if meta.get("config_hash") == config_hash(conf.identity()) and (out / WEIGHTS).is_file():
-        return True
+    resolved = resolved or TrainStage().resolve(out, conf)
+    ident, legacy = _finished_identity(out)
+    weights_ok = (out / WEIGHTS).is_file()
+    if weights_ok and (ident == resolved.hash or (ident is None and legacy == config_hash(conf.identity()))):
+        return True  # (runs written before provenance blocks are matched on their config hash)
     if not force:
         raise ConfigError(
             f"train: {out} already holds a run with another config; choose another --out or pass --force"
@@ -303,19 +348,73 @@ def existing_run_is_current(out: Path, conf: TrainConfig, force: bool) -> bool:
     return False
 
 
+@STAGES.register("train")
+class TrainStage(Stage):
+    """config -> run directory (weights, history, config, run.json last)."""
+
+    name = "train"
+    Config = TrainConfig
+    format = FORMAT
+    per = "run"
+    after = None
+    order = 0
+
+    def inputs(self, run_dir: Path, conf: TrainConfig) -> dict[str, Path]:
+        # Fine-tuning starts from another run's weights: they are an input of this run.
+        return {"init": require_run_weights(conf.init)} if conf.init else {}
+
+    def identity(self, run_dir: Path, conf: TrainConfig) -> dict[str, Any]:
+        return conf.identity()
+
+    def outputs(self, run_dir: Path, conf: TrainConfig) -> list[Path]:
+        run_dir = Path(run_dir)
+        return [run_dir / WEIGHTS, run_dir / HISTORY_CSV, run_dir / CONFIG_YAML, run_dir / RUN_JSON]
+
+    def hint(self, run_dir: Path, conf: TrainConfig | None = None) -> str:
+        return f"xairobust train --config {Path(run_dir) / CONFIG_YAML} --out {run_dir} --force"
+
+    def run(self, run_dir: Path, conf: TrainConfig, quiet: bool = False, force: bool = False) -> Path:
+        return train(conf, run_dir, quiet=quiet, force=force)
+
+
+def require_run_weights(run: str | Path) -> Path:
+    from xairobust.runs import require_run
+
+    return require_run(run) / WEIGHTS
+
+
+def checkpoint_identity(path: Path) -> str | None:
+    """The run identity hash a checkpoint was written with (None: foreign or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return (fh.metadata() or {}).get(CHECKPOINT_IDENTITY)
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not this run's
+        return None
+
+
 def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool = False) -> Path:
     """Train one model as ``conf`` says and write the run directory ``out``. Returns ``out``.
 
-    Re-running with the same config is a no-op; ``force`` replaces a run of another config.
+    Re-running with the same config is a no-op; ``force`` replaces a run of another config,
+    moving it and everything computed from it (robustness.json, attributions/, scores/, ...)
+    aside into ``out/.replaced/<timestamp>/`` first. An interrupted run's leftovers (partial
+    checkpoints) are moved aside the same way before training starts.
     """
     out = Path(out)
     source = get_source(conf.dataset)
     method = build_method(conf.method, conf.method_params)
-    if existing_run_is_current(out, conf, force):
+    stage = TrainStage()
+    resolved = stage.resolve(out, conf)
+    if existing_run_is_current(out, conf, force, resolved):
         return out
     # model x dataset checked on one zero batch before any data is read or anything written
     check_model_input(lambda info: create_model(conf.model, **model_kwargs_for(conf, info)), source, conf.dataset_kwargs,
                       f"train: model '{conf.model}' on dataset '{conf.dataset}'")
+    moved = move_aside(out)
+    if moved is not None:
+        print(f"train: moved the previous contents of {out} (and everything computed from them) to {moved}", file=sys.stderr)
     device = pick_device(conf.device)
     root = resolve_data_dir(conf.data_dir)
     train_split = source.load("train", root, **conf.dataset_kwargs)
@@ -383,7 +482,7 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
             row["time_s"] = time.perf_counter() - t0
             history.append(row)
             if conf.save_every and (epoch + 1) % conf.save_every == 0:
-                save_model(out / "checkpoints" / f"epoch_{epoch + 1:03d}.safetensors", model)
+                save_checkpoint(out / CHECKPOINTS / f"epoch_{epoch + 1:03d}.safetensors", model, resolved.hash, epoch + 1)
             if conf.patience and waited >= conf.patience:
                 break
     wall = time.perf_counter() - start_time
@@ -391,11 +490,11 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
         model.load_state_dict(best_state)  # early stopping keeps the best validation epoch
     final = evaluate(model, test_split, conf.eval_batch_size, device)
 
-    resolved = cfg.to_dict(conf)
-    resolved["out"] = str(out)
+    resolved_conf = cfg.to_dict(conf)
+    resolved_conf["out"] = str(out)
     weights_sha = save_model(out / WEIGHTS, model)
     write_text_atomic(out / HISTORY_CSV, _history_csv(history))
-    write_text_atomic(out / CONFIG_YAML, yaml.safe_dump(resolved, sort_keys=False))
+    write_text_atomic(out / CONFIG_YAML, yaml.safe_dump(resolved_conf, sort_keys=False))
     meta = {
         "format": FORMAT_VERSION,
         "label": conf.resolved_label(),
@@ -404,7 +503,7 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
         "model": {"name": conf.model, "kwargs": kwargs},
         "method": {"name": conf.method, "params": cfg.to_dict(method.params), **method.describe()},
         "seed": conf.seed,
-        "training": {k: resolved[k] for k in ("epochs", "batch_size", "optimizer", "lr", "momentum",
+        "training": {k: resolved_conf[k] for k in ("epochs", "batch_size", "optimizer", "lr", "momentum",
                                               "weight_decay", "schedule", "milestones", "init",
                                               "patience", "val_fraction", "precision",
                                               "channels_last")},
@@ -417,6 +516,7 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
         "device": str(device),
         "config_hash": config_hash(conf.identity()),
         "weights_sha256": weights_sha,
+        "provenance": resolved.block(),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -51,5 +51,5 @@ class UseStage(Stage):
 
 
 def use_run(target: str | Path, conf: UseRunConfig, quiet: bool = False) -> list[Path]:
-    """The batch runner's entry point (``kinds.DEFAULT_STAGES['use']``)."""
+    """``UseStage().run`` as a function (the batch runner calls the registered stage)."""
     return UseStage().run(Path(target), conf, quiet)

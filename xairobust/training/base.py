@@ -1,6 +1,6 @@
 """The training-method contract.
 
-A method turns a batch into a loss. The training loop (``xairobust.training.loop``) owns the
+A method turns a batch into a loss. The training loop (``xairobust.stages.train.train_epoch``) owns the
 optimiser, the schedule, data order and logging; a method only decides what is minimised.
 """
 
