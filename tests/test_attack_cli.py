@@ -26,7 +26,7 @@ def _cases(run: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "jacobian lam": (train + ["--method", "jacobian", "--lam", "-1"], "--lam"),
         "nsloss layers": (train + ["--method", "nsloss", "--layers", "net.nothing*"], "--layers"),
         "init other architecture": (train + ["--model", "tiny_mlp", "--init", str(run)], "--init"),
-        "attack eps": (["attack", "--model", str(run), "--eps", "-0.1", "--n", "4"], "--eps"),
+        "attack eps": (["attack", "--run", str(run), "--eps", "-0.1", "--n", "4"], "--eps"),
     }
 
 
@@ -37,11 +37,11 @@ def _more_cases(run: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "nsloss lam": (train + ["--method", "nsloss", "--lam", "-0.5"], "--lam"),
         "nsloss eps": (train + ["--method", "nsloss", "--eps-ns", "0"], "--eps-ns"),
         "pgd unknown option": (train + ["--method", "pgd", "--epz", "0.1"], "epz"),
-        "attack steps": (["attack", "--model", str(run), "--eps", "0.1", "--steps", "0", "--n", "4"], "--steps"),
-        "attack norm": (["attack", "--model", str(run), "--norm", "l3", "--n", "4"], "norm"),
-        "attack restarts": (["attack", "--model", str(run), "--restarts", "0", "--n", "4"], "--restarts"),
-        "tune layers": (["tune-lambda", "--model", str(run), "--layers", "zzz", "--out", str(out / "t.json")], "--layers"),
-        "tune eps": (["tune-lambda", "--model", str(run), "--eps-ns", "-1", "--out", str(out / "t.json")], "--eps-ns"),
+        "attack steps": (["attack", "--run", str(run), "--eps", "0.1", "--steps", "0", "--n", "4"], "--steps"),
+        "attack norm": (["attack", "--run", str(run), "--norm", "l3", "--n", "4"], "norm"),
+        "attack restarts": (["attack", "--run", str(run), "--restarts", "0", "--n", "4"], "--restarts"),
+        "tune layers": (["tune-lambda", "--run", str(run), "--layers", "zzz", "--out", str(out / "t.json")], "--layers"),
+        "tune eps": (["tune-lambda", "--run", str(run), "--eps-ns", "-1", "--out", str(out / "t.json")], "--eps-ns"),
     }
 
 

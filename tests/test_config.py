@@ -32,7 +32,7 @@ def test_strings_from_the_cli_are_coerced():
     "mapping, message",
     [
         ({"epss": 1}, r"unknown key 'epss'\. Did you mean 'eps'\?"),
-        ({"steps": "2.5"}, r"'steps' must be an integer"),
+        ({"steps": "2.5"}, r"--steps must be an integer"),
         ({"norm": "l3"}, r"'norm' must be one of l2, linf"),
         ({"eps": 0}, r"--eps must be > 0"),
         ({"flag": "maybe"}, r"'flag' must be true or false"),

@@ -238,14 +238,14 @@ def test_attack_command_dispatches_bim_regression(mer_runs, digits_run):
 
     root, runs = mer_runs
     run = runs / "A2M2E_s1"
-    res = CliRunner().invoke(main, ["attack", "--model", str(run), "--attack", "bim-regression", "--eps", "2/1000",
+    res = CliRunner().invoke(main, ["attack", "--run", str(run), "--attack", "bim-regression", "--eps", "2/1000",
                                     "--steps", "2", "--corr-threshold", "none", "--data-dir", str(root), "-q"])
     assert res.exit_code == 0, res.output
     entry = [r for r in json.loads((run / "robustness.json").read_text())["results"] if r["eps"] == 0.002][0]
     assert entry["steps"] == 2 and entry["params"]["corr_threshold"] is None and entry["linf_max"] <= 0.002 + 1e-6
-    res = CliRunner().invoke(main, ["attack", "--model", str(run), "--attack", "bim-regression", "--restarts", "2"])
+    res = CliRunner().invoke(main, ["attack", "--run", str(run), "--attack", "bim-regression", "--restarts", "2"])
     assert isinstance(res.exception, ConfigError) and "--restarts does not apply" in str(res.exception)
-    res = CliRunner().invoke(main, ["attack", "--model", str(digits_run), "--max-iter", "3"])
+    res = CliRunner().invoke(main, ["attack", "--run", str(digits_run), "--max-iter", "3"])
     assert isinstance(res.exception, ConfigError) and "unknown option --max-iter" in str(res.exception)
 
 
@@ -260,7 +260,7 @@ def test_one_bim_entry_point_for_attack_mer_attack_and_the_batch_stage(mer_runs)
 
     root, runs = mer_runs
     run = runs / "A2M2E_s0"
-    res = CliRunner().invoke(main, ["attack", "--model", str(run), "--attack", "bim-regression", "--max-iter", "2",
+    res = CliRunner().invoke(main, ["attack", "--run", str(run), "--attack", "bim-regression", "--max-iter", "2",
                                     "--data-dir", str(root), "-q"])
     assert res.exit_code == 0, res.output
     before = (run / "robustness.json").read_bytes()

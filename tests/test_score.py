@@ -149,9 +149,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_explain_and_score(run):
-    out = _cli("explain", "--model", str(run), "--explainer", "ig", "--n", "5", "--n-steps", "4", "--quiet")
+    out = _cli("explain", "--run", str(run), "--explainer", "ig", "--n", "5", "--n-steps", "4", "--quiet")
     assert out.returncode == 0, out.stderr
-    out = _cli("score", "--model", str(run), "--explainer", "ig", "--metrics", "complexity,sparseness", "--quiet")
+    out = _cli("score", "--run", str(run), "--explainer", "ig", "--metrics", "complexity,sparseness", "--quiet")
     assert out.returncode == 0, out.stderr
     assert len(_rows(run / "scores" / "ig.csv")) == 10
 
@@ -169,7 +169,7 @@ def test_cli_explain_and_score(run):
 def test_cli_errors_are_one_line(run, args, message, monkeypatch, capsys):
     from xairobust.cli import run as entry_point  # what the console script calls
 
-    monkeypatch.setattr(sys, "argv", ["xairobust", args[0], "--model", str(run), *args[1:]])
+    monkeypatch.setattr(sys, "argv", ["xairobust", args[0], "--run", str(run), *args[1:]])
     with pytest.raises(SystemExit) as exit_info:
         entry_point()
     err = capsys.readouterr().err

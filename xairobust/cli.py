@@ -55,6 +55,7 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
     """
     from xairobust.stages.train import TrainConfig
     from xairobust.stages.train import train as run_train
+    from xairobust.validate import check_output_dir, check_run
 
     method_params = parse_extra_options(ctx.args, "train")
     data = merged_config(config_path, {**options, "method_params": method_params})
@@ -65,6 +66,9 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
 
     # The label names a directory only through slug(), as zoo labels do: `--label ../../x` stays in runs/.
     out = conf.out or f"runs/{conf.dataset}_{conf.model}_{slug(conf.resolved_label())}_s{conf.seed}"
+    check_output_dir(out, "--out")
+    if conf.init:
+        check_run(conf.init)  # a damaged --init run fails now, not after loading the data
     run_dir = run_train(conf, out, quiet=quiet, force=force)
     click.echo(f"run written to {run_dir}")
 

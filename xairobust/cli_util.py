@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -85,3 +85,33 @@ def check_extra_keys(extra: Mapping[str, Any], entry: object, command: click.Com
             raise ConfigError(
                 f"{command.name}: unknown option '--{key.replace('_', '-')}'.{hint} ({label} takes {takes})"
             )
+
+
+def run_options(help_text: str = "Run directory (made by `xairobust train`).") -> Callable[[Callable], Callable]:
+    """``--run RUN`` (a run directory) plus the hidden, deprecated ``--model RUN`` spelling.
+
+    ``--model`` names an architecture everywhere else (``train --model cifar_cnn``); the stage
+    commands used it for run directories, so it still works there, with a one-line note.
+    """
+
+    def decorate(func: Callable) -> Callable:
+        func = click.option("--model", "model_alias", hidden=True, help="Deprecated spelling of --run.")(func)
+        return click.option("--run", "run_dir", metavar="RUN", help=help_text)(func)
+
+    return decorate
+
+
+def resolve_run(command: str, run_dir: str | None, model_alias: str | None, data: dict[str, Any] | None = None) -> str:
+    """The run directory from --run, the deprecated --model, or the config's ``run``/``model`` key."""
+    if run_dir and model_alias and run_dir != model_alias:
+        raise ConfigError(f"{command}: give the run directory once, with --run (not also --model {model_alias})")
+    if model_alias and not run_dir:
+        click.echo(f"note: `{command} --model RUN` is deprecated; use `--run {model_alias}`", err=True)
+        run_dir = model_alias
+    if data is not None:
+        from_file = data.pop("run", None)
+        legacy = data.pop("model", None)
+        run_dir = run_dir or from_file or legacy
+    if not run_dir:
+        raise ConfigError(f"{command}: --run RUN is required (a run directory written by `xairobust train`)")
+    return str(run_dir)

@@ -8,6 +8,7 @@ did-you-mean error, values are coerced to the field's type, and ``__post_init__`
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -74,16 +75,23 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
         try:
             if annotation is int:
+                if isinstance(value, int):
+                    return value
                 as_float = float(value)
                 if as_float != int(as_float):
                     raise ValueError
                 return int(as_float)
-            return float(_eval_fraction(value))
-        except (TypeError, ValueError):
+            number = float(_eval_fraction(value))
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
             raise ConfigError(
-                f"{where}: '{key}' must be {'an integer' if annotation is int else 'a number'},"
+                f"{where}: {cli_name(key)} must be {'an integer' if annotation is int else 'a number'},"
                 f" got {value!r}"
             ) from None
+        # NaN passes every `x > 0` check by failing none of them silently in the other
+        # direction, and inf passes them all: neither is ever a valid setting (issue 12).
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {cli_name(key)} must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
@@ -91,6 +99,11 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
     if annotation is Path:
         return Path(str(value))
     return value
+
+
+def cli_name(key: str) -> str:
+    """The command-line spelling of a config key: ``eps_ns`` -> ``--eps-ns``."""
+    return "--" + str(key).replace("_", "-")
 
 
 def _eval_fraction(value: Any) -> float:
@@ -115,6 +128,9 @@ def build(cls: type[C], mapping: Mapping[str, Any] | None, where: str) -> C:
                 f" Allowed: {', '.join(fields)}"
             )
         kwargs[name] = _coerce(value, hints[name], name, where)
+        if name == "seed" and isinstance(kwargs[name], int) and not 0 <= kwargs[name] < 2**63:
+            # torch and numpy generators take seeds in [0, 2**63); larger ones overflow mid-run
+            raise ConfigError(f"{where}: --seed must be in 0..2**63-1, got {kwargs[name]}")
     missing = [
         n
         for n, f in fields.items()
@@ -144,17 +160,82 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
 
 
+# Limits of every YAML file the tool reads (configs, zoo files, presets): real ones are a few
+# kB. A larger file, a binary one, or one that uses aliases is refused before it is parsed
+# further -- a 1 kB "billion laughs" alias bomb otherwise expands to gigabytes downstream.
+YAML_MAX_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (no Python tags) that refuses anchors/aliases (``&a`` / ``*a``) outright.
+
+    Bounding the number of aliases would not bound the expansion (n aliases nest to 2**n
+    nodes), and no config of the tool needs them; the refusal happens at the first alias
+    event, before any node is built.
+    """
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(_AliasRefused(event.start_mark))
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(Exception):
+    def __init__(self, mark) -> None:
+        super().__init__(mark)
+        self.mark = mark
+
+
+def read_yaml_text(path: Path) -> str:
+    """The text of YAML file ``path``, or a one-line ConfigError for a file too large, binary or not UTF-8."""
+    try:
+        size = path.stat().st_size
+        if size > YAML_MAX_BYTES:
+            raise ConfigError(f"{path}: {size} bytes is too large for a YAML config (limit {YAML_MAX_BYTES} bytes)")
+        with open(path, "rb") as fh:
+            raw = fh.read(YAML_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if len(raw) > YAML_MAX_BYTES:  # grew while being read, or a special file
+        raise ConfigError(f"{path}: too large for a YAML config (limit {YAML_MAX_BYTES} bytes)")
+    if b"\0" in raw:
+        raise ConfigError(f"{path}: a binary file, not a YAML config (it holds NUL bytes)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the config as UTF-8"
+        ) from None
+
+
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """Parse YAML text with the tool's one loader (safe tags only, no aliases)."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        inner = exc.args[0] if exc.args else None
+        if isinstance(inner, _AliasRefused):
+            raise ConfigError(
+                f"{path}: YAML aliases (*name) are not allowed (line {inner.mark.line + 1}); write the values out"
+            ) from None
+        mark = getattr(exc, "problem_mark", None)
+        loc = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = str(getattr(exc, "problem", None) or exc).replace("\n", " ")
+        raise ConfigError(f"{path}: invalid YAML{loc}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or bad syntax is a one-line ConfigError."""
+    """Read a YAML mapping; a missing, oversized, binary or malformed file is a one-line ConfigError.
+
+    The one YAML loader of the tool (configs, zoo files, presets): see :func:`parse_yaml`.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        loc = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{loc}: {getattr(exc, 'problem', exc)}") from None
+    data = parse_yaml(read_yaml_text(path), path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -81,8 +82,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float replaced by None (JSON null), deliberately.
+
+    JSON has no NaN or Infinity; Python's default writes them as bare words that other readers
+    reject. A metric value that is not a number (e.g. a dropped sample's mean) is recorded as
+    null; inputs that are non-finite are refused earlier (xairobust.config, xairobust.validate).
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+    """JSON written atomically; NaN/inf become null (:func:`json_safe`), never ``NaN``/``Infinity``."""
+    write_text_atomic(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -160,9 +178,11 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.M
     The weights' sha256 is checked against run.json, so a swapped or tampered file is refused.
     """
     from xairobust.models.base import create_model
+    from xairobust.validate import check_run_meta
 
     path = require_run(path)
     meta = read_run_meta(path)
+    check_run_meta(meta, path / RUN_JSON)  # the keys and types used below and by every stage
     weights = path / WEIGHTS
     if not weights.is_file():
         raise RunError(f"{path}: no {WEIGHTS} (the run did not finish training)")

@@ -28,6 +28,11 @@ def batch(zoo: str, dry_run: bool, executor: str, workers: int | None, threads: 
     dependents are skipped; the exit status is 1 if anything failed.
     """
     from xairobust.batch.runner import BatchOptions, exit_code, run_batch
+    from xairobust.errors import ConfigError
+
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"batch: {option} must be >= 1, got {value}")
 
     opts = BatchOptions(root=root, executor=executor, workers=workers, threads=threads, address=address,
                         dry_run=dry_run, quiet=quiet)

@@ -41,7 +41,11 @@ def mer_attack(runs, force, quiet, **options) -> None:
     from xairobust.stages.mer_attack import BIMAttackConfig, run_bim
 
     conf = cfg.build(BIMAttackConfig, {k: v for k, v in options.items() if v is not None}, "mer-attack")
+    from xairobust.validate import check_run
+
     dirs = [require_run(r) for r in runs]  # validate every path before attacking any
+    for run_dir in dirs:
+        check_run(run_dir)
     for run_dir in dirs:
         e = run_bim(run_dir, conf, force=force, quiet=quiet)
         snr = "n/a" if e["snr_db"] is None else f"{e['snr_db']:.1f} dB"
@@ -68,6 +72,9 @@ def mer_report(runs, out, eps, unconstrained_reference, emotions, scatter_models
     """Table 1, ΔMAE box plot, true-vs-predicted scatter and t-tests for attacked MER runs."""
     from xairobust.errors import ConfigError
     from xairobust.report.mer import write_report
+    from xairobust.validate import check_output_dir
+
+    check_output_dir(out, "--out")
 
     pair_list = []
     for item in (p.strip() for p in pairs.split(",") if p.strip()):

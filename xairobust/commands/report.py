@@ -57,6 +57,9 @@ def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quie
     if not paths:
         raise ConfigError("report: give the run directories, e.g. `xairobust report runs/* --out results/zoo`")
     conf = cfg.build(ReportConfig, data, config_path or "report")
+    from xairobust.validate import check_output_dir
+
+    check_output_dir(out, "--out")
     written = build_report([Path(p) for p in paths], Path(out), conf, quiet=quiet)
     click.echo(f"report written to {out} ({len(written)} files): {Path(out) / 'table.md'}")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, quiet_option
+from xairobust.cli_util import config_option, merged_config, quiet_option, resolve_run, run_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
-@click.option("--model", "run_dir", required=True, help="Run directory with attributions/ (from `xairobust explain`).")
+@run_options("Run directory with attributions/ (from `xairobust explain`).")
 @click.option("--explainer", help="Which attributions to score (default ig).")
 @click.option("--metrics", help="paper (default), quick, or comma-separated metric names.")
 @click.option(
@@ -17,6 +17,8 @@ from xairobust.cli_util import config_option, merged_config, quiet_option
     help="Override one metric parameter, e.g. --set max_sensitivity.radius=4/255 (repeatable).",
 )
 @click.option("--drop-changed/--keep-changed", default=None, help="Drop samples whose prediction changes under a sensitivity perturbation.")
+@click.option("--allow-nonfinite", is_flag=True, default=None,
+              help="Score attributions that hold NaN/inf: skip (and count) the samples affected instead of refusing.")
 @click.option("--n", type=int, help="Score only the first n attributed samples.")
 @click.option("--seed", type=int, help="Seed of the metrics' perturbations (default 0).")
 @click.option("--batch-size", type=int, help="Samples per chunk (speed only).")
@@ -24,19 +26,22 @@ from xairobust.cli_util import config_option, merged_config, quiet_option
 @click.option("--points-per-pass", type=int, help="Model points per pass (0 = auto from a memory budget; speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
 @quiet_option
-def score(run_dir: str, config_path: str | None, quiet: bool, sets: tuple[str, ...], **options) -> None:
+def score(run_dir: str | None, model_alias: str | None, config_path: str | None, quiet: bool, sets: tuple[str, ...],
+          **options) -> None:
     """Score RUN/attributions/<explainer>: writes RUN/scores/<explainer>.csv and .json.
 
     `xairobust list metrics` shows the metrics; presets and defaults are documented in
     xairobust/metrics/presets.py.
     """
     from xairobust import config as cfg
-    from xairobust.runs import require_run
     from xairobust.stages.score import ScoreConfig
     from xairobust.stages.score import score as run_score
+    from xairobust.validate import check_output_dir, check_run
 
-    require_run(run_dir)
     data = merged_config(config_path, {**options, "metric_params": parse_sets(sets)})
+    run_dir = resolve_run("score", run_dir, model_alias, data)
+    check_run(run_dir)
+    check_output_dir(run_dir, "--run")
     conf = cfg.build(ScoreConfig, data, config_path or "score")
     path = run_score(run_dir, conf, quiet=quiet)
     click.echo(f"scores written to {path}")

@@ -33,6 +33,11 @@ def score_epochs(runs: tuple[str, ...], config_path: str | None, quiet: bool, **
                                              "params": data.pop("explain_params", {}), **common}, "score-epochs")
     score_conf = cfg.build(ScoreConfig, {"explainer": explainer, "metrics": data.pop("metrics", "quick"), **common,
                                          **data}, config_path or "score-epochs")
+    from xairobust.validate import check_output_dir, check_run
+
+    for run in runs:  # every run is checked before any is scored
+        check_run(run)
+        check_output_dir(run, "RUN")
     for run in runs:
         paths = score_checkpoints(run, explain_conf, score_conf, quiet=quiet)
         click.echo(f"{run}: {len(paths)} epoch score files in {run}/scores/epochs")

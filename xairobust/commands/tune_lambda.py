@@ -29,7 +29,7 @@ import click
 import torch
 
 from xairobust import config as cfg
-from xairobust.cli_util import config_option, merged_config, quiet_option
+from xairobust.cli_util import config_option, merged_config, quiet_option, resolve_run, run_options
 
 
 def _nsloss0(model, splits, params, batches: int, batch_size: int, gen: torch.Generator, device) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
 
 @click.command("tune-lambda", context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
-@click.option("--model", "model", help="Run directory of the standard model (e.g. runs/digits_standard).")
+@run_options("Run directory of the standard model (e.g. runs/digits_standard).")
 @click.option("--eps-ns", help="NsLoss perturbation radius (L2, input space).")
 @click.option("--perturbations", type=int, help="N perturbations per sample (default 5).")
 @click.option("--layers", help="Comma-separated glob patterns of measured modules (default: every conv/linear).")
@@ -189,15 +189,16 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
 @click.option("--data-dir", help="Where datasets live.")
 @click.option("--out", help="JSON file to write (default RUN/tune_lambda.json).")
 @quiet_option
-def tune_lambda_command(config_path: str | None, quiet: bool, model: str | None, **options) -> None:
+def tune_lambda_command(config_path: str | None, quiet: bool, run_dir: str | None, model_alias: str | None,
+                        **options) -> None:
     """Choose NsLoss's lambda for a standard run with the paper's protocol (sec. 4.4)."""
-    from xairobust.errors import ConfigError
+    from xairobust.validate import check_output_file, check_run
 
     data = merged_config(config_path, options)
-    run = model or data.pop("model", None)
-    data.pop("model", None)
-    if not run:
-        raise ConfigError("tune-lambda: --model RUN_DIR (a standard run) is required")
+    run = resolve_run("tune-lambda", run_dir, model_alias, data)
+    check_run(run)
+    # the result is written after minutes of fine-tuning: a bad --out must fail now
+    check_output_file(data["out"] if data.get("out") else f"{run}/tune_lambda.json", "--out")
     path, result = tune_lambda(run, data, quiet=quiet)
     for t in result["trace"]:
         click.echo(f"lambda {t['lambda']:.5g}: max windowed CE {t['max_window_ce_bits']:.4f} bits -> {'too high' if t['too_high'] else 'ok'}")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from xairobust.data.base import CheckResult, DatasetInfo, DatasetSource, DataSplit
+from xairobust.errors import ConfigError
 from xairobust.registry import DATASETS
 
 # The split is fixed by this seed, independent of the training seed, so that every run of a
@@ -37,6 +38,8 @@ class Digits(DatasetSource):
         )
 
     def load(self, split: str, root: Path, **kwargs: Any) -> DataSplit:
+        if kwargs:
+            raise ConfigError(f"dataset 'digits' takes no options, got {', '.join(map(str, kwargs))}")
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 

@@ -67,6 +67,6 @@ def create_model(
     std = tuple(std) if std is not None else (1.0,) * in_channels
     try:
         net = builder(num_outputs=num_outputs, in_channels=in_channels, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model '{name}': bad model option ({exc})") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # unknown keyword, or a size such as width: -1
+        raise ConfigError(f"model '{name}': bad model option ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return NormalizedModel(net, mean, std)

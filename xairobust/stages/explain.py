@@ -235,6 +235,7 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
         "seeds": "per sample: sample_seeds(seed, index) = (index * 1000003 + seed) mod 2^62",
         "target": conf.target,
         "n": int(len(indices)),
+        "split_size": int(len(test)),  # score checks the stored indices against it
         "selection": conf.selection,
         "split": "test",
         "background_size": None if background is None else int(len(background)),
@@ -291,9 +292,13 @@ def load_attributions(run_dir: str | Path, explainer: str) -> tuple[dict[str, Te
     if not json_path.is_file() or not tensors_path.is_file():
         raise RunError(
             f"no attributions for explainer '{explainer}' in {run_dir}; run"
-            f" `xairobust explain --model {run_dir} --explainer {explainer}` first"
+            f" `xairobust explain --run {run_dir} --explainer {explainer}` first"
         )
-    return load_tensors(tensors_path), read_json(json_path)
+    from xairobust.validate import check_attribution_doc
+
+    doc = read_json(json_path)
+    check_attribution_doc(doc, json_path)
+    return load_tensors(tensors_path), doc
 
 
 def as_numpy(t: Tensor) -> np.ndarray:

@@ -44,6 +44,7 @@ from xairobust.registry import METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, verify_chain
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
+from xairobust.validate import check_attributions, score_finite_rows
 
 FORMAT = 2  # 2: provenance block, engines, per-metric partial results
 ENGINES = ("native", "quantus")
@@ -65,6 +66,9 @@ class ScoreConfig:
     # 0 = from a memory budget (metrics.native.default_points_per_pass). Speed only.
     points_per_pass: int = 0
     device: str = "auto"
+    # Score attributions holding NaN/inf: the affected samples are skipped (NaN rows, counted in
+    # the JSON); without it such a file is refused (xairobust.validate.check_attributions).
+    allow_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, f"score: --batch-size must be >= 1, got {self.batch_size}")
@@ -282,6 +286,7 @@ class ScoreStage(Stage):
             "n": conf.n,
             "seed": conf.seed,
             "engine": conf.engine,
+            **({"allow_nonfinite": True} if conf.allow_nonfinite else {}),
         }
 
     def outputs(self, run_dir: Path, conf: ScoreConfig) -> list[Path]:
@@ -304,6 +309,7 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
     preset, metrics = build_metrics(conf)
     start = time.perf_counter()
     model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
+    skip = [i for i in check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite) if i < n]
     note = reexplain_note(conf.explainer, [m for m in metrics if METRICS.meta(m).get("category") == "sensitivity"])
     if note:  # like report's warnings: printed also with --quiet (batch logs keep it), and kept in the JSON
         print(note, file=sys.stderr)
@@ -313,7 +319,7 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
         if isinstance(metric, QuantusMetric):
             metric.points_per_pass = ppp
     partial = partial_dir(run_dir, conf.explainer)
-    results, report = _run_metrics(metrics, inp, quiet, partial=partial, stamp=resolved.hash)
+    results, report = score_finite_rows(_run_metrics, metrics, inp, quiet, skip, partial=partial, stamp=resolved.hash)
     csv_path, json_path = score_paths(run_dir, conf.explainer)
     write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
     tensors_path, _ = attribution_paths(run_dir, conf.explainer)

@@ -40,6 +40,7 @@ from xairobust.runs import (
 )
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, move_aside
 from xairobust.training.base import TrainContext, TrainingMethod
+from xairobust.validate import check_model_input
 
 FORMAT = 1
 CHECKPOINTS = "checkpoints"
@@ -86,6 +87,11 @@ class TrainConfig:
         require(self.batch_size >= 1, f"train: --batch-size must be >= 1, got {self.batch_size}")
         require(self.lr > 0, f"train: --lr must be > 0, got {self.lr}")
         require(self.weight_decay >= 0, f"train: --weight-decay must be >= 0, got {self.weight_decay}")
+        fixed = sorted({"num_outputs", "in_channels", "mean", "std"} & set(self.model_kwargs))
+        require(not fixed, f"train: model_kwargs {', '.join(fixed)} come from the dataset; remove them")
+        require(0 <= self.momentum <= 1, f"train: --momentum must be in [0, 1], got {self.momentum}")
+        require(self.eval_batch_size >= 1, f"train: --eval-batch-size must be >= 1, got {self.eval_batch_size}")
+        require(all(m >= 1 for m in self.milestones), f"train: --milestones must be epochs >= 1, got {self.milestones}")
         require(self.save_every >= 0, f"train: --save-every must be >= 0, got {self.save_every}")
         require(self.patience >= 0, f"train: --patience must be >= 0, got {self.patience}")
         require(0 <= self.val_fraction < 1, f"train: --val-fraction must be in [0, 1), got {self.val_fraction}")
@@ -403,6 +409,9 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
     resolved = stage.resolve(out, conf)
     if existing_run_is_current(out, conf, force, resolved):
         return out
+    # model x dataset checked on one zero batch before any data is read or anything written
+    check_model_input(lambda info: create_model(conf.model, **model_kwargs_for(conf, info)), source, conf.dataset_kwargs,
+                      f"train: model '{conf.model}' on dataset '{conf.dataset}'")
     moved = move_aside(out)
     if moved is not None:
         print(f"train: moved the previous contents of {out} (and everything computed from them) to {moved}", file=sys.stderr)
@@ -414,6 +423,7 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
     if val_split is None and conf.val_fraction > 0:
         train_split, val_split = split_validation(train_split, conf.val_fraction)
     info = train_split.info
+    require(len(train_split) > 0, f"train: no training samples left after --val-fraction {conf.val_fraction}")
     require(
         conf.patience == 0 or val_split is not None,
         f"train: --patience needs a validation split, and dataset '{conf.dataset}' has none: set --val-fraction",
