@@ -223,6 +223,8 @@ def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
     """(model, run meta, device, attribution tensors and meta, explainer, n) for a score run."""
     tensors, attr_meta = load_attributions(run_dir, conf.explainer)
     model, meta = load_run(run_dir)
+    # Before any model pass (the pass-size probe below runs the model on the file's input shape).
+    skip = check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite)
     if meta["dataset"]["info"]["task"] == "regression" and any(
         getattr(m.params, "drop_changed", False) for m in metrics.values()
     ):
@@ -234,7 +236,7 @@ def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
     explainer = build_explainer(conf.explainer, attr_meta["params"], None if background is None else background.to(device))
     ppp = conf.points_per_pass or default_points_per_pass(model, tuple(tensors["inputs"].shape[1:]), device)
     cap_explainer(explainer, ppp)  # both engines: no explainer pass above ppp points
-    return model, meta, device, tensors, attr_meta, explainer, n
+    return model, meta, device, tensors, attr_meta, explainer, n, [i for i in skip if i < n]
 
 
 def _metric_input(model, meta, device, tensors, attr_meta, explainer, n, conf: ScoreConfig, a: np.ndarray) -> MetricInput:
@@ -308,8 +310,7 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
     verify_chain(attr_json, run_dir, _explain_hint(run_dir, conf.explainer))
     preset, metrics = build_metrics(conf)
     start = time.perf_counter()
-    model, meta, device, tensors, attr_meta, explainer, n = _prepare(run_dir, conf, metrics)
-    skip = [i for i in check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite) if i < n]
+    model, meta, device, tensors, attr_meta, explainer, n, skip = _prepare(run_dir, conf, metrics)
     note = reexplain_note(conf.explainer, [m for m in metrics if METRICS.meta(m).get("category") == "sensitivity"])
     if note:  # like report's warnings: printed also with --quiet (batch logs keep it), and kept in the JSON
         print(note, file=sys.stderr)
