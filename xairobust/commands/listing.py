@@ -41,6 +41,22 @@ def _formats() -> Registry:
 KINDS["formats"] = _formats()
 
 
+def _manipulation_registries() -> tuple[Registry, Registry]:
+    from xairobust.manipulate import MANIPULATIONS, MEASURES
+
+    return MANIPULATIONS, MEASURES
+
+
+def _stages() -> Registry:
+    from xairobust.stages.contract import STAGES
+
+    return STAGES
+
+
+KINDS["manipulations"], KINDS["measures"] = _manipulation_registries()
+KINDS["stages"] = _stages()
+
+
 def describe_params(obj: object) -> str:
     """'--eps 0.5, --steps 10' from an entry's ``Params`` dataclass (empty when it has none)."""
     params = getattr(obj, "Params", None)
