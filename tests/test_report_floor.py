@@ -20,8 +20,10 @@ def scores_json(run, floor: np.ndarray | None, preset: str = "paper", nr: int = 
     entry = {"params": {"nr_samples": nr}, "diagnostics": {}}
     if floor is not None:
         entry["diagnostics"]["noise_floor"] = {"mean": float(floor.mean()), "per_sample": floor.tolist()}
-    doc = {"preset": preset, "metrics": {"max_sens": entry, "sparse": {"params": {}, "diagnostics": {}}}}
-    (run / "scores" / "eg.json").write_text(json.dumps(doc))
+    path = run / "scores" / "eg.json"
+    doc = json.loads(path.read_text())  # keeps write_run's provenance block (the report verifies it)
+    doc.update({"preset": preset, "metrics": {"max_sens": entry, "sparse": {"params": {}, "diagnostics": {}}}})
+    path.write_text(json.dumps(doc))
 
 
 def make(tmp_path, preset_b: str = "paper"):
