@@ -32,7 +32,8 @@ class PGDParams:
 
     def __post_init__(self) -> None:
         require(self.norm in ("linf", "l2"), f"pgd: --norm must be linf or l2, got '{self.norm}'")
-        require(self.eps > 0, f"pgd: --eps must be > 0, got {self.eps}")
+        # eps 0 is the bottom rung of a robustness ladder: clean training through this same method.
+        require(self.eps >= 0, f"pgd: --eps must be >= 0, got {self.eps}")
         require(self.steps >= 1, f"pgd: --steps must be >= 1, got {self.steps}")
         require(self.step_size is None or self.step_size > 0, f"pgd: --step-size must be > 0, got {self.step_size}")
         require(self.adv_every >= 1, f"pgd: --adv-every must be >= 1, got {self.adv_every}")
@@ -53,7 +54,7 @@ class PGDTraining(TrainingMethod):
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         p = self.params
-        if not self.is_adversarial_epoch(ctx.epoch):
+        if p.eps == 0 or not self.is_adversarial_epoch(ctx.epoch):
             loss = ctx.criterion(model(x), y)
             return loss, {"task_loss": float(loss.detach())}
         x_adv = pgd_attack(
