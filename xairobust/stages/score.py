@@ -40,7 +40,7 @@ from xairobust.metrics.native import cap_explainer, default_points_per_pass
 from xairobust.metrics.presets import resolve_metrics
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
-from xairobust.registry import METRICS
+from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, verify_chain
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
@@ -309,6 +309,9 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
     _, attr_json = attribution_paths(run_dir, conf.explainer)
     verify_chain(attr_json, run_dir, _explain_hint(run_dir, conf.explainer))
     preset, metrics = build_metrics(conf)
+    refuses = EXPLAINERS.meta(conf.explainer).get("quantus_refuses") if conf.explainer in EXPLAINERS else None
+    if conf.engine == "quantus" and refuses:
+        raise ConfigError(f"score: --engine quantus cannot score explainer '{conf.explainer}': {refuses}")
     start = time.perf_counter()
     model, meta, device, tensors, attr_meta, explainer, n, skip = _prepare(run_dir, conf, metrics)
     note = reexplain_note(conf.explainer, [m for m in metrics if METRICS.meta(m).get("category") == "sensitivity"])
