@@ -93,8 +93,11 @@ def test_identical_for_batch_sizes_1_7_64(name, explainer, model):
     inp = make_input(model, explainer)
     ref = make_metric(name, 64).score(inp)
     assert ref.shape == (N,) and np.isfinite(ref).all()
+    # ROS / RRS divide by the change of float32 logits / activations under an 8/255 perturbation:
+    # the ~1e-7 batch-order noise of a float32 forward becomes ~5e-6 of that small difference.
+    rtol = 1e-5 if name in ("relative_output_stability", "relative_representation_stability") else 1e-6
     for size in (1, 7):
-        np.testing.assert_allclose(make_metric(name, size).score(inp), ref, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(make_metric(name, size).score(inp), ref, rtol=rtol, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", METRICS.names())
@@ -102,7 +105,8 @@ def test_same_seed_same_scores_other_seed_other_draws(name, model):
     first = make_metric(name).score(make_input(model, "ig", seed=5))
     np.testing.assert_array_equal(make_metric(name).score(make_input(model, "ig", seed=5)), first)
     other = make_metric(name).score(make_input(model, "ig", seed=6))
-    random_metric = name in ("max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate", "faithfulness_correlation")
+    meta = METRICS.meta(name)  # every sensitivity metric draws perturbations; others declare draws=True
+    random_metric = meta["category"] == "sensitivity" or name == "faithfulness_correlation" or bool(meta.get("draws"))
     assert (not np.allclose(other, first)) == random_metric
 
 
@@ -253,7 +257,7 @@ def test_noise_floor_only_for_stochastic_explainers(model, inp):
 
 
 def test_presets_name_registered_metrics_with_valid_params():
-    assert set(PRESETS["paper"]) == set(PAPER_METRICS) == set(METRICS.names())
+    assert set(PRESETS["paper"]) == set(PAPER_METRICS) <= set(METRICS.names())
     for preset in PRESETS.values():
         for name, params in preset.items():
             cfg.build(METRICS.get(name).Params, params, name)

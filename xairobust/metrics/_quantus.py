@@ -35,6 +35,9 @@ _TAGS = {
     "local_lipschitz_estimate": 3,
     "faithfulness_correlation": 4,
     "noise_floor": 5,
+    "relative_input_stability": 21,
+    "relative_output_stability": 22,
+    "relative_representation_stability": 23,
 }
 
 

@@ -276,8 +276,12 @@ def perturbed_ratios(
     chunking: Chunking,
     noise_override: np.ndarray | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    relative: frozenset[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
     """For every sample and perturbation k: the norms every sensitivity statistic needs.
+
+    ``relative``: also the Relative Input / Output / Representation Stability ratios ("ris",
+    "ros", "rrs"; xairobust.metrics.stability) of the same perturbed explanations.
 
     Returns (N, K) float64 arrays: ``raw`` = ||a - a'|| / ||a|| (Max/Avg-Sensitivity),
     ``lipschitz`` = ||n(a) - n(a')|| / (||x - x'|| + 1e-10) (LLE, n = per-sample max-normalisation),
@@ -289,6 +293,8 @@ def perturbed_ratios(
     d = int(np.prod(shape))
     out = {k: np.empty((n, K)) for k in ("raw", "lipschitz", "dist")}
     out["changed"] = np.zeros((n, K), dtype=bool)
+    for key in relative:
+        out[key] = np.empty((n, K))
     x_all = torch.as_tensor(inp.x, device=device)
     a_all = torch.as_tensor(inp.a, device=device)
     y_all = torch.as_tensor(inp.y, device=device, dtype=torch.int64)
@@ -315,6 +321,11 @@ def perturbed_ratios(
         out["raw"][idx] = raw.cpu().numpy()
         out["lipschitz"][idx] = (torch.linalg.vector_norm(na - nap, dim=2) / (dist + LLE_EPS)).cpu().numpy()
         out["dist"][idx] = dist.cpu().numpy()
+        if relative:
+            from xairobust.metrics.stability import relative_ratios
+
+            for key, vals in relative_ratios(rex.model, x, xp, a, ap, relative, chunking.points_per_pass).items():
+                out[key][idx] = vals
         if spec.drop_changed:
             with torch.no_grad():
                 before = outputs_argmax(rex.model, x, chunking.points_per_pass)

@@ -136,7 +136,9 @@ class _Sensitivity(QuantusMetric):
         spec = self.perturb_spec()
         key = ("perturbed", spec, id(inp), None if self.noise_override is None else id(self.noise_override))
         if key not in self.shared:
-            self.shared[key] = native.perturbed_ratios(inp, spec, rex, chunking, self.noise_override, self.progress)
+            # every relative-stability ratio any metric of this run wants from the same draws
+            relative = frozenset(self.shared.get(("relative", spec), ()))
+            self.shared[key] = native.perturbed_ratios(inp, spec, rex, chunking, self.noise_override, self.progress, relative)
         else:
             self.progress(len(inp.x))
         found = self.shared[key]

@@ -104,6 +104,10 @@ def build_metrics(conf: ScoreConfig) -> tuple[str | None, dict[str, Metric]]:
     for metric in out.values():
         if isinstance(metric, QuantusMetric):
             metric.shared = shared
+    for metric in out.values():  # e.g. RIS/ROS/RRS ask Max/Avg-Sensitivity's pass for their ratios
+        declare = getattr(metric, "declare_shared", None)
+        if declare is not None:
+            declare(shared)
     return preset, out
 
 
