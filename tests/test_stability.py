@@ -102,3 +102,20 @@ def test_drop_changed_makes_a_sample_nan_as_quantus(model):
     assert np.isnan(big).any() and np.isfinite(big).any()
     np.testing.assert_allclose(big, expected, rtol=1e-5)
     assert ref.diagnostics()["dropped_prediction_changed"] == int(np.isnan(expected).sum())
+
+
+def test_extended_and_all_presets():
+    from xairobust.metrics.presets import PAPER_METRICS, resolve_metrics
+    from xairobust.registry import METRICS
+
+    preset, chosen = resolve_metrics("extended")
+    assert preset == "extended" and set(PAPER_METRICS) < set(chosen) and set(NAMES) <= set(chosen)
+    preset, chosen = resolve_metrics("all")
+    assert preset == "all" and set(chosen) == set(METRICS.names())
+    from xairobust.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="preset 'all' cannot be combined"):
+        resolve_metrics("all,complexity")
+    # the three share Max/Avg-Sensitivity's draws at the preset's (default) parameters
+    specs = {make_metric(n, "native", nr_samples=200).perturb_spec() for n in ("max_sensitivity", *NAMES)}
+    assert len(specs) == 1

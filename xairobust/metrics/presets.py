@@ -1,4 +1,4 @@
-"""Metric presets: ``--metrics paper`` and ``--metrics quick``; a preset maps metric -> params.
+"""Metric presets: ``--metrics paper``, ``quick``, ``extended``, ``all``; a preset maps metric -> params.
 
 Where the settings come from
 ----------------------------
@@ -37,8 +37,20 @@ PAPER_METRICS = (
     "sparseness",
 )
 
+# ``extended``: the seven plus the relative-stability family (issue 18) at their defaults, whose
+# draws coincide with Max/Avg-Sensitivity's (nr_samples 200, radius 8/255): they reuse the same
+# perturbed explanations and add only forward passes. ``all``: every registered metric at its
+# defaults (resolved when asked, so a newly registered metric is in it).
+EXTENDED_METRICS = (
+    *PAPER_METRICS,
+    "relative_input_stability",
+    "relative_output_stability",
+    "relative_representation_stability",
+)
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {name: {} for name in PAPER_METRICS},  # every parameter at its documented default
+    "extended": {name: {} for name in EXTENDED_METRICS},
     "quick": {
         "max_sensitivity": {"nr_samples": 10},
         "avg_sensitivity": {"nr_samples": 10},
@@ -55,19 +67,21 @@ def resolve_metrics(spec: str | list[str]) -> tuple[str | None, dict[str, dict[s
     """``'paper'`` / ``'quick'`` / ``'complexity,sparseness'`` -> (preset name or None, {metric: params})."""
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     names = [n for n in names if n]
+    if names == ["all"]:
+        return "all", {name: {} for name in METRICS.names()}
     if len(names) == 1 and names[0] in PRESETS:
         return names[0], {k: dict(v) for k, v in PRESETS[names[0]].items()}
     if not names:
         raise ConfigError("score: --metrics is empty; give a preset (paper, quick) or metric names")
     out: dict[str, dict[str, Any]] = {}
     for name in names:
-        if name in PRESETS:
+        if name in PRESETS or name == "all":
             raise ConfigError(f"score: preset '{name}' cannot be combined with other names in --metrics")
         if name not in METRICS:
             hint = did_you_mean(name, METRICS.names() + list(PRESETS))
             raise ConfigError(
                 f"score: unknown metric '{name}' in --metrics.{hint} Known: {', '.join(METRICS.names())};"
-                f" presets: {', '.join(PRESETS)}"
+                f" presets: {', '.join(PRESETS)}, all"
             )
         out[name] = {}
     return None, out
