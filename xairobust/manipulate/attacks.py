@@ -36,6 +36,7 @@ from xairobust.attacks.pgd import _ascent_direction, _clamp, eval_mode, project
 from xairobust.explain._common import sample_generator
 from xairobust.explain.differentiable import Differentiable
 from xairobust.manipulate.measures import centre_of_mass, k_of, to_map, topk_intersection
+from xairobust.perturb import DEFAULT_EPS, default_step_size
 from xairobust.registry import Registry
 
 MANIPULATIONS: Registry = Registry("manipulation attack")
@@ -44,7 +45,7 @@ MANIPULATIONS: Registry = Registry("manipulation attack")
 @dataclass
 class AttackSettings:
     norm: str = "linf"
-    eps: float = 8 / 255
+    eps: float = DEFAULT_EPS
     steps: int = 20
     step_size: float | None = None  # default 2.5 * eps / steps (PGD's rule)
     beta: float = 10.0  # softplus beta of the smoothed copy (Dombrowski et al. use 0.8-30)
@@ -54,7 +55,7 @@ class AttackSettings:
     value_range: tuple[float, float] | None = (0.0, 1.0)
 
     def resolved_step_size(self) -> float:
-        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        return self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
 
 
 @dataclass

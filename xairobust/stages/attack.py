@@ -22,6 +22,7 @@ from xairobust.config import require
 from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import mean_pearson
+from xairobust.perturb import DEFAULT_EPS, default_step_size
 from xairobust.progress import make_progress
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic
 from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, stamp_inputs
@@ -35,7 +36,7 @@ class AttackConfig:
     """Keys of ``xairobust attack --config``; radii live in the model's input space."""
 
     norm: Literal["linf", "l2"] = "linf"
-    eps: float = 8 / 255
+    eps: float = DEFAULT_EPS
     steps: int = 10
     step_size: float | None = None  # default 2.5 * eps / steps
     restarts: int = 1
@@ -58,7 +59,7 @@ class AttackConfig:
         require(self.batch_size >= 1, f"attack: --batch-size must be >= 1, got {self.batch_size}")
 
     def resolved_step_size(self) -> float:
-        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        return self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
 
 
 def _same_key(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -42,6 +42,7 @@ from xairobust.explain.differentiable import get as get_differentiable
 from xairobust.manipulate.attacks import MANIPULATIONS, AttackSettings, manipulate_batch
 from xairobust.manipulate.measures import FOOLED, MEASURES, Pair, compute_measures, to_map
 from xairobust.manipulate.smooth import softplus_copy
+from xairobust.perturb import DEFAULT_EPS
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
@@ -61,7 +62,7 @@ class ManipulateConfig:
     explainer: str = "ig"
     params: dict = field(default_factory=dict)  # the explainer's parameters (e.g. n_steps)
     norm: Literal["linf", "l2"] = "linf"
-    eps: float = 8 / 255
+    eps: float = DEFAULT_EPS
     steps: int = 20
     step_size: float | None = None  # default 2.5 * eps / steps
     beta: float = 10.0  # softplus beta of the copy the attack differentiates through

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from xairobust.attacks.pgd import pgd_attack
 from xairobust.config import require
+from xairobust.perturb import DEFAULT_EPS, default_step_size
 from xairobust.registry import METHODS
 from xairobust.training.base import TrainContext, TrainingMethod
 
@@ -23,7 +24,7 @@ class PGDParams:
     """Threat model and schedule of adversarial training (``xairobust train --method pgd``)."""
 
     norm: Literal["linf", "l2"] = "linf"
-    eps: float = 8 / 255
+    eps: float = DEFAULT_EPS
     step_size: float | None = None  # default 2.5 * eps / steps (Madry et al.)
     steps: int = 7
     random_start: bool = True
@@ -39,7 +40,7 @@ class PGDParams:
         require(self.adv_every >= 1, f"pgd: --adv-every must be >= 1, got {self.adv_every}")
 
     def resolved_step_size(self) -> float:
-        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        return self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
 
 
 @METHODS.register("pgd", label="Adv. Training")
