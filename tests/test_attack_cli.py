@@ -20,7 +20,7 @@ def _cases(run: Path, out: Path) -> dict[str, tuple[list[str], str]]:
     """The issue's bad inputs, through a real subprocess each."""
     train = ["train", "--epochs", "1", "--out", str(out)]
     return {
-        "pgd eps": (train + ["--method", "pgd", "--eps", "0"], "--eps"),
+        "pgd eps": (train + ["--method", "pgd", "--eps=-0.1"], "--eps"),
         "pgd steps": (train + ["--method", "pgd", "--steps", "0"], "--steps"),
         "pgd norm": (train + ["--method", "pgd", "--norm", "l3"], "norm"),
         "jacobian lam": (train + ["--method", "jacobian", "--lam", "-1"], "--lam"),

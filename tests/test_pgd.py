@@ -201,7 +201,19 @@ def test_adv_mix_averages_clean_and_adversarial_rows():
     assert logs["clean_loss"] == pytest.approx(float(nn.functional.cross_entropy(model(x), y)), abs=1e-6)
 
 
-@pytest.mark.parametrize("bad,match", [({"eps": 0}, "--eps"), ({"eps": -1}, "--eps"), ({"steps": 0}, "--steps"),
+def test_eps_zero_is_clean_training_through_the_same_method():
+    # The bottom rung of a robustness ladder: the loss is exactly the clean cross-entropy, every epoch.
+    model = _net().eval()
+    x, y = _data(16)
+    method = PGDTraining(PGDParams(norm="l2", eps=0.0, steps=3, random_start=True))
+    with torch.no_grad():
+        clean_loss = float(nn.functional.cross_entropy(model(x), y))
+    for epoch in (0, 1):
+        loss, logs = method.loss(model, x, y, _ctx(epoch=epoch))
+        assert float(loss.detach()) == pytest.approx(clean_loss, rel=1e-6) and "adv_loss" not in logs
+
+
+@pytest.mark.parametrize("bad,match", [({"eps": -0.01}, "--eps"), ({"eps": -1}, "--eps"), ({"steps": 0}, "--steps"),
                                        ({"step_size": 0}, "--step-size"), ({"adv_every": 0}, "--adv-every")])
 def test_bad_params_name_the_option(bad, match):
     from xairobust.errors import ConfigError
