@@ -61,6 +61,46 @@ def test_grid_expands_hyperparameters_into_labelled_points():
     assert [label for label, _ in default] == ["pgdlike eps=1", "pgdlike eps=2"]
 
 
+def test_a_list_valued_param_is_a_ladder_expanded_like_a_grid():
+    ladder = make_zoo(methods=[{"name": "pgd", "params": {"norm": "l2", "eps": [0, 0.25, 0.5, 1.0], "steps": 3}}])
+    points = ladder.methods[0].expand()
+    assert [label for label, _ in points] == ["pgd eps=0", "pgd eps=0.25", "pgd eps=0.5", "pgd eps=1.0"]
+    assert [p for _, p in points] == [{"norm": "l2", "steps": 3, "eps": e} for e in (0, 0.25, 0.5, 1.0)]
+    # The same ladder written as a grid plans the same runs: one mechanism, two spellings.
+    grid = make_zoo(methods=[{"name": "pgd", "params": {"norm": "l2", "steps": 3}, "grid": {"eps": [0, 0.25, 0.5, 1.0]}}])
+    assert grid.methods[0].expand() == points
+    labelled = make_zoo(methods=[{"name": "jacobian", "label": "JR {lam}", "params": {"lam": [0.01, 0.2]}}])
+    assert [label for label, _ in labelled.methods[0].expand()] == ["JR 0.01", "JR 0.2"]
+
+
+def test_a_list_typed_param_stays_one_value_beside_a_ladder():
+    nsloss = make_zoo(methods=[{"name": "nsloss", "params": {"layers": ["net.0*", "net.3*"], "lam": [0.1, 1.0]}}])
+    points = nsloss.methods[0].expand()
+    assert [label for label, _ in points] == ["nsloss lam=0.1", "nsloss lam=1.0"]
+    assert all(p["layers"] == ["net.0*", "net.3*"] for _, p in points)
+
+
+@pytest.mark.parametrize("method,message", [
+    ({"name": "pgd", "params": {"eps": []}}, "params.eps is an empty ladder"),
+    ({"name": "pgd", "params": {"eps": [0.1]}, "grid": {"eps": [0.2]}}, "'eps' is in both params and grid"),
+])
+def test_bad_ladder_is_one_clear_error(method, message):
+    with pytest.raises(ConfigError) as err:
+        make_zoo(methods=[method])
+    assert message in str(err.value)
+
+
+def test_ladder_dry_run_lists_one_run_per_rung(tmp_path):
+    zoo = tmp_path / "ladder.yaml"
+    zoo.write_text("name: ladder\ndatasets: [digits]\nmodels: [digits_cnn]\n"
+                   "methods:\n  - {name: pgd, params: {norm: linf, eps: [0, 0.1], steps: 2}}\nseeds: 2\n")
+    out = subprocess.run([sys.executable, "-m", "xairobust", "batch", str(zoo), "--dry-run", "--root", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    trains = sorted(line.split()[2].rsplit("-", 1)[0] for line in out.stdout.splitlines() if line.split()[:2] == ["run", "train"])
+    assert trains == sorted(f"digits_digits_cnn_pgd_eps={e}_s{s}" for e in (0, 0.1) for s in (0, 1))
+
+
 def test_seeds_count_means_range():
     assert make_zoo(seeds=3).seeds == [0, 1, 2]
     assert make_zoo(seeds=[4, 7]).seeds == [4, 7]

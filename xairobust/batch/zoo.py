@@ -49,6 +49,18 @@ class ModelEntry:
     attack: dict = field(default_factory=dict)  # e.g. the attack radius this model was trained at
 
 
+def _list_typed_params(method: str) -> set[str]:
+    """Names of ``method``'s hyper-parameters whose type is itself a list (empty for an unknown method)."""
+    from xairobust.registry import METHODS
+
+    if method not in METHODS:
+        return set()  # an unknown method is reported by the planner, with its suggestions
+    params_cls = METHODS.get(method).Params
+    if not dataclasses.is_dataclass(params_cls):
+        return set()
+    return {f.name for f in dataclasses.fields(params_cls) if str(f.type).startswith(("list", "tuple", "List", "Tuple"))}
+
+
 @dataclass
 class MethodEntry:
     """A training method with fixed ``params`` and an optional ``grid`` of lists to expand.
@@ -87,6 +99,7 @@ class MethodEntry:
             self.name = self.name or "imported"
             return
         require(bool(self.name), "a method entry needs a name (a training method) or run: PATH (an existing run)")
+        self._ladders_into_grid()
         for key, values in self.grid.items():
             require(
                 isinstance(values, list) and len(values) > 0,
@@ -94,6 +107,19 @@ class MethodEntry:
             )
             require(key not in self.params, f"method '{self.name}': '{key}' is in both params and grid")
         self.expand()  # a label that names an unknown hyper-parameter fails here, not mid-batch
+
+    def _ladders_into_grid(self) -> None:
+        """A list given for a scalar hyper-parameter is a ladder: ``params: {eps: [0, 0.25, 0.5]}``.
+
+        It expands exactly like ``grid`` (one run per value, labelled by the value), so a
+        robustness ladder reads as the paper states it. Parameters that are lists by type
+        (NsLoss ``layers``) keep their list as one value.
+        """
+        list_typed = _list_typed_params(self.name)
+        for key in [k for k, v in self.params.items() if isinstance(v, list) and k not in list_typed]:
+            require(key not in self.grid, f"method '{self.name}': '{key}' is in both params and grid")
+            require(len(self.params[key]) > 0, f"method '{self.name}': params.{key} is an empty ladder; give at least one value")
+            self.grid[key] = self.params.pop(key)
 
     def expand(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, params) for every point of the hyper-parameter grid."""
