@@ -237,7 +237,10 @@ class _Builder:
         for i, entry in enumerate(self.zoo.methods):
             for path in entry.run or []:
                 where = f"{self.where}: methods[{i}]: run {path}"
-                run_dir = Path(path).expanduser().resolve()
+                try:
+                    run_dir = Path(path).expanduser().resolve(strict=False)
+                except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+                    raise ConfigError(f"{where}: cannot resolve the path ({exc})") from None
                 try:
                     meta = read_run_meta(run_dir)
                     ds_name, model_name = meta["dataset"]["name"], meta["model"]["name"]

@@ -38,6 +38,7 @@ from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_compa
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
 from xairobust.runs import write_json_atomic
 from xairobust.stages.contract import STAGES, Stage
+from xairobust.validate import mark_folder
 
 
 @dataclass
@@ -178,6 +179,7 @@ def build_report(
         visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
         from xairobust.report.manipulation import write_section  # manipulation attacks (issue 10)
         write_section(runs, staging, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
+        mark_folder(out, "xairobust report")  # before its files: a killed report's folder is still known as one
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -205,7 +207,7 @@ def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
         for rel in ("run.json", "model.safetensors", "robustness.json"):
             if (path / rel).is_file():
                 files[f"{path}:{rel}"] = path / rel
-        for folder in ("scores", "attributions"):
+        for folder in ("scores", "attributions", "manipulation", "visualisations"):
             if (path / folder).is_dir():
                 for f in sorted((path / folder).rglob("*")):
                     if f.is_file() and f.suffix in (".csv", ".json", ".safetensors"):
