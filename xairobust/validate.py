@@ -183,6 +183,7 @@ def check_attributions(
     path: Path,
     allow_nonfinite: bool = False,
     allow_degenerate: bool = False,
+    allow_constant: bool = False,
 ) -> list[int]:
     """Check an attribution file against its run; returns the rows with non-finite attributions.
 
@@ -191,6 +192,8 @@ def check_attributions(
     sample indices that are negative, repeated or beyond the test split, and -- unless
     ``allow_nonfinite`` -- any NaN/inf attribution (the message counts the samples affected).
     With ``allow_nonfinite`` the rows affected are returned so that the caller scores the others.
+    Degenerate maps (all zero; constant unless ``allow_constant``, e.g. the 'constant' control) are
+    refused unless ``allow_degenerate``: they rank no feature and give inf/NaN sensitivities.
     """
     import torch
 
@@ -234,6 +237,8 @@ def check_attributions(
     if len(bad) == n:
         raise RunError(f"{path}: every sample has NaN/inf attributions; nothing to score")
     zero, constant = degenerate_rows(a, skip=bad)
+    if allow_constant:
+        constant = []
     if (zero or constant) and not allow_degenerate:
         first = int(idx[(zero or constant)[0]])
         raise RunError(

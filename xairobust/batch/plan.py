@@ -234,6 +234,7 @@ class _Builder:
         datasets = {d.name: d for d in self.zoo.datasets}
         models = {m.name: m for m in self.zoo.models}
         found: list[tuple[DatasetEntry, ModelEntry, str, Job]] = []
+        listed: dict[Path, str] = {}
         for i, entry in enumerate(self.zoo.methods):
             for path in entry.run or []:
                 where = f"{self.where}: methods[{i}]: run {path}"
@@ -241,6 +242,9 @@ class _Builder:
                     run_dir = Path(path).expanduser().resolve(strict=False)
                 except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
                     raise ConfigError(f"{where}: cannot resolve the path ({exc})") from None
+                if run_dir in listed:  # one run, one row: a second entry would double its samples
+                    raise ConfigError(f"{where}: run {run_dir} is listed twice (also as {listed[run_dir]}); list each run once")
+                listed[run_dir] = f"methods[{i}]"
                 try:
                     meta = read_run_meta(run_dir)
                     ds_name, model_name = meta["dataset"]["name"], meta["model"]["name"]

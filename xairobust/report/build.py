@@ -109,6 +109,19 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def verify_sections(runs: list) -> None:
+    """Every manipulation and visualisation file the report will read, verified (provenance and
+    the sha256 its stage recorded) and its CSV checked, before any work or warning: a damaged
+    file fails the report with one line, never half-way through the figures."""
+    from xairobust.report.manipulation import collect as collect_manipulations
+
+    collect_manipulations(runs)
+    for run in runs:
+        visual.metric_docs(run)
+        for kind in visual.KINDS:
+            visual._load(run, kind)
+
+
 def build_report(
     run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: bool = False, *, registry: Registry | None = None
 ) -> list[Path]:
@@ -123,6 +136,7 @@ def build_report(
     if not conf.runs:
         conf = dataclasses.replace(conf, runs=[str(p) for p in run_dirs])
     runs = collect_runs(list(run_dirs))
+    verify_sections(runs)
     if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only
         return visual.build_visual_report(runs, out, conf, quiet)
     explainers = resolve_explainers(runs, list(conf.explainer))

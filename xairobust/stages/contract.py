@@ -229,12 +229,13 @@ def provenance_block(resolved: StageIdentity) -> dict[str, Any]:
     return resolved.block()
 
 
-def verify_chain(doc_path: Path, run_dir: Path, hint: str) -> dict[str, Any]:
+def verify_chain(doc_path: Path, run_dir: Path, hint: str, outputs: bool = True) -> dict[str, Any]:
     """The JSON document at ``doc_path``, after checking every recorded input still has its hash.
 
     Raises :class:`StaleError` naming the stale file, the input that changed and ``hint`` (the
     command that recomputes it). A document with no provenance block cannot be verified and is
-    refused the same way.
+    refused the same way. With ``outputs`` (default) the files the document records it wrote
+    beside it must be unchanged too (:func:`changed_output`).
     """
     doc = read_json(doc_path)
     block = doc.get(PROVENANCE_KEY)
@@ -252,7 +253,7 @@ def verify_chain(doc_path: Path, run_dir: Path, hint: str) -> dict[str, Any]:
             raise StaleError(f"{doc_path} was computed from {path}, which no longer exists; recompute it with `{hint}`")
         if file_sha256(path) != expected:
             raise StaleError(f"{doc_path} is stale: {path} ({role}) changed since it was computed; recompute it with `{hint}`")
-    why = changed_output(doc, doc_path)
+    why = changed_output(doc, doc_path) if outputs else None
     if why is not None:
         raise StaleError(f"{why}; recompute it with `{hint}`")
     return doc

@@ -300,6 +300,11 @@ class ImportStage(Stage):
             move_aside = getattr(contract, "move_aside", None)  # artefacts of the old weights go aside
             if move_aside is not None:
                 move_aside(run_dir)
+        elif not force:  # the run's files would land among a user's own
+            from xairobust.runs import RUN_ENTRIES
+            from xairobust.validate import check_not_foreign
+
+            check_not_foreign(run_dir, "import: --out", force, known=RUN_ENTRIES)
         return _import(run_dir, conf, resolved, quiet)
 
 

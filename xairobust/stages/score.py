@@ -234,8 +234,10 @@ def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
     tensors, attr_meta = load_attributions(run_dir, conf.explainer)
     model, meta = load_run(run_dir)
     # Before any model pass (the pass-size probe below runs the model on the file's input shape).
+    # A control explainer's map may be constant by design (the 'constant' control): counted, not refused.
+    control = conf.explainer in EXPLAINERS and bool(EXPLAINERS.meta(conf.explainer).get("control"))
     skip = check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite,
-                              conf.allow_degenerate)
+                              conf.allow_degenerate, allow_constant=control)
     if meta["dataset"]["info"]["task"] == "regression" and any(
         getattr(m.params, "drop_changed", False) for m in metrics.values()
     ):
@@ -319,7 +321,9 @@ class ScoreStage(Stage):
 
 def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: bool) -> Path:
     _, attr_json = attribution_paths(run_dir, conf.explainer)
-    verify_chain(attr_json, run_dir, _explain_hint(run_dir, conf.explainer))
+    # The attribution file itself is score's input (its sha256 goes into the scores' provenance,
+    # and its structure is checked below); report refuses it when it differs from what explain wrote.
+    verify_chain(attr_json, run_dir, _explain_hint(run_dir, conf.explainer), outputs=False)
     preset, metrics = build_metrics(conf)
     refuses = EXPLAINERS.meta(conf.explainer).get("quantus_refuses") if conf.explainer in EXPLAINERS else None
     if conf.engine == "quantus" and refuses:

@@ -370,6 +370,8 @@ def _fid(run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -
     ds = meta["dataset"]
     device = pick_device(conf.device)
     kinds = _present_kinds(run_dir, conf)
+    for kind in kinds:  # every input verified before the first feature is extracted
+        load_visualisation(run_dir, kind)
     rows: list[dict[str, Any]] = []
     doc: dict[str, Any] = {"format": FORMAT, "extractor": conf.extractor}
     start = time.perf_counter()
