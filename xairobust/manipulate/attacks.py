@@ -26,7 +26,6 @@ networks have zero input Hessian); steps are signed gradients (L-inf) or normali
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from xairobust.attacks.pgd import _ascent_direction, _clamp, eval_mode, project
 from xairobust.explain._common import sample_generator
-from xairobust.explain.differentiable import Differentiable
+from xairobust.explain.base import Explainer
 from xairobust.manipulate.measures import centre_of_mass, k_of, to_map, topk_intersection
 from xairobust.perturb import DEFAULT_EPS, default_step_size
 from xairobust.registry import Registry
@@ -159,14 +158,10 @@ def random_perturbation(x: Tensor, seeds: Tensor, tries: int, norm: str, eps: fl
     return torch.stack(out, 1).to(x.device)
 
 
-ExplainFn = Callable[[nn.Module, Tensor, Tensor, Tensor, bool], Tensor]
-
-
 def manipulate_batch(
     model: nn.Module,
     smooth: nn.Module,
-    explainer: Differentiable,
-    params: object,
+    explainer: Explainer,
     attack: str,
     x: Tensor,
     targets: Tensor,
@@ -177,6 +172,9 @@ def manipulate_batch(
 ) -> tuple[Tensor, Tensor]:
     """(x_adv, kept_step) for one batch; kept_step is 0 where no step kept the prediction.
 
+    ``explainer`` is a registered, ``differentiable`` explainer: the attack back-propagates through
+    ``explainer.attribute(..., create_graph=True)`` on the softplus copy and judges every step with
+    the plain ``attribute`` on the original network -- the same maths and parameters as ``explain``.
     ``targets`` are the original predictions (the explained outputs). ``trace``, when given,
     receives per step the perturbation's L-inf and L2 norms and whether the prediction was kept.
     """
@@ -187,7 +185,7 @@ def manipulate_batch(
     s = settings
 
     def explain(net: nn.Module, inp: Tensor, graph: bool) -> Tensor:
-        return explainer.fn(net, inp, targets, params, seeds, graph)
+        return explainer.attribute(net, inp, targets, seeds, create_graph=graph)
 
     with eval_mode(model):
         best = x.clone()
