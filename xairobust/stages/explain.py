@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.data.base import get_dataset
+from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import Explainer, sample_seeds
@@ -91,21 +91,6 @@ def wants_background(name: str, params: Any) -> bool:
     cls = EXPLAINERS.get(name)
     hook = getattr(cls, "wants_background", None)
     return bool(hook(params)) if hook else bool(cls.needs_background)
-
-
-def select_indices(labels: Tensor | None, n_total: int, n: int, selection: str, seed: int) -> Tensor:
-    """Deterministic choice of ``n`` test indices (see the module docstring)."""
-    n = min(n, n_total)
-    if selection == "random":
-        g = torch.Generator().manual_seed(seed)
-        return torch.randperm(n_total, generator=g)[:n].sort().values
-    if selection == "first" or labels is None:
-        return torch.arange(n)
-    per_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
-    order = []
-    for rank in range(max(len(p) for p in per_class)):
-        order.extend(int(p[rank]) for p in per_class if rank < len(p))
-    return torch.tensor(sorted(order[:n]), dtype=torch.int64)
 
 
 def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_outputs: int) -> Tensor:
@@ -315,7 +300,3 @@ def load_attributions(run_dir: str | Path, explainer: str) -> tuple[dict[str, Te
     doc = read_json(json_path)
     check_attribution_doc(doc, json_path)
     return load_tensors(tensors_path), doc
-
-
-def as_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
