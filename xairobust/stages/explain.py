@@ -133,7 +133,12 @@ class ExplainStage(Stage):
     order = 2
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
-        return {"weights": require_run(run_dir) / WEIGHTS}
+        found = {"weights": require_run(run_dir) / WEIGHTS}
+        cls = EXPLAINERS.get(conf.explainer)
+        hook = getattr(cls, "stage_inputs", None)  # e.g. the blur control's auto sigma reads stored maps
+        if hook is not None:
+            found.update(hook(cfg.build(cls.Params, conf.params, f"explainer '{conf.explainer}'"), Path(run_dir)))
+        return found
 
     def identity(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Any]:
         explainer_cls = EXPLAINERS.get(conf.explainer)
@@ -188,6 +193,10 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
 
     start = time.perf_counter()
     explainer = explainer_cls(params, None if background is None else background.to(device))
+    prepare = getattr(explainer, "prepare", None)
+    if prepare is not None:  # e.g. the blur control resolves its auto sigma (recorded in params)
+        prepare(run_dir)
+        params_dict = cfg.to_dict(explainer.params)
     from xairobust.metrics.native import cap_explainer, default_points_per_pass
 
     model.eval()
@@ -221,6 +230,7 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
         "explainer": conf.explainer,
         "all_zero_attributions": zero,
         "params": params_dict,
+        **({"details": explainer.details} if getattr(explainer, "details", None) else {}),
         "stochastic": bool(explainer_cls.stochastic),
         "seed": conf.seed,
         "seeds": "per sample: sample_seeds(seed, index) = (index * 1000003 + seed) mod 2^62",
