@@ -231,7 +231,7 @@ def headline_figure(runs: pd.DataFrame, explainer: str, metas: dict[str, Any], l
     for m in metrics:
         families_of.setdefault(metas[m].category, []).append(m)
     ncols, nrows = len(families_of), max(len(v) for v in families_of.values())
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.7 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.5, 3.3 * ncols), 2.7 * nrows + 0.5), squeeze=False)
     styles = _family_styles(list(dict.fromkeys(part["family"])))
     rungs = rung_means(part, level)
     for col, (category, names) in enumerate(families_of.items()):
@@ -249,7 +249,9 @@ def headline_figure(runs: pd.DataFrame, explainer: str, metas: dict[str, Any], l
                 if g.empty:
                     continue
                 x = 100 * g["robust_acc"].to_numpy()
-                xerr = 100 * np.abs(np.vstack([g["robust_acc"] - g["robust_ci_low"], g["robust_ci_high"] - g["robust_acc"]]))
+                # Accuracy CIs drawn inside [0, 100] % (a t interval over 2-3 seeds can leave it).
+                lo, hi = np.clip(g["robust_ci_low"], 0, 1), np.clip(g["robust_ci_high"], 0, 1)
+                xerr = 100 * np.abs(np.vstack([g["robust_acc"] - lo, hi - g["robust_acc"]]))
                 yerr = np.abs(np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]))
                 ax.errorbar(x, g["mean"], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt=marker + "-",
                             color=colour, ms=5, lw=1, elinewidth=0.8, capsize=2,
@@ -260,13 +262,15 @@ def headline_figure(runs: pd.DataFrame, explainer: str, metas: dict[str, Any], l
             ax.grid(alpha=0.3, lw=0.5)
             if row == len(names) - 1:
                 ax.set_xlabel("robust accuracy (%)", fontsize=8)
+    # A band of half an inch above the panels holds the title and the colour legend.
+    height = fig.get_figheight()
     handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.suptitle(f"{explainer}: metric vs robust accuracy (faint: runs; large: mean over seeds, bars {level:.0%} CI)",
+                 fontsize=10, y=1 - 0.05 / height)
     if handles:
         fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 1.0 + 0.04 / nrows))
-    fig.suptitle(f"{explainer}: metric vs robust accuracy (points: runs; bars: {level:.0%} CI over seeds)",
-                 fontsize=10, y=1.0 + 0.11 / nrows)
-    fig.tight_layout()
+                   bbox_to_anchor=(0.5, 1 - 0.22 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height))
     return _png(fig, dpi)
 
 
