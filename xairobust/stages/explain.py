@@ -1,8 +1,9 @@
 """The explain stage: run directory -> attributions/<explainer>.safetensors + <explainer>.json.
 
-The safetensors file is self-contained (inputs, targets, indices, attributions and, for
+The safetensors file is self-contained (inputs, targets, indices, attributions, for classifiers
+``correct`` -- whether the model's prediction on the clean input equals the label -- and, for
 explainers that draw baselines from the training data, the ``background`` they drew from), so
-``score`` never needs the dataset.
+``score`` and ``report`` never need the dataset.
 
 Sample choice (deterministic, documented): ``selection=stratified`` (default for classifiers)
 takes the test split in its stored order and picks classes round-robin -- the first sample of
@@ -216,6 +217,11 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
     wall = time.perf_counter() - start
 
     tensors = {"inputs": x, "targets": targets, "indices": indices, "attributions": attributions}
+    if task == "classification":
+        # Per sample: does this model classify the clean input correctly? Recorded here, the one
+        # stage that has the prediction and the label, so reports can restrict a comparison to the
+        # samples every model gets right (`report --common-correct`, issue 19) without the dataset.
+        tensors["correct"] = outputs.argmax(1) == y
     tensors.update({f"extra.{k}": v for k, v in extras.items()})
     if background is not None:
         tensors["background"] = background

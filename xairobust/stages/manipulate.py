@@ -36,9 +36,7 @@ from xairobust.config import require
 from xairobust.data.base import get_dataset
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
-from xairobust.explain.base import sample_seeds
-from xairobust.explain.differentiable import DIFFERENTIABLE
-from xairobust.explain.differentiable import get as get_differentiable
+from xairobust.explain.base import differentiable_explainer, sample_seeds
 from xairobust.manipulate.attacks import MANIPULATIONS, AttackSettings, manipulate_batch
 from xairobust.manipulate.measures import FOOLED, MEASURES, Pair, compute_measures, to_map
 from xairobust.manipulate.smooth import softplus_copy
@@ -50,7 +48,10 @@ from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_j
 from xairobust.stages.contract import STAGES, Stage, StageIdentity
 from xairobust.stages.explain import select_indices
 
-FORMAT = 1
+# 2: the attacked explainer is the registered explainer with its registered parameters (the
+# same map as `explain` gives under that name); format 1 used a separate differentiable copy
+# with other defaults (saliency abs, SmoothGrad 8 samples sigma 0.1, IG 16 steps). Issue 17.
+FORMAT = 2
 CSV_COLUMNS = ("index", "target", "explainer", "metric", "value")
 
 
@@ -112,26 +113,20 @@ def manipulation_paths(run_dir: Path, attack: str, explainer: str) -> tuple[Path
 
 
 def _explainer_params(name: str, params: dict[str, Any]) -> Any:
-    d = get_differentiable(name)
-    return cfg.build(d.Params, params, f"explainer '{name}'")
+    """The attacked explainer's parameters, validated (registered defaults where not given)."""
+    return differentiable_explainer(name, params).params
 
 
 def transfer_explain(name: str):
     """fn(model, x, targets, seeds) -> attributions for a --transfer-to explainer: the registered
-    explainer (default parameters) when there is one, else the differentiable version."""
-    if name in EXPLAINERS:
-        from xairobust.stages.explain import build_explainer, wants_background
+    explainer with its default parameters."""
+    from xairobust.stages.explain import build_explainer, wants_background
 
-        cls = EXPLAINERS.get(name)
-        if wants_background(name, cfg.build(cls.Params, {}, name)):
-            raise ConfigError(f"manipulate: --transfer-to {name} needs training-data baselines; not supported here")
-        ex = build_explainer(name, {})
-        return lambda m, x, t, s: ex.attribute(m, x, t, s).detach()
-    if name in DIFFERENTIABLE:
-        d = DIFFERENTIABLE[name]
-        p = d.Params()
-        return lambda m, x, t, s: d.fn(m, x, t, p, s, False)
-    raise ConfigError(f"manipulate: --transfer-to: unknown explainer '{name}'. Known: {', '.join(EXPLAINERS.names())}")
+    cls = EXPLAINERS.get(name)
+    if wants_background(name, cfg.build(cls.Params, {}, name)):
+        raise ConfigError(f"manipulate: --transfer-to {name} needs training-data baselines; not supported here")
+    ex = build_explainer(name, {})
+    return lambda m, x, t, s: ex.attribute(m, x, t, s).detach()
 
 
 @STAGES.register("manipulate")
@@ -212,8 +207,10 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     info = meta["dataset"]["info"]
     if info["task"] != "classification":
         raise ConfigError("manipulate: needs a classifier (the prediction must stay unchanged)")
-    diff = get_differentiable(conf.explainer)
-    params = _explainer_params(conf.explainer, conf.params)
+    explainer = differentiable_explainer(conf.explainer, conf.params)
+    params = explainer.params
+    if hasattr(explainer, "want_delta"):
+        explainer.want_delta = False  # IG's convergence delta: nothing here reads it
     transfers = {name: transfer_explain(name) for name in conf.transfer_to}
     MEASURES.get(conf.fool_measure)
     vr = info.get("value_range")
@@ -236,7 +233,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     bs = conf.batch_size
     t0, c0 = time.perf_counter(), time.process_time()
     orig_attr = torch.cat([
-        diff.fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
+        explainer.attribute(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
         for s in range(0, len(x_all), bs)
     ])
     explain_s = (time.perf_counter() - t0) / len(x_all)
@@ -253,7 +250,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
             sl = slice(s, s + bs)
             tm = target_maps[sl].to(device) if target_maps is not None else None
             xa, kept = manipulate_batch(
-                model, smooth, diff, params, conf.attack, x_all[sl].to(device), preds[sl].to(device),
+                model, smooth, explainer, conf.attack, x_all[sl].to(device), preds[sl].to(device),
                 seeds_all[sl], settings, target_map=tm,
             )
             adv_parts.append(xa.cpu())
@@ -266,7 +263,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     with torch.no_grad():
         preds_adv = torch.cat([model(x_adv[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_adv), 256)])
     adv_attr = torch.cat([
-        diff.fn(model, x_adv[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
+        explainer.attribute(model, x_adv[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
         for s in range(0, len(x_adv), bs)
     ])
 
