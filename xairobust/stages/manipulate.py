@@ -34,6 +34,7 @@ from torch import Tensor
 from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.data.base import get_dataset
+from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import differentiable_explainer, sample_seeds
@@ -46,7 +47,6 @@ from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic, write_text_atomic
 from xairobust.stages.contract import STAGES, Stage, StageIdentity
-from xairobust.stages.explain import select_indices
 
 # 2: the attacked explainer is the registered explainer with its registered parameters (the
 # same map as `explain` gives under that name); format 1 used a separate differentiable copy
