@@ -46,9 +46,8 @@ ARROWS = {"higher": "↑", "lower": "↓", None: ""}
 
 def find_manipulations(run_path: Path) -> list[tuple[str, str, Path]]:
     """(attack, explainer, json path) of every finished manipulation in a run directory."""
-    from xairobust.runs import read_json
-
     from xairobust.errors import RunError
+    from xairobust.runs import read_json
 
     folder = Path(run_path) / "manipulation"
     found = []
@@ -81,14 +80,12 @@ def collect(runs: list[Any]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-CSV_COLUMNS = ("index", "target", "explainer", "metric", "value")
-
-
 def read_manipulation_csv(path: Path, doc: dict[str, Any]) -> pd.DataFrame:
     """manipulation/<attack>_<explainer>.csv checked (columns, numbers, duplicates, the indices
     within the test split, as many samples as its JSON says): one-line RunError naming it."""
     from xairobust.errors import RunError
     from xairobust.report.collect import read_long_csv
+    from xairobust.stages.manipulate import CSV_COLUMNS
 
     split = doc.get("split_size")
     split = split if isinstance(split, int) and not isinstance(split, bool) else None
