@@ -262,7 +262,7 @@ def cases() -> list[Case]:
     add(Case("report visual metrics CSV edited", rep, sha, both(with_run(), edit_text(vis, value_set))))
     add(Case("report vouched visual metrics CSV non-numeric", rep, "'value' is not a number ('x')",
              both(with_run(), edit_text(vis, lambda b: value_set(b, "x"), stamp="visualisations/metrics_run-template.json"))))
-    add(Case("report vouched visual metrics CSV duplicated", rep, "appears twice",
+    add(Case("report vouched visual metrics CSV duplicated", rep, "sample 0 scored twice for 'class_fid'",
              both(with_run(), edit_text(vis, duplicated, stamp="visualisations/metrics_run-template.json"))))
     add(Case("report run.json nested too deeply", rep, "nested too deeply", both(with_run(), with_file("run/run.json", DEEP))))
 

@@ -63,6 +63,7 @@ class ReportConfig:
     formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
     dpi: int = 150
     runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
+    labels: dict = field(default_factory=dict)  # run directory -> row label (a zoo's `run:` entry with `label:`)
 
     def __post_init__(self) -> None:
         require(0 < self.alpha < 1, "report: --alpha must be in (0, 1)")
@@ -135,7 +136,7 @@ def build_report(
     out = Path(out)
     if not conf.runs:
         conf = dataclasses.replace(conf, runs=[str(p) for p in run_dirs])
-    runs = collect_runs(list(run_dirs))
+    runs = collect_runs(list(run_dirs), conf.labels)
     verify_sections(runs)
     if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only
         return visual.build_visual_report(runs, out, conf, quiet)

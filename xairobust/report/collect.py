@@ -126,8 +126,11 @@ def _headline_delta_mae(rob: dict[str, Any], where: Path) -> float:
     return math.nan
 
 
-def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
-    """Records of every run directory among/below ``paths``; none found or duplicates -> error."""
+def collect_runs(paths: list[str | Path], labels: dict[str, str] | None = None) -> list[RunRecord]:
+    """Records of every run directory among/below ``paths``; none found or duplicates -> error.
+
+    ``labels`` maps a run directory (resolved path) to the row label to use instead of its
+    run.json's (a zoo's ``run:`` entry with ``label:``)."""
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise RunError(f"report: no such file or directory: {', '.join(missing)}")
@@ -138,6 +141,11 @@ def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
             " create them with `xairobust train`"
         )
     runs = [read_run(d) for d in dirs]
+    if labels:
+        import dataclasses
+
+        wanted = {str(Path(k).resolve()): v for k, v in labels.items()}
+        runs = [dataclasses.replace(r, label=wanted.get(str(r.path.resolve()), r.label)) for r in runs]
     seen: dict[tuple[str, str, int], Path] = {}
     for r in runs:
         key = (r.setting, r.label, r.seed)
