@@ -29,7 +29,7 @@ import click
 import torch
 
 from xairobust import config as cfg
-from xairobust.cli_util import config_option, merged_config, quiet_option, resolve_run, run_options
+from xairobust.cli_util import config_option, model_options, merged_config, quiet_option
 
 
 def _nsloss0(model, splits, params, batches: int, batch_size: int, gen: torch.Generator, device) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
 
 @click.command("tune-lambda", context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
-@run_options("Run directory of the standard model (e.g. runs/digits_standard).")
+@model_options()
 @click.option("--eps-ns", help="NsLoss perturbation radius (L2, input space).")
 @click.option("--perturbations", type=int, help="N perturbations per sample (default 5).")
 @click.option("--layers", help="Comma-separated glob patterns of measured modules (default: every conv/linear).")
@@ -189,13 +189,13 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
 @click.option("--data-dir", help="Where datasets live.")
 @click.option("--out", help="JSON file to write (default RUN/tune_lambda.json).")
 @quiet_option
-def tune_lambda_command(config_path: str | None, quiet: bool, run_dir: str | None, model_alias: str | None,
+def tune_lambda_command(config_path: str | None, quiet: bool, model_ref,
                         **options) -> None:
     """Choose NsLoss's lambda for a standard run with the paper's protocol (sec. 4.4)."""
     from xairobust.validate import check_output_file, check_run
 
     data = merged_config(config_path, options)
-    run = resolve_run("tune-lambda", run_dir, model_alias, data)
+    run = model_ref.resolve("tune-lambda", data)
     check_run(run)
     # the result is written after minutes of fine-tuning: a bad --out must fail now
     check_output_file(data["out"] if data.get("out") else f"{run}/tune_lambda.json", "--out")
