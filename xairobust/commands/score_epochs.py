@@ -28,7 +28,9 @@ def score_epochs(runs: tuple[str, ...], model_ref: ModelRef, config_path: str | 
     from xairobust.stages.score import ScoreConfig
 
     data = merged_config(config_path, options)
-    runs = tuple(ModelRef(models=runs + model_ref.models, runs=model_ref.runs, quiet=quiet).resolve_all("score-epochs", data))
+    import dataclasses
+
+    runs = tuple(dataclasses.replace(model_ref, models=runs + model_ref.models).resolve_all("score-epochs", data))
     explainer = str(data.pop("explainer", "ig"))
     common = {k: data.pop(k) for k in ("seed", "device") if k in data}
     explain_conf = cfg.build(ExplainConfig, {"explainer": explainer, "n": data.pop("n", 50),

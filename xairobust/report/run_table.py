@@ -101,8 +101,8 @@ def summarise_run(run_dir: str | Path, explainer: str, digits: int = 3) -> RunSu
     caption["spread"] = SPREAD + (f" (n: {', '.join(fewer)})" if fewer else "") + "."
     caption["marks"] = False  # one row: nothing to rank
     caption["rows"] = "Run"
-    if scores[FLOOR].notna().any():
-        caption["sig"] = "[floor x]: noise floor"  # shown as in the report (no statistics for one run)
+    if scores[FLOOR].notna().any():  # no statistics for one run: the floor note goes with the spread
+        caption["spread"] = caption["spread"][:-1] + "; [floor x]: the mean noise floor (the metric at zero input perturbation)."
     tex = latex_document([latex_table(table, caption)], writer="xairobust score", name=f"{explainer}.tex")[1]
     md = markdown_table(table, caption)
     return RunSummary(run.path, explainer, run.label, table, metas, tex, md)
