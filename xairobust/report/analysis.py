@@ -610,3 +610,110 @@ def _bootstrap_corr(x: np.ndarray, y: np.ndarray, n_boot: int, ci_level: float, 
         return tuple(float(t) for t in np.percentile(v, q)) if len(v) else (math.nan, math.nan)
 
     return pct(rho), pct(tau), int((~ok).sum())
+
+
+# -- report section -------------------------------------------------------------------------------
+
+
+def apply_floor(frame: pd.DataFrame) -> pd.DataFrame:
+    """``value`` minus the sample's noise floor in every (explainer, setting, metric) that has floors
+    (stochastic explainers' sensitivity metrics), as report's per-sample tests do (report/stats.py)."""
+    if "floor" not in frame.columns or not frame["floor"].notna().any():
+        return frame
+    has = frame.groupby(GROUP, sort=False)["floor"].transform(lambda f: f.notna().any()).astype(bool)
+    out = frame.copy()
+    out.loc[has, "value"] = out.loc[has, "value"] - out.loc[has, "floor"]
+    return out
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "–" if not math.isfinite(v) else f"{v:.{digits}g}"
+
+
+def seed_section_markdown(
+    seeds: pd.DataFrame, mixed: pd.DataFrame | None, *, baseline: str, correction: str, alpha: float,
+    counts: pd.DataFrame | None = None, floor: bool = False, ci_level: float = 0.95,
+) -> str:
+    """seeds.md: the seeds-as-unit table (and the mixed model's, when fitted), captions naming the unit."""
+    from xairobust.report.render import CORRECTION_NAMES, md_escape
+
+    corr = CORRECTION_NAMES[correction]
+    level = f"{100 * ci_level:g} %"
+    restricted = ""
+    if counts is not None and len(counts):
+        each = md_escape(", ".join(f"{r.explainer} {r.setting}: {r.n_common_correct} of {r.n_samples_before}"
+                                   for r in counts.itertuples(index=False)))
+        restricted = f" Only the samples every model of the comparison classifies correctly are used ({each})."
+    floor_note = (" Sensitivity metrics of stochastic explainers are the metric minus the sample's noise floor."
+                  if floor else "")
+    images_only = len(seeds) and (seeds["unit"] == "images only").all()
+    lines = ["### Seeds as the unit", ""]
+    if images_only:
+        lines += [f"Every method has one training seed here: {ONE_SEED_NOTE}. There is no between-seed test; the"
+                  " stars of table.md are about images.", ""]
+    lines += [
+        "Each run's mean over its test samples is one observation (n = seeds); each method is compared with"
+        f" {md_escape(baseline)}: paired t-test on seeds where the two share seeds (same seed: same initialisation),"
+        f" Welch's t-test otherwise; Δ = method − {md_escape(baseline)} with its {level} CI (t)."
+        f" \\*: {corr} p < {alpha:g} over all rows — **the stars are about training runs (seeds), not images**."
+        + restricted + floor_note,
+        "",
+        f"| Explainer | Setting | Metric | Method | seeds (m/b) | test | Δ [{level} CI] | p ({correction}) | |",
+        "| :-- | :-- | :-- | :-- | --: | :-- | --: | --: | :-- |",
+    ]
+    for r in seeds.itertuples(index=False):
+        ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
+        test = r.test if r.unit == "seeds" and math.isfinite(r.p_value) else (r.note or "–")
+        lines.append("| " + " | ".join([
+            md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), md_escape(r.label),
+            f"{r.n_seeds_method}/{r.n_seeds_baseline}", md_escape(test), _fmt(r.mean_diff) + ci,
+            _fmt(r.p_adjusted), "\\*" if r.significant else ""]) + " |")
+    if mixed is not None and len(mixed):
+        formula = mixed["formula"].iloc[0] if mixed["formula"].nunique() == 1 else "per row (mixed.csv)"
+        lines += [
+            "", "### Mixed model over all samples", "",
+            f"One REML mixed model per explainer, setting and metric over every sample of every run: `{formula}`"
+            " (statsmodels MixedLM, crossed random effects); Δ = the method's fixed effect (difference from"
+            f" {md_escape(baseline)}) with a {level} Wald CI that accounts for seed, run and image variance."
+            f" \\*: {corr} p < {alpha:g} — the stars are about methods, with seeds and images both as sources"
+            " of variance." + restricted + floor_note,
+            "",
+            f"| Explainer | Setting | Metric | Method | n obs | seeds | Δ [{level} CI] | p ({correction}) | |",
+            "| :-- | :-- | :-- | :-- | --: | --: | --: | --: | :-- |",
+        ]
+        for r in mixed.itertuples(index=False):
+            ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
+            lines.append("| " + " | ".join([
+                md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), md_escape(r.label),
+                str(r.n_obs), str(r.n_seeds), _fmt(r.estimate) + ci, _fmt(r.p_adjusted),
+                "\\*" if r.significant else ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def restrict_common_correct(scores: pd.DataFrame, runs: list, explainers: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Report's scores frame (column ``index``) restricted per (explainer, setting) to the common-correct
+    samples; (frame without a ``correct`` column, counts). No such sample in a comparison is a ConfigError."""
+    scored = attach_correct(scores, runs, explainers)
+    kept, counts = common_correct(scored, ("explainer", "setting"), sample_col="index")
+    empty = counts[counts["n_common_correct"] == 0]
+    if len(empty):
+        r = empty.iloc[0]
+        raise ConfigError(
+            f"--common-correct: no test sample of {r['explainer']}{' on ' + r['setting'] if r['setting'] else ''}"
+            f" is classified correctly by all {r['n_runs']} models; leave --common-correct off or drop a model"
+        )
+    return kept.drop(columns=["correct"]), counts
+
+
+def common_correct_caption(counts: pd.DataFrame, blocks: list[tuple[str, str]]) -> str:
+    """Caption words for a table whose blocks are (explainer, setting) pairs: how many samples it uses."""
+    c = counts.set_index(["explainer", "setting"])
+    parts = [(e, s, int(c.loc[(e, s), "n_common_correct"]), int(c.loc[(e, s), "n_samples_before"]))
+             for e, s in blocks if (e, s) in c.index]
+    if not parts:
+        return ""
+    if len({(n, m) for *_, n, m in parts}) == 1:
+        n, m = parts[0][2], parts[0][3]
+        return f"on the {n} of {m} test samples every model classifies correctly"
+    each = ", ".join(f"{e}{' ' + s if s else ''}: {n} of {m}" for e, s, n, m in parts)
+    return f"on the test samples every model classifies correctly ({each})"
