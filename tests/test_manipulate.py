@@ -22,7 +22,6 @@ from xairobust.manipulate import (
 )
 from xairobust.manipulate.measures import centre_of_mass, spearman_rows, topk_intersection
 from xairobust.models.base import create_model
-
 from xairobust.registry import EXPLAINERS
 
 INPUT_ATTACKS = [a for a in MANIPULATIONS.names() if not getattr(MANIPULATIONS.get(a), "model_level", False)]
@@ -94,7 +93,7 @@ def test_create_graph_gradient_equals_finite_differences():
     for name in ("saliency", "input_x_gradient", "ig"):
         ex = differentiable_explainer(name, {"n_steps": 4} if name == "ig" else {})
 
-        def f(z):
+        def f(z, ex=ex):
             return ex.attribute(net, z, t, seeds, create_graph=True).pow(2).sum()
 
         xr = x.clone().requires_grad_()
