@@ -85,6 +85,17 @@ def test_seed_table_is_seeds_as_unit(zoo, tmp_path):
     md = (tmp_path / "r" / "seeds.md").read_text()
     assert "the stars are about training runs (seeds), not images" in md
     assert "Mixed model" not in md and not (tmp_path / "r" / "mixed.csv").exists()
+    # dose-response over the 9 runs, the library's numbers (seeded bootstrap: identical)
+    dose = pd.read_csv(tmp_path / "r" / "dose_response.csv").set_index("metric")
+    ref = an.dose_response(an.collect_long([root], registry=fake_registry())).set_index("metric")
+    for col in ("spearman", "spearman_ci_low", "kendall_ci_high", "slope_per10", "slope_ci_high"):
+        assert dose[col].to_numpy() == pytest.approx(ref.loc[dose.index, col].to_numpy(), rel=1e-9)
+    rob = [0.5 - 0.4 * SHIFT[lab] for lab in SHIFT for _ in range(3)]
+    per_run = [values[(lab, s)]["max_sens"].mean() for lab in SHIFT for s in range(3)]
+    assert dose.loc["max_sens", "spearman"] == pytest.approx(sst.spearmanr(rob, per_run).statistic, rel=1e-12)
+    assert dose.loc["max_sens", "n_runs"] == 9 and "### Dose-response over runs" in md
+    # here clean accuracy is an exact linear function of robust accuracy: no adjusted slope, said so
+    assert dose["adj_slope_per10"].isna().all() and dose["note"].str.contains("not a linear").all()
 
 
 def test_mixed_flag_writes_mixed_csv(zoo, tmp_path):
@@ -120,6 +131,7 @@ def test_one_seed_says_images_only(tmp_path):
     _report(root, tmp_path / "r")
     md = (tmp_path / "r" / "seeds.md").read_text()
     assert an.ONE_SEED_NOTE in md and "the stars of table.md are about images" in md
+    assert not (tmp_path / "r" / "dose_response.csv").exists()  # no robust accuracies
 
 
 def test_common_correct_needs_recorded_correctness(tmp_path):

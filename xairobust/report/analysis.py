@@ -540,7 +540,8 @@ def _dose_one(part: pd.DataFrame, n_boot: int, ci_level: float, seed: int, alpha
     clean = 100 * part["clean_acc"].to_numpy(float)
     out.update(_ols_slope(y, x, None, ci_level))
     notes = []
-    if n >= 4 and np.isfinite(clean).all() and not np.all(clean == clean[0]):
+    collinear = np.linalg.matrix_rank(np.column_stack([np.ones(n), x, clean])) < 3 if np.isfinite(clean).all() else True
+    if n >= 4 and np.isfinite(clean).all() and not collinear:
         adj = _ols_slope(y, x, clean, ci_level)
         out.update({"adj_slope_per10": adj["slope_per10"], "adj_slope_se": adj["slope_se"],
                     "adj_ci_low": adj["slope_ci_low"], "adj_ci_high": adj["slope_ci_high"], "adj_p": adj["slope_p"],
@@ -548,7 +549,8 @@ def _dose_one(part: pd.DataFrame, n_boot: int, ci_level: float, seed: int, alpha
         changed, sentence = adjustment_change(out["slope_per10"], out["slope_p"], out["adj_slope_per10"], out["adj_p"], alpha)
         out.update(adjustment_changes=changed, adjustment_note=sentence)
     else:
-        notes.append("no clean-accuracy adjustment (needs >= 4 runs with differing clean accuracy)")
+        notes.append("no clean-accuracy adjustment (needs >= 4 runs whose clean accuracy is known and not a linear"
+                     " function of robust accuracy)")
     out["note"] = "; ".join(notes)
     return out
 
@@ -633,6 +635,7 @@ def _fmt(v: float, digits: int = 3) -> str:
 def seed_section_markdown(
     seeds: pd.DataFrame, mixed: pd.DataFrame | None, *, baseline: str, correction: str, alpha: float,
     counts: pd.DataFrame | None = None, floor: bool = False, ci_level: float = 0.95,
+    dose: pd.DataFrame | None = None,
 ) -> str:
     """seeds.md: the seeds-as-unit table (and the mixed model's, when fitted), captions naming the unit."""
     from xairobust.report.render import CORRECTION_NAMES, md_escape
@@ -687,6 +690,27 @@ def seed_section_markdown(
                 md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), md_escape(r.label),
                 str(r.n_obs), str(r.n_seeds), _fmt(r.estimate) + ci, _fmt(r.p_adjusted),
                 "\\*" if r.significant else ""]) + " |")
+    if dose is not None and np.isfinite(dose["spearman"].to_numpy(float)).any():
+        method = dose["corr_ci_method"].iloc[0] or "no CI"
+        lines += [
+            "", "### Dose-response over runs", "",
+            "Points are runs: robust accuracy (robustness.json) against the run's mean of the metric. Spearman and"
+            f" Kendall (tau-b) with {level} CIs ({md_escape(method)}); slope: OLS change of the metric per +10 points"
+            " of robust accuracy with its t CI; adjusted: the same with clean accuracy as a covariate."
+            + restricted + floor_note,
+            "",
+            "| Explainer | Setting | Metric | runs | Spearman [CI] | Kendall [CI] | slope / +10 pts [CI] |"
+            " adjusted for clean acc. [CI] | |",
+            "| :-- | :-- | :-- | --: | --: | --: | --: | --: | :-- |",
+        ]
+        for r in dose.itertuples(index=False):
+            def ci(v, lo, hi):
+                return _fmt(v) + (f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else "")
+            lines.append("| " + " | ".join([
+                md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), str(r.n_runs),
+                ci(r.spearman, r.spearman_ci_low, r.spearman_ci_high), ci(r.kendall, r.kendall_ci_low, r.kendall_ci_high),
+                ci(r.slope_per10, r.slope_ci_low, r.slope_ci_high), ci(r.adj_slope_per10, r.adj_ci_low, r.adj_ci_high),
+                md_escape(r.adjustment_note or r.note)]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -178,9 +178,12 @@ def build_report(
                                      ci_level=conf.ci_level)
     mixed = (analysis.mixed_effects(seed_frame, conf.baseline, ci_level=conf.ci_level, correction=conf.correction,
                                     alpha=conf.alpha, quiet=quiet) if conf.mixed else None)
+    dose = analysis.dose_response(seed_frame, n_boot=2000, ci_level=conf.ci_level, seed=conf.seed, alpha=conf.alpha)
+    if not dose["spearman"].notna().any():
+        dose = None  # fewer than 3 runs with a robust accuracy: no dose-response
     seeds_md = analysis.seed_section_markdown(
         seed_stats, mixed, baseline=conf.baseline, correction=conf.correction, alpha=conf.alpha, counts=counts,
-        floor=bool(scores[FLOOR].notna().any()), ci_level=conf.ci_level)
+        floor=bool(scores[FLOOR].notna().any()), ci_level=conf.ci_level, dose=dose)
     tex, tex_body = latex_document([latex_table(t, c) for t, c in zip(tables, captions, strict=True)])
     md = "\n".join(markdown_table(t, c) for t, c in zip(tables, captions, strict=True))
     html_tables = "\n".join(html_table(t, c) for t, c in zip(tables, captions, strict=True))  # the study page's
@@ -201,6 +204,8 @@ def build_report(
             mixed.to_csv(staging / "mixed.csv", index=False)
         if counts is not None:
             counts.to_csv(staging / "common_correct.csv", index=False)
+        if dose is not None:
+            dose.to_csv(staging / "dose_response.csv", index=False)
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
         visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
@@ -210,7 +215,7 @@ def build_report(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _remove_stale_figures(out / "figures", written)
-    for name in ("mixed.csv", "common_correct.csv"):  # written only with --mixed / --common-correct
+    for name in ("mixed.csv", "common_correct.csv", "dose_response.csv"):  # written only when asked / possible
         if out / name not in written:
             (out / name).unlink(missing_ok=True)
     # report.json last: what the tables were computed from (every input file's sha256).
