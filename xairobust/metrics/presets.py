@@ -46,6 +46,11 @@ EXTENDED_METRICS = (
     "relative_input_stability",
     "relative_output_stability",
     "relative_representation_stability",
+    # h18d: one per new family -- randomisation (MPRT: one re-explanation per layer), complexity
+    # (Effective Complexity) and alignment (no model pass)
+    "mprt",
+    "effective_complexity",
+    "alignment",
 )
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
