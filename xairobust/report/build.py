@@ -61,6 +61,7 @@ class ReportConfig:
     plot: Literal["box", "violin"] = "box"
     formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
     dpi: int = 150
+    controls: bool = True  # the sanity section (control rows, blur control, MPRT per layer) when runs have them
     runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
 
     def __post_init__(self) -> None:
@@ -178,6 +179,9 @@ def build_report(
         visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
         from xairobust.report.manipulation import write_section  # manipulation attacks (issue 10)
         write_section(runs, staging, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
+        if conf.controls:  # issue 18: control rows, blur control, MPRT per layer, verdicts (report/sanity.py)
+            from xairobust.report import sanity
+            sanity.write_section(runs, staging, stats, conf.baseline, registry, conf.figures, tuple(conf.formats), conf.dpi)
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -246,7 +250,7 @@ class ReportStage(Stage):
         return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
 
 
-FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_")
+FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_", "sanity_")
 
 
 def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
