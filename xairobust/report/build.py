@@ -36,7 +36,7 @@ from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.render import caption_parts, html_table, latex_document, latex_table, markdown_table
 from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
-from xairobust.runs import write_json_atomic
+from xairobust.runs import WEIGHTS, file_sha256, write_json_atomic
 from xairobust.stages.contract import STAGES, Stage
 
 
@@ -207,6 +207,9 @@ def build_report(
             counts.to_csv(staging / "common_correct.csv", index=False)
         if dose is not None:
             dose.to_csv(staging / "dose_response.csv", index=False)
+        # The per-sample values behind every mean and star, with the weights they came from, so
+        # a reader can recompute the tables without the run directories (scripts/check_results.py).
+        _samples_frame(scores, runs).to_csv(staging / SAMPLES_CSV, index=False)
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
         visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
@@ -234,6 +237,16 @@ def build_report(
 
 
 REPORT_JSON = "report.json"
+SAMPLES_CSV = "samples.csv"
+
+
+def _samples_frame(scores: pd.DataFrame, runs: list) -> pd.DataFrame:
+    """samples.csv: the long score frame the tables and tests were computed from (floors included),
+    plus each run's weights sha256 (recorded in run.json, verified by verify_run before this)."""
+    shas = {str(r.path): file_sha256(r.path / WEIGHTS) for r in runs}
+    keep = [c for c in ("explainer", "setting", "label", "method", "seed", "run", "index", "target", "metric",
+                        "value", FLOOR) if c in scores.columns]
+    return scores[keep].assign(weights_sha256=scores["run"].map(shas))
 # ReportConfig fields that do not change the tables (placement and inputs; inputs are hashed).
 _NOT_IDENTITY = ("runs", "formats", "dpi")
 
