@@ -143,3 +143,22 @@ def test_common_correct_needs_recorded_correctness(tmp_path):
     with pytest.raises(ConfigError, match="records no per-sample correctness for ig"):
         _report(root, tmp_path / "r", common_correct=True)
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_flags(zoo, tmp_path, monkeypatch, capsys):
+    from test_report_cli import one_line, run_entry
+
+    root, _ = zoo
+    code, out, err = run_entry(monkeypatch, capsys, "report", str(root), "--out", str(tmp_path / "r"),
+                               "--common-correct", "--mixed", "--no-figures", "--quiet")
+    assert code == 0, err
+    for name in ("common_correct.csv", "mixed.csv", "seed_stats.csv", "seeds.md", "dose_response.csv"):
+        assert (tmp_path / "r" / name).stat().st_size > 0, name
+    old = tmp_path / "old"
+    write_run(old, "standard", label="standard", seed=0, scores={"ig": {"max_sens": np.ones(8)}},
+              indices=np.arange(8) * 3, attributions=["ig"])
+    write_run(old, "pgd", label="pgd", seed=0, scores={"ig": {"max_sens": np.zeros(8)}},
+              indices=np.arange(8) * 3, attributions=["ig"])
+    code, out, err = run_entry(monkeypatch, capsys, "report", str(old), "--out", str(tmp_path / "o"),
+                               "--common-correct", "--no-figures", "--quiet")
+    one_line(code, err, "records no per-sample correctness for ig")

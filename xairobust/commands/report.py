@@ -39,6 +39,8 @@ from xairobust.errors import ConfigError
 @click.option("--figures/--no-figures", "figures", default=None, help="Write figures (default: yes).")
 @click.option("--plot", type=click.Choice(["box", "violin"]), help="Per-metric distribution plot (default: box).")
 @click.option("--grid-images", type=int, help="Test images in the attribution grid (default: 6).")
+@click.option("--controls/--no-controls", "controls", default=None,
+              help="Sanity section: control rows, blur control, MPRT per layer, verdicts (default: on when scored).")
 @click.option("--formats", help="Figure formats, e.g. pdf,png (default) or svg.")
 @quiet_option
 def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quiet: bool, **options) -> None:

@@ -36,7 +36,7 @@ from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.render import caption_parts, html_table, latex_document, latex_table, markdown_table
 from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
-from xairobust.runs import write_json_atomic
+from xairobust.runs import WEIGHTS, file_sha256, write_json_atomic
 from xairobust.stages.contract import STAGES, Stage
 
 
@@ -64,6 +64,7 @@ class ReportConfig:
     plot: Literal["box", "violin"] = "box"
     formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
     dpi: int = 150
+    controls: bool = True  # the sanity section (control rows, blur control, MPRT per layer) when runs have them
     runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
 
     def __post_init__(self) -> None:
@@ -206,11 +207,17 @@ def build_report(
             counts.to_csv(staging / "common_correct.csv", index=False)
         if dose is not None:
             dose.to_csv(staging / "dose_response.csv", index=False)
+        # The per-sample values behind every mean and star, with the weights they came from, so
+        # a reader can recompute the tables without the run directories (scripts/check_results.py).
+        _samples_frame(scores, runs).to_csv(staging / SAMPLES_CSV, index=False)
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
         visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
         from xairobust.report.manipulation import write_section  # manipulation attacks (issue 10)
         write_section(runs, staging, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
+        if conf.controls:  # issue 18: control rows, blur control, MPRT per layer, verdicts (report/sanity.py)
+            from xairobust.report import sanity
+            sanity.write_section(runs, staging, stats, conf.baseline, registry, conf.figures, tuple(conf.formats), conf.dpi)
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -230,6 +237,16 @@ def build_report(
 
 
 REPORT_JSON = "report.json"
+SAMPLES_CSV = "samples.csv"
+
+
+def _samples_frame(scores: pd.DataFrame, runs: list) -> pd.DataFrame:
+    """samples.csv: the long score frame the tables and tests were computed from (floors included),
+    plus each run's weights sha256 (recorded in run.json, verified by verify_run before this)."""
+    shas = {str(r.path): file_sha256(r.path / WEIGHTS) for r in runs}
+    keep = [c for c in ("explainer", "setting", "label", "method", "seed", "run", "index", "target", "metric",
+                        "value", FLOOR) if c in scores.columns]
+    return scores[keep].assign(weights_sha256=scores["run"].map(shas))
 # ReportConfig fields that do not change the tables (placement and inputs; inputs are hashed).
 _NOT_IDENTITY = ("runs", "formats", "dpi")
 
@@ -282,7 +299,7 @@ class ReportStage(Stage):
         return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
 
 
-FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_")
+FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_", "sanity_")
 
 
 def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
