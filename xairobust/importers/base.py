@@ -62,6 +62,7 @@ class Converted:
     mean: list[float] | None = None  # normalisation carried by the checkpoint, if any
     std: list[float] | None = None
     normalisation_from: str | None = None  # the checkpoint keys it was read from
+    clamp: tuple[float, float] | None = None  # the source model clamps its input first (MadryLab: [0, 1])
     entry: str | None = None  # the nested entry used ('state_dict', 'model', ...)
     rules: list[str] = field(default_factory=list)  # renaming rules applied, in order
     renamed: dict[str, str] = field(default_factory=dict)  # new key -> checkpoint key

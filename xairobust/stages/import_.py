@@ -324,6 +324,8 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
     plan = plan_conversion(conf, ckpt, info)
     mean, std, norm_source = resolve_normalisation(conf, plan.converted, info.input_shape[0])
     kwargs = {**plan.kwargs, "mean": mean, "std": std}
+    if plan.converted.clamp is not None:  # recorded in run.json (model.kwargs), so every load reproduces it
+        kwargs["clamp"] = list(plan.converted.clamp)
     torch.manual_seed(conf.seed)
     model = create_model(conf.model, **kwargs)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in plan.converted.state.values()})
@@ -361,7 +363,8 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
             "format_detected": plan.detected,
             "dtypes": dtypes,
         },
-        "normalisation": {"mean": mean, "std": std, "from": norm_source},
+        "normalisation": {"mean": mean, "std": std, "from": norm_source,
+                          **({"clamp": list(plan.converted.clamp)} if plan.converted.clamp is not None else {})},
         "mapping": plan.converted.mapping(),
         "inferred_model_kwargs": plan.inferred,
         "head": {"num_outputs": num_outputs, "dataset_classes": info.num_outputs, "matches_dataset": head_matches},

@@ -160,7 +160,7 @@ def init_from_run(model: nn.Module, init: str, model_name: str, model_kwargs: di
 
     meta = read_run_meta(init)
     other = meta["model"]
-    free = ("num_outputs", "mean", "std")
+    free = ("num_outputs", "mean", "std", "clamp")  # the input transform is the new dataset's
     if other["name"] != model_name or _fixed(other["kwargs"], free) != _fixed(model_kwargs, free):
         raise ConfigError(
             f"train: --init {init} holds a '{other['name']}' model with other settings;"
