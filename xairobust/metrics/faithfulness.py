@@ -202,8 +202,12 @@ def patch_layout(shape: tuple[int, ...], patch: int) -> tuple[np.ndarray, np.nda
 def patch_sums(a: np.ndarray, patch: int) -> np.ndarray:
     """(N, B) attribution sums per patch, with Quantus' zero padding and summation order."""
     blocks, _, ph, pw = patch_layout(tuple(a.shape[1:]), patch)
-    a_pad = np.pad(a, ((0, 0), (0, 0), ph, pw), mode="constant")
-    return a_pad.reshape(len(a), -1)[:, blocks].sum(axis=-1)
+    flat = np.pad(a, ((0, 0), (0, 0), ph, pw), mode="constant").reshape(len(a), -1)
+    # one (N, C*p*p) sum per block, as Quantus: a single (N, B, C*p*p) sum rounds differently in the
+    # last bit, which reorders near-tied patches (measured on Grad-CAM maps)
+    # (and flat[:, b] is laid out differently from Quantus' per-row fancy index: same rule)
+    rows = np.arange(len(a))[:, None]
+    return np.stack([flat[rows, np.broadcast_to(b, (len(a), len(b)))].sum(axis=-1) for b in blocks], -1)
 
 
 def region_steps(a_norm: np.ndarray, patch: int, order: str, regions: int | None) -> tuple[np.ndarray, int]:
@@ -467,8 +471,8 @@ class MonotonicityCorrelation(_Faithfulness):
         order = np.argsort(a, axis=1)
         step_of = np.empty((n, d), dtype=np.int64)
         np.put_along_axis(step_of, order, np.arange(d)[None].repeat(n, 0) // s, axis=1)
-        atts = np.take_along_axis(a, order, axis=1)
-        atts = np.stack([atts[:, j * s : (j + 1) * s].sum(axis=1) for j in range(t)], axis=1)  # Quantus' sums
+        rows = np.arange(n)[:, None]  # Quantus' sums, indexed as it does (the layout fixes the rounding)
+        atts = np.stack([a[rows, order[:, j * s : (j + 1) * s]].sum(axis=1) for j in range(t)], axis=1)
         device = inp.device
         x_all = torch.as_tensor(inp.x, device=device).reshape(n, -1)
         steps_t = torch.as_tensor(step_of, device=device)
