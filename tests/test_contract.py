@@ -323,7 +323,7 @@ def test_tune_lambda_trains_with_the_shared_loop_exactly_as_its_old_loop(digits_
     loop it used to have (written out here as the independent computation)."""
     import copy
 
-    import xairobust.commands.tune_lambda as tl
+    import xairobust.stages.tune_lambda as tl
     from xairobust.data.base import get_dataset
     from xairobust.runs import load_run
     from xairobust.stages.train import _optimizer
@@ -363,7 +363,7 @@ def test_tune_lambda_trains_with_the_shared_loop_exactly_as_its_old_loop(digits_
 
 
 def test_tune_lambda_output_carries_provenance(digits_run, tmp_path, monkeypatch):
-    import xairobust.commands.tune_lambda as tl
+    import xairobust.stages.tune_lambda as tl
     from xairobust.stages.tune_lambda import TuneLambdaConfig
 
     monkeypatch.setattr(tl, "_one_epoch", lambda *a, **k: {"ce_per_batch_nats": [], "max_window_ce_nats": 0.0,

@@ -18,6 +18,7 @@ from xairobust.explain.base import sample_seeds
 from xairobust.metrics import native
 from xairobust.metrics._quantus import sample_global_seed
 from xairobust.metrics.base import MetricInput
+from xairobust.metrics.randomisation import QuantusRefused
 from xairobust.models.base import create_model
 from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.stages.score import make_explain
@@ -117,7 +118,11 @@ def test_engines_agree_on_identical_draws(name, explainer, setup):
     new.noise_override, new.subsets_override = ref.noise_override, ref.subsets_override
     if hasattr(ref, "reference_draws"):
         new.draws_override = ref.draws_override
-    expected, got = ref.score(inp), new.score(inp)
+    try:
+        expected = ref.score(inp)
+    except QuantusRefused as err:  # e.g. an all-negative KernelSHAP map at Random Logit's other class
+        pytest.skip(str(err))
+    got = new.score(inp)
     assert np.isfinite(expected).all()
     # 1e-5 relative to the scale of the metric's values: a correlation near 0 (one sample at -0.002
     # here) differs in float32 summation order by ~3e-7 absolute, which is not a relative error.

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-import xairobust.commands.tune_lambda as tl
+import xairobust.stages.tune_lambda as tl
 from xairobust.data.base import get_dataset
 from xairobust.runs import load_run
 from xairobust.training.nsloss import NsLossParams, nsloss_value

@@ -10,7 +10,8 @@ import torch
 from scipy import stats
 from torch import nn
 
-from xairobust.attacks.pgd import pgd_attack, pgd_worst_of_restarts, project, uniform_in_ball
+from xairobust.attacks.pgd import pgd_attack, pgd_worst_of_restarts
+from xairobust.perturb import project, uniform_in_ball
 from xairobust.training.base import TrainContext
 from xairobust.training.pgd import PGDParams, PGDTraining
 

@@ -46,7 +46,7 @@ def run(digits_run, tmp_path_factory) -> Path:
 def test_explain_writes_self_contained_file(run):
     path = explain(run, ExplainConfig(explainer="ig", n=12, params={"n_steps": 8}), quiet=True)
     t = load_tensors(path)
-    assert set(t) == {"inputs", "targets", "indices", "attributions", "extra.convergence_delta"}
+    assert set(t) == {"inputs", "targets", "indices", "attributions", "correct", "extra.convergence_delta"}
     assert t["attributions"].shape == t["inputs"].shape == (12, 1, 8, 8)
     test = get_dataset("digits", "test")
     assert torch.equal(t["inputs"], test.inputs(t["indices"]))
@@ -54,6 +54,9 @@ def test_explain_writes_self_contained_file(run):
     model, _ = load_run(run)
     with torch.no_grad():
         assert torch.equal(t["targets"], model(t["inputs"]).argmax(1))
+    # correct: the clean prediction equals the test label, per stored sample (report --common-correct)
+    assert t["correct"].dtype == torch.bool
+    assert torch.equal(t["correct"], t["targets"] == test.targets(t["indices"]))
     # the stored attributions are the explainer's output for the stored inputs and seeds
     explainer = build_explainer("ig", {"n_steps": 8})
     direct = explainer.attribute(model, t["inputs"], t["targets"], sample_seeds(0, t["indices"]))

@@ -10,8 +10,9 @@ from torch import nn
 
 from xairobust.data.base import DatasetInfo, DataSplit
 from xairobust.errors import ConfigError
+from xairobust.perturb import eval_mode
 from xairobust.registry import VISUALISATIONS
-from xairobust.visualize._core import Representation, eval_mode, l2_pgd, project_l2
+from xairobust.visualize._core import Representation, l2_pgd, project_l2
 from xairobust.visualize.base import Context, preset_values, resolve_params
 from xairobust.visualize.generation import class_normal_draws
 
@@ -201,7 +202,7 @@ def test_every_kind_runs_on_each_input_size_and_keeps_the_model_in_eval_mode(sha
         ctx = context(model, split, n=2)
         model.train()
         params = resolve_params(cls, name, "quick", split.info, {"steps": 2})
-        with eval_mode(model):
+        with eval_mode(model, freeze=True):
             tensors, _ = cls().run(ctx, params)
         assert model.training
         assert tensors["results"].shape[1:] == shape

@@ -12,8 +12,8 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from xairobust.attacks.pgd import Norm, eval_mode
 from xairobust.errors import ConfigError
+from xairobust.perturb import Norm, eval_mode
 from xairobust.registry import ATTACKS
 
 _NORM_NAMES = {"linf": "Linf", "l2": "L2"}

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from xairobust.config import require
+from xairobust.perturb import ThreatModel, eval_mode
 from xairobust.registry import ATTACKS
 
 NAME = "bim-regression"
@@ -113,18 +114,18 @@ def bim_regression_attack(
     """BIM on a batch, each sample with its own stopping; parameter gradients are untouched."""
     x = x.detach()
     y = y.detach().to(x.dtype)
-    was_training = model.training
-    model.eval()
+    # L-inf ball, no value range (standardised spectrograms are unbounded): the core's step is
+    # the clip_eps(delta + step_size * sign(grad)) of the method.
+    threat = ThreatModel("linf", eps, step_size, value_range=None)
     delta = torch.zeros_like(x)
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
     stopped = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    shape = (-1,) + (1,) * (x.dim() - 1)
     adam = None
     if unconstrained_reference:
         delta.requires_grad_(True)
         adam = torch.optim.Adam([delta], lr=step_size)
-    try:
+    with eval_mode(model):
         for _ in range(max_iter):
             with torch.enable_grad():
                 d = delta if adam is not None else delta.clone().requires_grad_(True)
@@ -137,19 +138,22 @@ def bim_regression_attack(
             active &= ~reached
             if not bool(active.any()):
                 break
-            mask = active.view(shape).to(x.dtype)
             if adam is None:
-                delta = (delta + step_size * grad.sign() * mask).clamp(-eps, eps)
+                delta = threat.step(x, delta, grad, active=active)
             else:
-                frozen = delta.detach().clone()
-                delta.grad = -grad.sign()  # Adam minimises; the attack ascends
-                adam.step()
-                with torch.no_grad():  # samples that stopped keep their perturbation
-                    delta.copy_(torch.where(mask.bool().expand_as(delta), delta, frozen))
+                _reference_adam_step(adam, delta, grad, active)
             iterations += active.to(torch.int64)
-    finally:
-        model.train(was_training)
     return BIMResult((x + delta).detach(), iterations, stopped)
+
+
+def _reference_adam_step(adam: torch.optim.Optimizer, delta: Tensor, grad: Tensor, active: Tensor) -> None:
+    """The reference code's update: Adam on the sign of the gradient, and no clip (see module doc)."""
+    frozen = delta.detach().clone()
+    delta.grad = -grad.sign()  # Adam minimises; the attack ascends
+    adam.step()
+    mask = active.view(-1, *([1] * (delta.dim() - 1)))
+    with torch.no_grad():  # samples that stopped keep their perturbation
+        delta.copy_(torch.where(mask.expand_as(delta), delta, frozen))
 
 
 def bim_regression(

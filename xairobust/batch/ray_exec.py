@@ -20,6 +20,9 @@ from xairobust.errors import ConfigError
 from xairobust.registry import EXECUTORS
 
 
+RETRIES_ON_NODE_LOSS = 3
+
+
 @EXECUTORS.register("ray", description="a Ray cluster (--address auto|ADDRESS), one task per job")
 class RayExecutor:
     capacity = None  # Ray queues tasks by their resources; submit all that are ready
@@ -45,7 +48,10 @@ class RayExecutor:
             ray.init(**kwargs)
             self._started = True
         self.threads = threads
-        self._remote = ray.remote(max_retries=0)(run_job)
+        # Retries cover system failures only (a worker process or a node lost mid-job): run_job
+        # returns a failing stage as a result, never raises, so a bad job is not run again. A
+        # retry is safe because every stage writes atomically and re-checks what is already done.
+        self._remote = ray.remote(max_retries=RETRIES_ON_NODE_LOSS)(run_job)
         self._refs: dict[Any, dict[str, Any]] = {}
         cpus = ray.cluster_resources().get("CPU", 1)
         self.parallelism = max(1, int(cpus))

@@ -27,19 +27,26 @@ def batch(zoo: str, dry_run: bool, executor: str, workers: int | None, threads: 
     interrupted batch. A failing job is reported (traceback in its run's logs/) and only its
     dependents are skipped; the exit status is 1 if anything failed.
     """
-    from xairobust.batch.runner import BatchOptions, exit_code, run_batch
-    from xairobust.errors import ConfigError
+    from xairobust.batch.runner import exit_code, run_batch
 
-    for option, value in (("--workers", workers), ("--threads", threads)):
-        if value is not None and value < 1:
-            raise ConfigError(f"batch: {option} must be >= 1, got {value}")
-
-    opts = BatchOptions(root=root, executor=executor, workers=workers, threads=threads, address=address,
-                        dry_run=dry_run, quiet=quiet)
+    opts = batch_options("batch", dry_run, executor, workers, threads, address, root, quiet)
     result = run_batch(zoo, opts)
     code = exit_code(result)
     if code:
         raise SystemExit(code)
+
+
+def batch_options(command: str, dry_run: bool, executor: str, workers: int | None, threads: int | None,
+                  address: str | None, root: str | None, quiet: bool):
+    """The checked BatchOptions of the options above (``study`` takes the same ones)."""
+    from xairobust.batch.runner import BatchOptions
+    from xairobust.errors import ConfigError
+
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{command}: {option} must be >= 1, got {value}")
+    return BatchOptions(root=root, executor=executor, workers=workers, threads=threads, address=address,
+                        dry_run=dry_run, quiet=quiet)
 
 
 def register(group: click.Group) -> None:

@@ -68,3 +68,18 @@ def captum_quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
         yield
+
+
+def target_grad(model, points: Tensor, rows: Tensor, create_graph: bool = False) -> Tensor:
+    """d model(points)[i, rows[i]] / d points, one backward of the summed target outputs.
+
+    With ``create_graph`` the gradient keeps its graph back to ``points`` (and to whatever
+    ``points`` was computed from), so a manipulation attack can differentiate an explanation
+    with respect to the input. ``points`` that carry no graph become a fresh leaf.
+    """
+    if not create_graph or not points.requires_grad:
+        points = points.detach().requires_grad_()
+    with torch.enable_grad():
+        out = model(points)
+        (grad,) = torch.autograd.grad(out.gather(1, rows[:, None]).sum(), points, create_graph=create_graph)
+    return grad

@@ -28,9 +28,10 @@ class Explainer:
     Params: ClassVar[type] = NoParams
     stochastic: ClassVar[bool] = False
     needs_background: ClassVar[bool] = False
-    # True when the attribution is a differentiable function of the input that the manipulation
-    # attacks can back-propagate through (a create_graph=True version in explain/differentiable.py).
-    # LIME/KernelSHAP/LRP/Grad-CAM: False (attacks evaluate them by transfer only).
+    # True when ``attribute(..., create_graph=True)`` returns the same attributions (same maths,
+    # same parameters) with their graph back to the inputs, so the manipulation attacks and
+    # fool training can back-propagate through them. LIME/KernelSHAP/LRP/Grad-CAM: False
+    # (attacks evaluate them by transfer only).
     differentiable: ClassVar[bool] = False
     # Cost of re-explaining one perturbed input inside sensitivity metrics (which re-explain every
     # sample nr_samples times): "cheap" = a few batched forward/backward passes (gradients, IG,
@@ -45,12 +46,34 @@ class Explainer:
         self.background = background
 
     def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
-        """Attributions for ``inputs`` (B, ...) w.r.t. output ``targets`` (B,), one seed per sample."""
+        """Attributions for ``inputs`` (B, ...) w.r.t. output ``targets`` (B,), one seed per sample.
+
+        A ``differentiable`` explainer also takes ``create_graph=False``; with True the result
+        equals the plain one and keeps its graph to ``inputs`` (tests/test_manipulate.py loops
+        over the registry to check both).
+        """
         raise NotImplementedError
 
     def extras(self) -> dict[str, Tensor]:
         """Per-sample diagnostics of the last ``attribute`` call (e.g. IG convergence delta)."""
         return {}
+
+
+def differentiable_explainer(name: str, params: dict[str, Any] | None = None, what: str = "manipulate") -> Explainer:
+    """The registered explainer ``name`` with ``params`` (its registered defaults otherwise), after
+    checking it can be back-propagated through; a ConfigError naming the alternatives if not."""
+    from xairobust import config as cfg
+    from xairobust.errors import ConfigError
+    from xairobust.registry import EXPLAINERS
+
+    cls = EXPLAINERS.get(name)
+    if not cls.differentiable:
+        able = sorted(n for n in EXPLAINERS.names() if EXPLAINERS.get(n).differentiable)
+        raise ConfigError(
+            f"{what}: explainer '{name}' has no differentiable version, so it cannot be attacked directly;"
+            f" attack one of {', '.join(able)} and score it with --transfer-to {name}."
+        )
+    return cls(cfg.build(cls.Params, dict(params or {}), f"explainer '{name}'"), None)
 
 
 def sample_seeds(base_seed: int, indices: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor, nn
 
 from xairobust.config import require
-from xairobust.explain._common import DEFAULT_CHUNK, blur, chunks, uniform_like
+from xairobust.explain._common import DEFAULT_CHUNK, blur, chunks, target_grad, uniform_like
 from xairobust.explain.base import Explainer
 from xairobust.registry import EXPLAINERS
 
@@ -45,6 +45,31 @@ class IGParams:
         require(self.n_steps >= 2, f"ig: --n-steps must be >= 2, got {self.n_steps}")
         require(self.blur_sigma > 0, f"ig: --blur-sigma must be > 0, got {self.blur_sigma}")
         require(self.uniform_low < self.uniform_high, "ig: --uniform-low must be below --uniform-high")
+
+
+def integrate(model: nn.Module, x: Tensor, base: Tensor, targets: Tensor, n_steps: int, method: str,
+              create_graph: bool = False) -> Tensor:
+    """Captum's IG sum with Captum's quadrature, one backward of the summed target outputs.
+
+    ``captum.attr.IntegratedGradients`` back-propagates ``torch.unbind(outputs)`` (one grad
+    output per point) and builds the path with a Python loop over steps; on small models
+    that costs a third of the time. The result is the same (tests/test_explain.py). With
+    ``create_graph`` it keeps the graph back to ``x`` (the manipulation attacks).
+    """
+    n = n_steps
+    step_sizes, alphas = (f(n) for f in approximation_parameters(method))
+    shape = (n,) + (1,) * x.dim()
+    a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(shape)
+    w = torch.tensor(step_sizes, dtype=torch.float32, device=x.device).view(shape)
+    if not create_graph:
+        x = x.detach()
+    diff = x - base
+    points = (base.unsqueeze(0) + a * diff.unsqueeze(0)).reshape(n * len(x), *x.shape[1:])
+    rows = targets.to(x.device).repeat(n)  # step-major, like Captum
+    grad = target_grad(model, points, rows, create_graph)
+    total = (grad.view(n, *x.shape) * w).sum(0)
+    out = total * diff
+    return out if create_graph else out.detach()
 
 
 @EXPLAINERS.register("ig", label="IG", library="captum.attr.IntegratedGradients (same sum, one backward)")
@@ -74,40 +99,24 @@ class IntegratedGradientsExplainer(Explainer):
             return blur(inputs, p.blur_sigma)
         return uniform_like(inputs, seeds, p.uniform_low, p.uniform_high)
 
-    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor,
+                  create_graph: bool = False) -> Tensor:
         _check_shapes(inputs, targets, seeds)
         outs, deltas = [], []
         for sl in chunks(len(inputs), self.chunk_size):
             x, t = inputs[sl], targets[sl]
-            base = self.baselines(x, seeds[sl])
-            attr = self.integrate(model, x, base, t)
+            # The baseline is a constant of the graph (also when it is the blurred input).
+            base = self.baselines(x.detach(), seeds[sl])
+            attr = self.integrate(model, x, base, t, create_graph)
             outs.append(attr)
-            if self.want_delta:
+            if self.want_delta and not create_graph:
                 deltas.append(self.delta(model, x, base, t, attr).cpu())
         self._delta = torch.cat(deltas) if deltas else None
         return torch.cat(outs) if outs else torch.empty_like(inputs)
 
-    def integrate(self, model: nn.Module, x: Tensor, base: Tensor, targets: Tensor) -> Tensor:
-        """Captum's IG sum with Captum's quadrature, one backward of the summed target outputs.
-
-        ``captum.attr.IntegratedGradients`` back-propagates ``torch.unbind(outputs)`` (one grad
-        output per point) and builds the path with a Python loop over steps; on small models
-        that costs a third of the time. The result is the same (tests/test_explain.py).
-        """
-        n = self.params.n_steps
-        step_sizes, alphas = (f(n) for f in approximation_parameters(self.params.method))
-        shape = (n,) + (1,) * x.dim()
-        a = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(shape)
-        w = torch.tensor(step_sizes, dtype=torch.float32, device=x.device).view(shape)
-        diff = x - base
-        points = (base.unsqueeze(0) + a * diff.unsqueeze(0)).reshape(n * len(x), *x.shape[1:])
-        points = points.detach().requires_grad_()
-        rows = targets.to(x.device).repeat(n)  # step-major, like Captum
-        with torch.enable_grad():
-            out = model(points)
-            (grad,) = torch.autograd.grad(out.gather(1, rows[:, None]).sum(), points)
-        total = (grad.view(n, *x.shape) * w).sum(0)
-        return (total * diff).detach()
+    def integrate(self, model: nn.Module, x: Tensor, base: Tensor, targets: Tensor, create_graph: bool = False) -> Tensor:
+        """Captum's IG sum with Captum's quadrature (see :func:`integrate`)."""
+        return integrate(model, x, base, targets, self.params.n_steps, self.params.method, create_graph)
 
     @staticmethod
     @torch.no_grad()

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from xairobust.config import require
 from xairobust.errors import ConfigError
-from xairobust.explain._common import DEFAULT_CHUNK, captum_quiet, chunks, seeded_global_rng
+from xairobust.explain._common import DEFAULT_CHUNK, captum_quiet, chunks, seeded_global_rng, target_grad
 from xairobust.explain.base import Explainer
-from xairobust.explain.captum_explainers import _check_shapes
+from xairobust.explain.captum_explainers import _check_shapes, integrate
 from xairobust.registry import EXPLAINERS, did_you_mean
 
 
@@ -45,8 +45,12 @@ class SaliencyExplainer(Explainer):
     differentiable = True
     chunk_size = DEFAULT_CHUNK
 
-    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor,
+                  create_graph: bool = False) -> Tensor:
         _check_shapes(inputs, targets, seeds)
+        if create_graph:  # the same gradient, kept differentiable (Captum's is detached)
+            g = target_grad(model, inputs, targets.to(inputs.device), create_graph=True)
+            return g.abs() if self.params.abs else g
         explainer = Saliency(model)
         with captum_quiet():
             outs = [explainer.attribute(inputs[sl], target=_targets(targets[sl]), abs=self.params.abs).detach()
@@ -61,8 +65,11 @@ class InputXGradientExplainer(Explainer):
     differentiable = True
     chunk_size = DEFAULT_CHUNK
 
-    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor,
+                  create_graph: bool = False) -> Tensor:
         _check_shapes(inputs, targets, seeds)
+        if create_graph:
+            return inputs * target_grad(model, inputs, targets.to(inputs.device), create_graph=True)
         explainer = InputXGradient(model)
         with captum_quiet():
             outs = [explainer.attribute(inputs[sl], target=_targets(targets[sl])).detach()
@@ -104,8 +111,15 @@ class _NoiseTunnelBase(Explainer):
     def inner_kwargs(self) -> dict:
         return {}
 
-    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+    def inner_graph(self, model: nn.Module, noisy: Tensor, targets: Tensor) -> Tensor:
+        """The inner method's attributions of the noisy copies, keeping the graph (create_graph)."""
+        raise NotImplementedError
+
+    def attribute(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor,
+                  create_graph: bool = False) -> Tensor:
         _check_shapes(inputs, targets, seeds)
+        if create_graph:
+            return self._attribute_graph(model, inputs, targets, seeds)
         p = self.params
         tunnel = NoiseTunnel(self.inner(on_device(model, inputs.device)))
         outs = []
@@ -116,6 +130,36 @@ class _NoiseTunnelBase(Explainer):
                                      target=int(targets[i]), **self.inner_kwargs())
             outs.append(a.detach())
         return torch.cat(outs).to(inputs.device) if outs else torch.empty_like(inputs)
+
+    def _attribute_graph(self, model: nn.Module, inputs: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+        """The same estimate with its graph to ``inputs``: the same noise as the Captum path
+        (drawn per sample under its seed exactly as NoiseTunnel draws it), all samples' noisy
+        copies in one batch, combined as NoiseTunnel combines them (``nt_type``). The noise is
+        a constant of the graph: the attack differentiates the Monte-Carlo estimate."""
+        p = self.params
+        n = p.n_samples
+        noise = []
+        for i in range(len(inputs)):
+            x = inputs[i : i + 1].detach().cpu()
+            with seeded_global_rng(int(seeds[i]), inputs.device):
+                noise.append(captum_noise(x, noise_stdev(x, p.noise_level), n))
+        if not noise:
+            return torch.empty_like(inputs)
+        noisy = inputs.repeat_interleave(n, 0) + torch.cat(noise).to(inputs.device, inputs.dtype)
+        attr = self.inner_graph(model, noisy, targets.to(inputs.device).repeat_interleave(n))
+        attr = attr.view(len(inputs), n, *inputs.shape[1:])
+        mean = attr.sum(1) / n
+        if p.nt_type == "smoothgrad":
+            return mean
+        mean_sq = attr.pow(2).sum(1) / n
+        return mean_sq if p.nt_type == "smoothgrad_sq" else mean_sq - mean * mean
+
+
+def captum_noise(x: Tensor, stdev: float, n: int) -> Tensor:
+    """(n * B, ...) Gaussian noise drawn from the global RNG as ``captum.attr.NoiseTunnel`` draws it
+    (``torch.normal(0, stdev tensor)`` on the input's device); the caller seeds the RNG."""
+    std = torch.tensor(stdev, device=x.device).repeat((len(x) * n, *x.shape[1:]))
+    return torch.normal(0, std)
 
 
 @dataclass
@@ -141,6 +185,10 @@ class SmoothGradExplainer(_NoiseTunnelBase):
 
     def inner_kwargs(self) -> dict:
         return {"abs": self.params.abs}
+
+    def inner_graph(self, model: nn.Module, noisy: Tensor, targets: Tensor) -> Tensor:
+        g = target_grad(model, noisy, targets, create_graph=True)
+        return g.abs() if self.params.abs else g
 
 
 @dataclass
@@ -173,6 +221,11 @@ class SmoothGradIGExplainer(_NoiseTunnelBase):
 
     def inner_kwargs(self) -> dict:
         return {"n_steps": self.params.n_steps, "method": self.params.method}
+
+    def inner_graph(self, model: nn.Module, noisy: Tensor, targets: Tensor) -> Tensor:
+        # NoiseTunnel's IG has Captum's default baseline, zeros (black)
+        return integrate(model, noisy, torch.zeros_like(noisy), targets, self.params.n_steps, self.params.method,
+                         create_graph=True)
 
 
 @dataclass

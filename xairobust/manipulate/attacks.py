@@ -20,23 +20,30 @@ the original network's explanation, with the attack's own criterion (top-k inter
   g the logits ("gamma" in the paper is ``out_weight / expl_weight``).
 
 The gradient attacks differentiate the explanation of the softplus copy (``smooth.py``; ReLU
-networks have zero input Hessian); steps are signed gradients (L-inf) or normalised gradients
-(L2) of length ``step_size``, as in PGD.
+networks have zero input Hessian); the loop is :func:`xairobust.perturb.projected_ascent`, the one
+PGD uses (signed gradients for L-inf, normalised gradients for L2, of length ``step_size``),
+descending the attack loss, with a per-step callback that keeps the best prediction-preserving step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from xairobust.attacks.pgd import _ascent_direction, _clamp, eval_mode, project
 from xairobust.explain._common import sample_generator
-from xairobust.explain.differentiable import Differentiable
+from xairobust.explain.base import Explainer
 from xairobust.manipulate.measures import centre_of_mass, k_of, to_map, topk_intersection
-from xairobust.perturb import DEFAULT_EPS, default_step_size
+from xairobust.perturb import (
+    DEFAULT_EPS,
+    ThreatModel,
+    clamp,
+    default_step_size,
+    eval_mode,
+    flat_norm,
+    projected_ascent,
+)
 from xairobust.registry import Registry
 
 MANIPULATIONS: Registry = Registry("manipulation attack")
@@ -154,19 +161,15 @@ def random_perturbation(x: Tensor, seeds: Tensor, tries: int, norm: str, eps: fl
             d = d * eps
         else:
             d = torch.randn((tries, *x.shape[1:]), generator=g, dtype=x.dtype)
-            d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1))) * eps
+            d = d / flat_norm(d) * eps
         out.append(d)
     return torch.stack(out, 1).to(x.device)
-
-
-ExplainFn = Callable[[nn.Module, Tensor, Tensor, Tensor, bool], Tensor]
 
 
 def manipulate_batch(
     model: nn.Module,
     smooth: nn.Module,
-    explainer: Differentiable,
-    params: object,
+    explainer: Explainer,
     attack: str,
     x: Tensor,
     targets: Tensor,
@@ -177,6 +180,9 @@ def manipulate_batch(
 ) -> tuple[Tensor, Tensor]:
     """(x_adv, kept_step) for one batch; kept_step is 0 where no step kept the prediction.
 
+    ``explainer`` is a registered, ``differentiable`` explainer: the attack back-propagates through
+    ``explainer.attribute(..., create_graph=True)`` on the softplus copy and judges every step with
+    the plain ``attribute`` on the original network -- the same maths and parameters as ``explain``.
     ``targets`` are the original predictions (the explained outputs). ``trace``, when given,
     receives per step the perturbation's L-inf and L2 norms and whether the prediction was kept.
     """
@@ -187,51 +193,26 @@ def manipulate_batch(
     s = settings
 
     def explain(net: nn.Module, inp: Tensor, graph: bool) -> Tensor:
-        return explainer.fn(net, inp, targets, params, seeds, graph)
+        return explainer.attribute(net, inp, targets, seeds, create_graph=graph)
 
     with eval_mode(model):
-        best = x.clone()
-        kept = torch.zeros(len(x), dtype=torch.int64)
         if not atk.gradient:
-            tries = max(1, s.steps)
-            draws = random_perturbation(x, seeds, tries, s.norm, s.eps)
-            done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-            for i in range(tries):
-                cand = _clamp(x + draws[i], s.value_range)
-                with torch.no_grad():
-                    ok = model(cand).argmax(1) == targets
-                take = ok & ~done
-                best[take] = cand[take]
-                kept[take.cpu()] = i + 1
-                done |= ok
-                if trace is not None:
-                    _trace(trace, cand - x, ok)
-                if bool(done.all()):
-                    break
-            return best, kept
-
+            return _random_search(model, x, targets, seeds, s, trace)
         orig_map = to_map(explain(model, x, False))
         with torch.no_grad():
             orig_logits = smooth(x)
         ctx = Context(orig_map=orig_map, settings=s, target_map=target_map, orig_logits=orig_logits)
+        best, kept = x.clone(), torch.zeros(len(x), dtype=torch.int64)
         best_score = atk.score(orig_map, ctx).clone()
-        delta = torch.zeros_like(x)
-        step = s.resolved_step_size()
-        for i in range(s.steps):
-            d = delta.clone().requires_grad_(True)
-            with torch.enable_grad():
-                xa = _clamp(x + d, s.value_range)
-                m = to_map(explain(smooth, xa, True))
-                logits = smooth(xa) if attack == "targeted" else None
-                loss = atk.loss(m, ctx, logits).sum()
-                # allow_unused: an explanation that does not depend on the input (a linear
-                # model's gradient) has no path back to it -- a zero gradient, no step.
-                (grad,) = torch.autograd.grad(loss, d, allow_unused=True)
-            if grad is None:
-                grad = torch.zeros_like(d)
-            # descend the attack loss: the ascent direction of -grad
-            delta = delta + step * _ascent_direction(-grad, s.norm)
-            delta = _clamp(x + project(delta, s.norm, s.eps), s.value_range) - x
+
+        def loss(z: Tensor) -> Tensor:
+            xa = clamp(z, s.value_range)
+            logits = smooth(xa) if attack == "targeted" else None
+            return atk.loss(to_map(explain(smooth, xa, True)), ctx, logits)
+
+        def keep_best(i: int, delta: Tensor) -> None:
+            # judged on the original network: the step counts only where its prediction is kept
+            nonlocal best_score
             cand = x + delta
             with torch.no_grad():
                 ok = model(cand).argmax(1) == targets
@@ -242,7 +223,33 @@ def manipulate_batch(
             kept[better.cpu()] = i + 1
             if trace is not None:
                 _trace(trace, delta, ok)
+
+        threat = ThreatModel(s.norm, s.eps, s.resolved_step_size(), s.value_range)
+        projected_ascent(loss, x, threat, s.steps, maximize=False, on_step=keep_best)
     return best.detach(), kept
+
+
+def _random_search(model: nn.Module, x: Tensor, targets: Tensor, seeds: Tensor, s: AttackSettings,
+                   trace: list[dict[str, Tensor]] | None) -> tuple[Tensor, Tensor]:
+    """Ghorbani et al.'s random baseline: the first of up to ``steps`` random draws that keeps the prediction."""
+    best = x.clone()
+    kept = torch.zeros(len(x), dtype=torch.int64)
+    tries = max(1, s.steps)
+    draws = random_perturbation(x, seeds, tries, s.norm, s.eps)
+    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for i in range(tries):
+        cand = clamp(x + draws[i], s.value_range)
+        with torch.no_grad():
+            ok = model(cand).argmax(1) == targets
+        take = ok & ~done
+        best[take] = cand[take]
+        kept[take.cpu()] = i + 1
+        done |= ok
+        if trace is not None:
+            _trace(trace, cand - x, ok)
+        if bool(done.all()):
+            break
+    return best, kept
 
 
 def _trace(trace: list[dict[str, Tensor]], delta: Tensor, ok: Tensor) -> None:

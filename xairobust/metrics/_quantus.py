@@ -38,6 +38,9 @@ _TAGS = {
     "relative_input_stability": 21,
     "relative_output_stability": 22,
     "relative_representation_stability": 23,
+    "mprt": 31,
+    "efficient_mprt": 32,
+    "random_logit": 33,
 }
 
 

@@ -33,7 +33,7 @@ from xairobust.report.collect import (
     verify_run,
 )
 from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
-from xairobust.report.render import caption_parts, latex_document, latex_table, markdown_table
+from xairobust.report.render import caption_parts, html_table, latex_document, latex_table, markdown_table
 from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
 from xairobust.runs import write_json_atomic
@@ -163,6 +163,7 @@ def build_report(
             c["sig"] = "; ".join(filter(None, [c["sig"], f"[floor x]: noise floor; {FLOOR_NOTE}" if have_stats else "[floor x]: noise floor"]))
     tex, tex_body = latex_document([latex_table(t, c) for t, c in zip(tables, captions, strict=True)])
     md = "\n".join(markdown_table(t, c) for t, c in zip(tables, captions, strict=True))
+    html_tables = "\n".join(html_table(t, c) for t, c in zip(tables, captions, strict=True))  # the study page's
     epoch_scores = collect_epoch_scores(runs, explainers) if conf.figures else pd.DataFrame()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +172,7 @@ def build_report(
         (staging / "table.tex").write_text(tex)
         (staging / "table_body.tex").write_text(tex_body)
         (staging / "table.md").write_text(md)
+        (staging / "table.html").write_text(html_tables)
         wide_frame(tables).to_csv(staging / "table.csv", index=False)
         stats.to_csv(staging / "stats.csv", index=False)
         if conf.figures:

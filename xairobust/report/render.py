@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import unicodedata
 
 from xairobust.report.tables import Cell, Column, Table, cell_text
@@ -186,4 +187,40 @@ def markdown_table(table: Table, caption: dict[str, str]) -> str:
         for lab in block.rows:
             cells = [_md_cell(block.cells[(lab, c.key)], table.decimals[c.key]) for c in cols]
             lines.append("| " + " | ".join([md_escape(lab), str(block.n[lab]), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _html_cell(cell: Cell, decimals: int) -> str:
+    mean, std = cell_text(cell, decimals, " ± ")
+    if not mean:
+        return "–"
+    text = html.escape(mean + std)
+    if cell.mark == 1:
+        text = f"<b>{text}</b>"
+    elif cell.mark == 2:
+        text = f"<u>{text}</u>"
+    return text + ("<sup>*</sup>" if cell.significant else "")
+
+
+def html_table(table: Table, caption: dict[str, str]) -> str:
+    """The same table as ``markdown_table`` as an HTML fragment (the study page embeds it)."""
+    cols = table.columns
+    esc = html.escape
+    sig = f" <sup>*</sup>: {esc(caption['sig'])}." if caption["sig"] else ""
+    lines = [
+        f'<table class="report"><caption>{esc(caption["what"])}: mean ± std over the n runs (seeds) of each method;'
+        " a run's value is its mean over test samples. ↑/↓: higher/lower is better; <b>bold</b>: best,"
+        f" <u>underlined</u>: second best in each column.{sig}</caption>",
+        "<thead><tr><th></th><th></th>"
+        + "".join(f'<th colspan="{span}">{esc(g)}</th>' for g, span in _groups(cols)) + "</tr>",
+        "<tr><th>Method</th><th>n</th>" + "".join(f"<th>{esc(f'{c.label} {c.arrow}'.strip())}</th>" for c in cols)
+        + "</tr></thead><tbody>",
+    ]
+    for block in table.blocks:
+        if block.title:
+            lines.append(f'<tr><td colspan="{2 + len(cols)}"><i>{esc(block.title)}</i></td></tr>')
+        for lab in block.rows:
+            cells = "".join(f"<td>{_html_cell(block.cells[(lab, c.key)], table.decimals[c.key])}</td>" for c in cols)
+            lines.append(f"<tr><th>{esc(lab)}</th><td>{block.n[lab]}</td>{cells}</tr>")
+    lines.append("</tbody></table>")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ Every stage (train, attack, explain, score, report, manipulate, visualize, impor
 * ``hint(run_dir, conf)``        the command a user runs to recompute it;
 * ``run(run_dir, conf, quiet)``  validates, then computes (skipping when :func:`is_current`).
 
-The JSON document of every output carries a ``provenance`` block (:func:`provenance_block`):
+The JSON document of every output carries a ``provenance`` block (``StageIdentity.block()``):
 the stage, its format version, the identity, and the sha256 of every input file at the time it
 was computed. One shared check, :func:`is_current`, compares that block with what the inputs and
 config are now, and :func:`verify_chain` refuses (one line naming the stale file and the command
@@ -184,10 +184,6 @@ def is_current(outputs: list[Path], resolved: StageIdentity) -> bool:
         return False
     block = doc.get(PROVENANCE_KEY)
     return isinstance(block, dict) and block.get("identity_hash") == resolved.hash
-
-
-def provenance_block(resolved: StageIdentity) -> dict[str, Any]:
-    return resolved.block()
 
 
 def verify_chain(doc_path: Path, run_dir: Path, hint: str) -> dict[str, Any]:

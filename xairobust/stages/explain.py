@@ -1,8 +1,9 @@
 """The explain stage: run directory -> attributions/<explainer>.safetensors + <explainer>.json.
 
-The safetensors file is self-contained (inputs, targets, indices, attributions and, for
+The safetensors file is self-contained (inputs, targets, indices, attributions, for classifiers
+``correct`` -- whether the model's prediction on the clean input equals the label -- and, for
 explainers that draw baselines from the training data, the ``background`` they drew from), so
-``score`` never needs the dataset.
+``score`` and ``report`` never need the dataset.
 
 Sample choice (deterministic, documented): ``selection=stratified`` (default for classifiers)
 takes the test split in its stored order and picks classes round-robin -- the first sample of
@@ -19,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.data.base import get_dataset
+from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import Explainer, sample_seeds
@@ -92,21 +93,6 @@ def wants_background(name: str, params: Any) -> bool:
     return bool(hook(params)) if hook else bool(cls.needs_background)
 
 
-def select_indices(labels: Tensor | None, n_total: int, n: int, selection: str, seed: int) -> Tensor:
-    """Deterministic choice of ``n`` test indices (see the module docstring)."""
-    n = min(n, n_total)
-    if selection == "random":
-        g = torch.Generator().manual_seed(seed)
-        return torch.randperm(n_total, generator=g)[:n].sort().values
-    if selection == "first" or labels is None:
-        return torch.arange(n)
-    per_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
-    order = []
-    for rank in range(max(len(p) for p in per_class)):
-        order.extend(int(p[rank]) for p in per_class if rank < len(p))
-    return torch.tensor(sorted(order[:n]), dtype=torch.int64)
-
-
 def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_outputs: int) -> Tensor:
     """Explained output per sample: predicted class, label, or a fixed output index."""
     if mode.isdigit():
@@ -147,7 +133,12 @@ class ExplainStage(Stage):
     order = 2
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
-        return {"weights": require_run(run_dir) / WEIGHTS}
+        found = {"weights": require_run(run_dir) / WEIGHTS}
+        cls = EXPLAINERS.get(conf.explainer)
+        hook = getattr(cls, "stage_inputs", None)  # e.g. the blur control's auto sigma reads stored maps
+        if hook is not None:
+            found.update(hook(cfg.build(cls.Params, conf.params, f"explainer '{conf.explainer}'"), Path(run_dir)))
+        return found
 
     def identity(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Any]:
         explainer_cls = EXPLAINERS.get(conf.explainer)
@@ -202,6 +193,10 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
 
     start = time.perf_counter()
     explainer = explainer_cls(params, None if background is None else background.to(device))
+    prepare = getattr(explainer, "prepare", None)
+    if prepare is not None:  # e.g. the blur control resolves its auto sigma (recorded in params)
+        prepare(run_dir)
+        params_dict = cfg.to_dict(explainer.params)
     from xairobust.metrics.native import cap_explainer, default_points_per_pass
 
     model.eval()
@@ -216,6 +211,11 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
     wall = time.perf_counter() - start
 
     tensors = {"inputs": x, "targets": targets, "indices": indices, "attributions": attributions}
+    if task == "classification":
+        # Per sample: does this model classify the clean input correctly? Recorded here, the one
+        # stage that has the prediction and the label, so reports can restrict a comparison to the
+        # samples every model gets right (`report --common-correct`, issue 19) without the dataset.
+        tensors["correct"] = outputs.argmax(1) == y
     tensors.update({f"extra.{k}": v for k, v in extras.items()})
     if background is not None:
         tensors["background"] = background
@@ -230,6 +230,7 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
         "explainer": conf.explainer,
         "all_zero_attributions": zero,
         "params": params_dict,
+        **({"details": explainer.details} if getattr(explainer, "details", None) else {}),
         "stochastic": bool(explainer_cls.stochastic),
         "seed": conf.seed,
         "seeds": "per sample: sample_seeds(seed, index) = (index * 1000003 + seed) mod 2^62",
@@ -299,7 +300,3 @@ def load_attributions(run_dir: str | Path, explainer: str) -> tuple[dict[str, Te
     doc = read_json(json_path)
     check_attribution_doc(doc, json_path)
     return load_tensors(tensors_path), doc
-
-
-def as_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

@@ -34,11 +34,10 @@ from torch import Tensor
 from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.data.base import get_dataset
+from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
-from xairobust.explain.base import sample_seeds
-from xairobust.explain.differentiable import DIFFERENTIABLE
-from xairobust.explain.differentiable import get as get_differentiable
+from xairobust.explain.base import differentiable_explainer, sample_seeds
 from xairobust.manipulate.attacks import MANIPULATIONS, AttackSettings, manipulate_batch
 from xairobust.manipulate.measures import FOOLED, MEASURES, Pair, compute_measures, to_map
 from xairobust.manipulate.smooth import softplus_copy
@@ -48,9 +47,11 @@ from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic, write_text_atomic
 from xairobust.stages.contract import STAGES, Stage, StageIdentity
-from xairobust.stages.explain import select_indices
 
-FORMAT = 1
+# 2: the attacked explainer is the registered explainer with its registered parameters (the
+# same map as `explain` gives under that name); format 1 used a separate differentiable copy
+# with other defaults (saliency abs, SmoothGrad 8 samples sigma 0.1, IG 16 steps). Issue 17.
+FORMAT = 2
 CSV_COLUMNS = ("index", "target", "explainer", "metric", "value")
 
 
@@ -112,26 +113,20 @@ def manipulation_paths(run_dir: Path, attack: str, explainer: str) -> tuple[Path
 
 
 def _explainer_params(name: str, params: dict[str, Any]) -> Any:
-    d = get_differentiable(name)
-    return cfg.build(d.Params, params, f"explainer '{name}'")
+    """The attacked explainer's parameters, validated (registered defaults where not given)."""
+    return differentiable_explainer(name, params).params
 
 
 def transfer_explain(name: str):
     """fn(model, x, targets, seeds) -> attributions for a --transfer-to explainer: the registered
-    explainer (default parameters) when there is one, else the differentiable version."""
-    if name in EXPLAINERS:
-        from xairobust.stages.explain import build_explainer, wants_background
+    explainer with its default parameters."""
+    from xairobust.stages.explain import build_explainer, wants_background
 
-        cls = EXPLAINERS.get(name)
-        if wants_background(name, cfg.build(cls.Params, {}, name)):
-            raise ConfigError(f"manipulate: --transfer-to {name} needs training-data baselines; not supported here")
-        ex = build_explainer(name, {})
-        return lambda m, x, t, s: ex.attribute(m, x, t, s).detach()
-    if name in DIFFERENTIABLE:
-        d = DIFFERENTIABLE[name]
-        p = d.Params()
-        return lambda m, x, t, s: d.fn(m, x, t, p, s, False)
-    raise ConfigError(f"manipulate: --transfer-to: unknown explainer '{name}'. Known: {', '.join(EXPLAINERS.names())}")
+    cls = EXPLAINERS.get(name)
+    if wants_background(name, cfg.build(cls.Params, {}, name)):
+        raise ConfigError(f"manipulate: --transfer-to {name} needs training-data baselines; not supported here")
+    ex = build_explainer(name, {})
+    return lambda m, x, t, s: ex.attribute(m, x, t, s).detach()
 
 
 @STAGES.register("manipulate")
@@ -212,83 +207,51 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     info = meta["dataset"]["info"]
     if info["task"] != "classification":
         raise ConfigError("manipulate: needs a classifier (the prediction must stay unchanged)")
-    diff = get_differentiable(conf.explainer)
-    params = _explainer_params(conf.explainer, conf.params)
+    explainer = differentiable_explainer(conf.explainer, conf.params)
+    if hasattr(explainer, "want_delta"):
+        explainer.want_delta = False  # IG's convergence delta: nothing here reads it
     transfers = {name: transfer_explain(name) for name in conf.transfer_to}
     MEASURES.get(conf.fool_measure)
     vr = info.get("value_range")
-    value_range = tuple(vr) if vr is not None else None
-    settings = conf.settings(value_range)
+    settings = conf.settings(tuple(vr) if vr is not None else None)
     device = pick_device(conf.device)
     model.to(device).eval()
     smooth = softplus_copy(model, conf.beta)
+    # attack 'model': the "original" network is the --init run, the manipulated one this run.
+    original = model if reference is None else reference.to(device).eval()
 
     test = get_dataset(meta["dataset"]["name"], "test", conf.data_dir, **meta["dataset"].get("kwargs", {}))
     indices = select_indices(test.y, len(test), conf.n, conf.selection, conf.seed)
     x_all = test.inputs(indices)
     seeds_all = sample_seeds(conf.seed, indices)
-    # attack 'model': the "original" network is the --init run, the manipulated one this run.
-    original = model if reference is None else reference.to(device).eval()
-    with torch.no_grad():
-        preds = torch.cat([original(x_all[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_all), 256)])
+    preds = _predict(original, x_all, device)
+    bs = conf.batch_size
 
     # Original explanations (original network), timed: the cost unit of the attacks.
-    bs = conf.batch_size
-    t0, c0 = time.perf_counter(), time.process_time()
-    orig_attr = torch.cat([
-        diff.fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
-        for s in range(0, len(x_all), bs)
-    ])
-    explain_s = (time.perf_counter() - t0) / len(x_all)
-    explain_cpu = (time.process_time() - c0) / len(x_all)
+    clock = _clock()
+    orig_attr = _explain_all(explainer.attribute, original, x_all, preds, seeds_all, bs, device)
+    explain_cost = _per_image(clock, len(x_all))
     orig_maps = to_map(orig_attr)
     sources = target_sources(preds) if conf.attack == "targeted" else None
     target_maps = orig_maps[sources] if sources is not None else None
 
-    adv_parts, kept_parts = [], []
-    t0, c0 = time.perf_counter(), time.process_time()
-    with make_progress(quiet) as progress:
-        task = progress.add_task(f"manipulate {conf.attack}/{conf.explainer}", total=len(x_all), info="")
-        for s in range(0, len(x_all), bs) if reference is None else ():
-            sl = slice(s, s + bs)
-            tm = target_maps[sl].to(device) if target_maps is not None else None
-            xa, kept = manipulate_batch(
-                model, smooth, diff, params, conf.attack, x_all[sl].to(device), preds[sl].to(device),
-                seeds_all[sl], settings, target_map=tm,
-            )
-            adv_parts.append(xa.cpu())
-            kept_parts.append(kept.cpu())
-            progress.advance(task, len(x_all[sl]))
-    attack_s = (time.perf_counter() - t0) / len(x_all)
-    attack_cpu = (time.process_time() - c0) / len(x_all)
-    x_adv = torch.cat(adv_parts) if adv_parts else x_all.clone()
-    kept = torch.cat(kept_parts) if kept_parts else torch.zeros(len(x_all), dtype=torch.int64)
-    with torch.no_grad():
-        preds_adv = torch.cat([model(x_adv[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x_adv), 256)])
-    adv_attr = torch.cat([
-        diff.fn(model, x_adv[s : s + bs].to(device), preds[s : s + bs].to(device), params, seeds_all[s : s + bs], False).cpu()
-        for s in range(0, len(x_adv), bs)
-    ])
+    clock = _clock()
+    if reference is None:
+        x_adv, kept = _attack_all(model, smooth, explainer, conf, settings, x_all, preds, seeds_all, target_maps,
+                                  device, quiet)
+    else:  # the model manipulation: same inputs, the fooled network
+        x_adv, kept = x_all.clone(), torch.zeros(len(x_all), dtype=torch.int64)
+    attack_cost = _per_image(clock, len(x_all))
+    preds_adv = _predict(model, x_adv, device)
+    adv_attr = _explain_all(explainer.attribute, model, x_adv, preds, seeds_all, bs, device)
 
-    results: dict[str, dict[str, Tensor]] = {}
     fool = (conf.fool_measure, conf.fool_threshold)
-    results[conf.explainer] = compute_measures(Pair(orig_maps, to_map(adv_attr), x_all, x_adv, preds, preds_adv), *fool)
+    results = {conf.explainer: compute_measures(Pair(orig_maps, to_map(adv_attr), x_all, x_adv, preds, preds_adv), *fool)}
     if target_maps is not None:
-        from xairobust.manipulate.measures import spearman_rows
-
-        tm = target_maps.flatten(1).double().numpy()
-        results[conf.explainer]["target_spearman"] = torch.from_numpy(
-            spearman_rows(tm, to_map(adv_attr).flatten(1).double().numpy()))
-        # the same before the attack: how far the explanation moved towards its target
-        results[conf.explainer]["target_spearman_before"] = torch.from_numpy(
-            spearman_rows(tm, orig_maps.flatten(1).double().numpy()))
-        r = results[conf.explainer]
-        r["target_gain"] = r["target_spearman"] - r["target_spearman_before"]
+        results[conf.explainer].update(_target_measures(target_maps, orig_maps, to_map(adv_attr)))
     for name, fn in transfers.items():
-        a0 = torch.cat([fn(original, x_all[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
-                        for s in range(0, len(x_all), bs)])
-        a1 = torch.cat([fn(model, x_adv[s : s + bs].to(device), preds[s : s + bs].to(device), seeds_all[s : s + bs]).cpu()
-                        for s in range(0, len(x_adv), bs)])
+        a0 = _explain_all(fn, original, x_all, preds, seeds_all, bs, device)
+        a1 = _explain_all(fn, model, x_adv, preds, seeds_all, bs, device)
         results[name] = compute_measures(Pair(to_map(a0), to_map(a1), x_all, x_adv, preds, preds_adv), *fool)
 
     tensors_path, csv_path, json_path = manipulation_paths(run_dir, conf.attack, conf.explainer)
@@ -300,11 +263,12 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         tensors.update({"target_maps": target_maps, "target_source": indices[sources]})
     save_tensors(tensors_path, tensors)
     write_text_atomic(csv_path, _csv(indices, preds, results))
+    cost = _cost(attack_cost, explain_cost, device, model_level=reference is not None, explainer=conf.explainer)
     doc = {
         "format": FORMAT,
         "attack": conf.attack,
         "explainer": conf.explainer,
-        "params": cfg.to_dict(params),
+        "params": cfg.to_dict(explainer.params),
         "settings": {**cfg.to_dict(settings), "step_size": settings.resolved_step_size()},
         "fooled": f"{conf.fool_measure} < {conf.fool_threshold} and prediction unchanged",
         "transfer_to": list(conf.transfer_to),
@@ -313,18 +277,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "seed": conf.seed,
         "softplus_replaced_relus": smooth.replaced,
         "means": {e: {k: float(v.double().nanmean()) for k, v in r.items()} for e, r in results.items()},
-        # On the CPU the ratio is taken from process CPU time (robust to other load on the
-        # machine; equal to wall time with one thread); on an accelerator from wall time.
-        "cost": {
-            "attack_s_per_image": round(attack_s, 5),
-            "explain_s_per_image": round(explain_s, 5),
-            "attack_cpu_s_per_image": round(attack_cpu, 5),
-            "explain_cpu_s_per_image": round(explain_cpu, 5),
-            "torch_threads": torch.get_num_threads(),
-            "attack_over_explain": None if reference is not None else (
-                _ratio(attack_cpu, explain_cpu) if device.type == "cpu" else _ratio(attack_s, explain_s)),
-            "unit": f"one '{conf.explainer}' explanation with these params on the original network",
-        },
+        "cost": cost,
         "batch_size": conf.batch_size,
         "device": str(device),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256"), "label": meta.get("label")},
@@ -335,6 +288,75 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     }
     write_json_atomic(json_path, doc)  # last: its presence marks a complete result
     return json_path
+
+
+def _predict(net: torch.nn.Module, x: Tensor, device: torch.device) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([net(x[s : s + 256].to(device)).argmax(1).cpu() for s in range(0, len(x), 256)])
+
+
+def _explain_all(fn, net: torch.nn.Module, x: Tensor, targets: Tensor, seeds: Tensor, bs: int,
+                 device: torch.device) -> Tensor:
+    """``fn(net, x, targets, seeds)`` over batches of ``bs`` (results do not depend on ``bs``: per-sample seeds)."""
+    return torch.cat([fn(net, x[s : s + bs].to(device), targets[s : s + bs].to(device), seeds[s : s + bs]).cpu()
+                      for s in range(0, len(x), bs)])
+
+
+def _attack_all(model, smooth, explainer, conf: ManipulateConfig, settings, x_all: Tensor, preds: Tensor,
+                seeds_all: Tensor, target_maps: Tensor | None, device: torch.device, quiet: bool) -> tuple[Tensor, Tensor]:
+    """(x_adv, kept_step) of every selected sample, attacked batch by batch with a progress bar."""
+    adv_parts, kept_parts = [], []
+    bs = conf.batch_size
+    with make_progress(quiet) as progress:
+        task = progress.add_task(f"manipulate {conf.attack}/{conf.explainer}", total=len(x_all), info="")
+        for s in range(0, len(x_all), bs):
+            sl = slice(s, s + bs)
+            tm = target_maps[sl].to(device) if target_maps is not None else None
+            xa, kept = manipulate_batch(
+                model, smooth, explainer, conf.attack, x_all[sl].to(device), preds[sl].to(device),
+                seeds_all[sl], settings, target_map=tm,
+            )
+            adv_parts.append(xa.cpu())
+            kept_parts.append(kept.cpu())
+            progress.advance(task, len(x_all[sl]))
+    return torch.cat(adv_parts), torch.cat(kept_parts)
+
+
+def _target_measures(target_maps: Tensor, orig_maps: Tensor, adv_maps: Tensor) -> dict[str, Tensor]:
+    """targeted: Spearman correlation with the target map after and before the attack, and the gain."""
+    from xairobust.manipulate.measures import spearman_rows
+
+    tm = target_maps.flatten(1).double().numpy()
+    after = torch.from_numpy(spearman_rows(tm, adv_maps.flatten(1).double().numpy()))
+    # the same before the attack: how far the explanation moved towards its target
+    before = torch.from_numpy(spearman_rows(tm, orig_maps.flatten(1).double().numpy()))
+    return {"target_spearman": after, "target_spearman_before": before, "target_gain": after - before}
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _per_image(start: tuple[float, float], n: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per image since ``start``."""
+    return (time.perf_counter() - start[0]) / n, (time.process_time() - start[1]) / n
+
+
+def _cost(attack: tuple[float, float], explain: tuple[float, float], device: torch.device, model_level: bool,
+          explainer: str) -> dict[str, Any]:
+    (attack_s, attack_cpu), (explain_s, explain_cpu) = attack, explain
+    return {
+        "attack_s_per_image": round(attack_s, 5),
+        "explain_s_per_image": round(explain_s, 5),
+        "attack_cpu_s_per_image": round(attack_cpu, 5),
+        "explain_cpu_s_per_image": round(explain_cpu, 5),
+        "torch_threads": torch.get_num_threads(),
+        # On the CPU the ratio is taken from process CPU time (robust to other load on the
+        # machine; equal to wall time with one thread); on an accelerator from wall time.
+        "attack_over_explain": None if model_level else (
+            _ratio(attack_cpu, explain_cpu) if device.type == "cpu" else _ratio(attack_s, explain_s)),
+        "unit": f"one '{explainer}' explanation with these params on the original network",
+    }
 
 
 def _ratio(a: float, b: float) -> float | None:

@@ -31,7 +31,7 @@ from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import predict, score_outputs
 from xairobust.progress import make_progress
-from xairobust.runs import WEIGHTS, load_run, load_tensors, read_run_meta, require_run, save_tensors
+from xairobust.runs import WEIGHTS, load_run, read_run_meta, require_run, save_tensors
 from xairobust.stages.attack import (
     FORMAT,
     ROBUSTNESS_JSON,
@@ -199,11 +199,6 @@ def attack_regression_run(
         entry["snr_db"] = None
     merge_robustness(run_dir, entry, meta.get("clean_accuracy"))
     return entry
-
-
-def load_attack_samples(run_dir: str | Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The per-sample tensors of a results entry written by ``attack_regression_run``."""
-    return load_tensors(Path(run_dir) / entry["file"])
 
 
 # AttackConfig keys that mean nothing for BIM (it is L-inf, deterministic, zero-initialised).

@@ -173,7 +173,8 @@ def visualize(run_dir: str | Path, conf: VisualizeConfig, quiet: bool = False) -
 
 
 def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, quiet: bool) -> Path:
-    from xairobust.visualize._core import Representation, eval_mode
+    from xairobust.perturb import eval_mode
+    from xairobust.visualize._core import Representation
     from xairobust.visualize.base import Context
 
     model, meta = load_run(run_dir)
@@ -185,7 +186,7 @@ def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, qu
     test = get_dataset(ds["name"], "test", conf.data_dir, **ds.get("kwargs", {}))
     example = test.inputs(torch.tensor([0])).to(device)
     vis = cls()
-    with eval_mode(model):
+    with eval_mode(model, freeze=True):  # the objectives are functions of the input alone
         rep = Representation(model, example, conf.layer)
         ctx = Context(model=model, test=test, rep=rep, device=device, n=conf.n, seed=conf.seed,
                       batch_size=conf.batch_size, classes=list(conf.classes), units=list(conf.units))

@@ -5,8 +5,8 @@
     L = CE(f_w(x), y) + lam * L_fool(x; w, w0)
 
 where w0 are the weights of the ``--init`` run (a frozen copy taken in ``prepare``) and the
-explanation h is a differentiable explainer (``xairobust.explain.differentiable``: saliency by
-default; its gradient with respect to the weights uses ``create_graph=True``) of the labelled
+explanation h is a registered differentiable explainer (saliency by default, with its registered
+parameters; ``attribute(..., create_graph=True)`` keeps the gradient with respect to the weights) of the labelled
 class, reduced to a map (|attribution| summed over channels) normalised to sum 1:
 
 * ``location`` (passive): L = 1 - sum(h * R), the share of relevance outside a fixed region R
@@ -80,10 +80,10 @@ class FoolTraining(TrainingMethod):
     Params = FoolParams
 
     def prepare(self, model: nn.Module, ctx: TrainContext) -> None:
-        from xairobust.explain.differentiable import get
+        from xairobust.explain.base import differentiable_explainer
 
-        self.diff = get(self.params.explainer)
-        self.expl_params = self.diff.Params()
+        # The registered explainer with its registered defaults: the map `explain` gives under that name.
+        self.explainer = differentiable_explainer(self.params.explainer, what="fool")
         if self.params.fool == "active" and max(self.params.class_a, self.params.class_b) >= ctx.num_outputs:
             raise ConfigError(f"fool: --class-a/--class-b must be below {ctx.num_outputs}")
         # The reference w0: the weights the run starts from (``--init``), frozen.
@@ -93,7 +93,7 @@ class FoolTraining(TrainingMethod):
 
     def _explain(self, net: nn.Module, x: Tensor, targets: Tensor, graph: bool) -> Tensor:
         seeds = torch.zeros(len(x), dtype=torch.int64)
-        return self.diff.fn(net, x, targets, self.expl_params, seeds, graph)
+        return self.explainer.attribute(net, x, targets, seeds, create_graph=graph)
 
     def fool_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         p = self.params

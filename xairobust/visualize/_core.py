@@ -1,5 +1,6 @@
-"""The pieces every visualisation shares: L2-projected gradient descent, the representation
-hook, and a context that keeps the model in evaluation mode.
+"""The pieces every visualisation shares: L2-projected gradient descent (a wrapper of the one
+perturbation core, ``xairobust.perturb``) and the representation hook. The model is kept in
+evaluation mode with frozen parameters by ``xairobust.perturb.eval_mode(model, freeze=True)``.
 
 All of it works in the model's input space (pixels in [0, 1] for images; the Normalize layer is
 inside the model), batched over images, on whatever device the model and inputs are on.
@@ -7,33 +8,21 @@ inside the model), batched over images, on whatever device the model and inputs 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from xairobust.errors import ConfigError
+from xairobust.perturb import ThreatModel, eval_mode, project, projected_ascent
 
 # A per-sample objective: inputs (N, ...) -> (N,) values.
 Objective = Callable[[Tensor], Tensor]
 
 
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-def l2_norms(x: Tensor) -> Tensor:
-    """Per-sample L2 norm of a batch (N, ...) -> (N,)."""
-    return x.flatten(1).norm(dim=1)
-
-
 def project_l2(x: Tensor, x0: Tensor, eps: float) -> Tensor:
     """The point of the L2 ball of radius ``eps`` around each ``x0`` closest to ``x`` (per sample)."""
-    d = x - x0
-    norms = l2_norms(d)
-    factor = torch.where(norms > eps, eps / norms.clamp_min(1e-30), torch.ones_like(norms))
-    return x0 + d * _bcast(factor, d)
+    return x0 + project(x - x0, "l2", eps)
 
 
 def l2_pgd(
@@ -50,55 +39,30 @@ def l2_pgd(
 ) -> Tensor:
     """``steps`` steps of L2 projected gradient descent (or ascent) on ``objective``, from ``x0``.
 
-    Each step moves every sample by ``step_size`` along its own normalised gradient (the L2
-    steepest-descent direction, as in Madry et al.'s L2 PGD and the paper's eqs. 4 and 13-16), then
-    projects onto the L2 ball of radius ``eps`` around that sample's start and clamps to
-    ``value_range``. ``x0`` must lie in ``value_range``: clamping then moves every coordinate
-    towards ``x0``, so the clamped point stays in the ball. A sample whose gradient is zero does
-    not move. ``on_step(t, x)`` sees every iterate (the tests check the projection with it).
-    Gradients are taken with respect to the input only; model parameters get no ``.grad``.
+    The loop is :func:`xairobust.perturb.projected_ascent` (the one PGD uses) under an L2
+    ``ThreatModel``: each step moves every sample by ``step_size`` along its own normalised
+    gradient (the L2 steepest-descent direction, as in Madry et al.'s L2 PGD and the paper's
+    eqs. 4 and 13-16), then projects onto the L2 ball of radius ``eps`` around that sample's
+    start and clamps to ``value_range``. ``x0`` must lie in ``value_range``: clamping then moves
+    every coordinate towards ``x0``, so the clamped point stays in the ball. A sample whose
+    gradient is zero does not move. ``on_step(t, x)`` sees every iterate (the tests check the
+    projection with it). Gradients are taken with respect to the input only; model parameters
+    get no ``.grad``.
     """
     if value_range is not None:
         lo, hi = value_range
         if bool((x0 < lo).any()) or bool((x0 > hi).any()):
             raise ValueError("l2_pgd: the start x0 must lie in value_range")
     x0 = x0.detach()
-    x = x0.clone()
-    sign = 1.0 if maximize else -1.0
-    for t in range(steps):
-        x.requires_grad_(True)
-        with torch.enable_grad():
-            value = objective(x)
-            (grad,) = torch.autograd.grad(value.sum(), x)
-        with torch.no_grad():
-            norms = l2_norms(grad)
-            unit = grad / _bcast(torch.where(norms > 0, norms, torch.ones_like(norms)), grad)
-            x = x.detach() + sign * step_size * unit
-            x = project_l2(x, x0, eps)
-            if value_range is not None:
-                x = x.clamp(value_range[0], value_range[1])
+
+    def each_step(t: int, delta: Tensor) -> None:
         if on_step is not None:
-            on_step(t, x)
+            on_step(t, x0 + delta)
         if advance is not None:
-            advance(x.shape[0])
-    return x.detach()
+            advance(x0.shape[0])
 
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Evaluation mode for the duration (BatchNorm uses running stats and never updates them,
-    dropout is off), then the mode the caller had; parameters are frozen meanwhile."""
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(f)
-        model.train(was_training)
+    threat = ThreatModel("l2", eps, step_size, value_range)
+    return projected_ascent(objective, x0, threat, steps, maximize=maximize, on_step=each_step)
 
 
 def final_linear_name(model: nn.Module, example: Tensor) -> str:
@@ -108,7 +72,7 @@ def final_linear_name(model: nn.Module, example: Tensor) -> str:
     handles = [m.register_forward_pre_hook(lambda mod, _inp: called.append(names[mod]))
                for m in model.modules() if isinstance(m, nn.Linear)]
     try:
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), eval_mode(model, freeze=True):
             model(example[:1])
     finally:
         for h in handles:

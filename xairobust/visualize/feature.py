@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from xairobust import config as cfg
+from xairobust.data.selection import select_indices
 from xairobust.errors import ConfigError
 from xairobust.registry import VISUALISATIONS
-from xairobust.stages.explain import select_indices
 from xairobust.visualize._core import batched, l2_pgd
 from xairobust.visualize.base import Context, PGDParams, Visualisation, item_generator, uniform_noise
 

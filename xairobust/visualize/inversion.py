@@ -15,8 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from xairobust.data.selection import select_indices
 from xairobust.registry import VISUALISATIONS
-from xairobust.stages.explain import select_indices
 from xairobust.visualize._core import batched, l2_pgd
 from xairobust.visualize.base import Context, PGDParams, Visualisation, item_generator, uniform_noise
 

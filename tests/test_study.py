@@ -1,0 +1,175 @@
+"""`xairobust study`: the study page (self-contained HTML) on a synthetic ladder with planted
+effects, checked in a real headless Chromium, and the command's dry run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from report_fake import provenance, write_run, write_scores
+
+from xairobust.report.build import ReportConfig, build_report
+from xairobust.report.study import STUDY_HTML, Section, StudyInfo, build_study, monotonicity
+from xairobust.runs import save_tensors
+
+EPS = (0.0, 0.05, 0.1, 0.2)
+SEEDS = (0, 1, 2)
+N = 24  # test images per run
+# Planted: robust accuracy rises with eps; Max-Sensitivity falls by 0.5 per unit of robust accuracy
+# (lower is better: an improvement), Sparseness does not depend on it at all.
+ROBUST = {0.0: 0.05, 0.05: 0.35, 0.1: 0.6, 0.2: 0.8}
+
+
+def _ladder_run(root: Path, eps: float, seed: int) -> Path:
+    rng = np.random.default_rng(100 * seed + int(1000 * eps))
+    robust = ROBUST[eps] + 0.01 * seed
+    values = {"max_sensitivity": 1.0 - 0.5 * robust + 0.02 * rng.standard_normal(N),
+              "sparseness": 0.5 + 0.02 * rng.standard_normal(N)}
+    run = write_run(root, f"pgd_eps{eps}_s{seed}", label=f"PGD eps={eps:g}", seed=seed, method="pgd",
+                    clean=0.97 - 0.1 * eps, robust=robust, attributions=["saliency"])
+    meta = json.loads((run / "run.json").read_text())
+    meta["method"]["params"] = {"norm": "linf", "eps": eps}
+    (run / "run.json").write_text(json.dumps(meta))
+    # Indices 0..N-1, and which of them this model gets right: sample 0 is wrong for the eps 0.2
+    # rung, so the common-correct comparison has N - 1 images.
+    attr = run / "attributions" / "saliency.safetensors"
+    n = N
+    tensors = {"inputs": torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)),
+               "targets": torch.zeros(n, dtype=torch.int64), "indices": torch.arange(n, dtype=torch.int64),
+               "attributions": torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed + 7)),
+               "correct": torch.tensor([not (eps == 0.2 and i == 0) for i in range(n)])}
+    save_tensors(attr, tensors)
+    weights = run / "model.safetensors"
+    (run / "attributions" / "saliency.json").write_text(json.dumps(
+        {"explainer": "saliency", "provenance": provenance(run, "explain", {"weights": weights}, explainer="saliency")}))
+    write_scores(run / "scores" / "saliency.csv", np.arange(n), values)
+    (run / "scores" / "saliency.json").write_text(json.dumps(
+        {"explainer": "saliency", "preset": "quick", "n": n,
+         "provenance": provenance(run, "score", {"weights": weights, "attributions": attr})}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """The page of a 4-rung x 3-seed synthetic ladder, built by the report + study renderers."""
+    root = tmp_path_factory.mktemp("study")
+    runs = [_ladder_run(root / "runs", eps, seed) for eps in EPS for seed in SEEDS]
+    report_dir = root / "results" / "ladder" / "digits_digits_cnn"
+    conf = ReportConfig(baseline="PGD eps=0", figures=False, **({"common_correct": True} if _has_cc() else {}))
+    build_report(runs, report_dir, conf, quiet=True)
+    section = Section(name="digits_digits_cnn", report_dir=report_dir, runs=runs, baseline="PGD eps=0", n_boot=200)
+    build_study([section], root / "results" / "ladder", StudyInfo(name="ladder", command="xairobust study ladder.yaml"),
+                quiet=True)
+    return root / "results" / "ladder"
+
+
+def _has_cc() -> bool:
+    from xairobust.report.study import has_common_correct
+
+    return has_common_correct()
+
+
+def test_page_is_self_contained_and_states_its_scale(study):
+    page = (study / STUDY_HTML).read_text()
+    # No external resource: no URL, every image a data: URI, no script or stylesheet link.
+    assert not re.search(r"(?:src|href)=\"(?!data:)", page)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    images = re.findall(r'<img class="figure" alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
+    assert [alt for alt, _ in images] == ["headline figure saliency", "clean vs robust accuracy"]
+    for _, data in images:  # each decodes to a PNG, the same bytes as the file written beside the page
+        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert base64.b64decode(images[0][1]) == (study / "figures" / "headline_saliency.png").read_bytes()
+    # Scale and unit of analysis are stated.
+    assert "<th>seeds</th><td>3: 0, 1, 2</td>" in page
+    assert "<th>metric preset</th><td>quick</td>" in page
+    assert "<th>images scored per run (n)</th><td>24</td>" in page
+    assert "unit of analysis" in page and "training runs (seeds)" in page
+    # The comparison table of the report is embedded, and its LaTeX/CSV files are named.
+    assert '<table class="report">' in page and "digits_digits_cnn/table.tex" in page
+    assert (study / "digits_digits_cnn" / "table.tex").is_file()
+
+
+def test_page_words_follow_the_planted_numbers(study):
+    page = (study / STUDY_HTML).read_text()
+    dose = pd.read_csv(study / "dose_response.csv").set_index("metric")
+    # Planted slope of Max-Sensitivity: -0.5 per unit of robust accuracy = -0.05 per +10 points.
+    assert dose.loc["max_sensitivity", "slope_ci_low"] < -0.05 < dose.loc["max_sensitivity", "slope_ci_high"]
+    assert dose.loc["max_sensitivity", "slope_ci_high"] < 0
+    shows = page.split("What this shows")[1].split("Headline")[0]
+    assert "improves significantly for Max" in shows  # lower Max-Sensitivity is better
+    assert "worsens significantly" not in shows
+    mono = pd.read_csv(study / "monotonicity.csv").set_index("metric")
+    assert mono.loc["max_sensitivity", "shape"] == "decreasing"
+    assert mono.loc["max_sensitivity", "with_more_robustness"] == "improves"
+    if _has_cc():
+        counts = pd.read_csv(study / "common_correct.csv")
+        assert counts[["n_samples_before", "n_common_correct"]].values.tolist() == [[N, N - 1]]
+        assert f"saliency: {N - 1} of {N}" in page
+
+
+def test_monotonicity_against_hand_computed_cases():
+    rows = []
+    for metric, means in (("up", [1, 2, 3]), ("down", [3, 2, 1]), ("bump", [1, 3, 2])):
+        for v, m in zip((0.0, 0.1, 0.2), means, strict=True):
+            rows.append({"explainer": "e", "setting": "s", "metric": metric, "family": "pgd", "ladder_param": "eps",
+                         "ladder_value": v, "mean": float(m), "direction": "higher"})
+    rows.append({**rows[0], "family": "standard", "ladder_param": "", "ladder_value": float("nan")})
+    mono = monotonicity(pd.DataFrame(rows).sample(frac=1, random_state=0)).set_index("metric")
+    assert mono["shape"].to_dict() == {"up": "increasing", "down": "decreasing", "bump": "not monotone"}
+    assert mono["with_more_robustness"].to_dict() == {"up": "improves", "down": "worsens", "bump": ""}
+    assert mono.loc["bump", "spearman_value_vs_metric"] == pytest.approx(0.5)
+    assert set(mono["rungs"]) == {3}
+
+
+def _chromium() -> str | None:
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium/chromium-browser/google-chrome on PATH"
+                    " (Debian: apt-get install chromium); the study page's browser test needs one")
+def test_page_renders_in_headless_chromium(study, tmp_path):
+    from PIL import Image
+
+    browser = _chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    # A copy of the page with a probe that records, after load, how many images decoded.
+    probe = tmp_path / "probe.html"
+    probe.write_text((study / STUDY_HTML).read_text().replace(
+        "</body>", "<script>window.addEventListener('load',()=>{const ok=[...document.images].filter("
+        "i=>i.complete&&i.naturalWidth>0).length;document.body.setAttribute('data-decoded',ok+'/'+"
+        "document.images.length)})</script></body>"))
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-decoded="2/2"' in dom.stdout
+    shot = tmp_path / "page.png"
+    run = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400",
+                          (study / STUDY_HTML).as_uri()], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2400, 1200)
+    assert img.std() > 10  # not a blank page
+    # The headline figure is drawn: many distinct grey levels (a plot), not only text on white.
+    assert len(np.unique(img.astype(np.uint8))) > 64
+
+
+def test_cli_dry_run_shows_the_grid_and_the_page(tmp_path):
+    from click.testing import CliRunner
+
+    from xairobust.cli import main
+
+    out = CliRunner().invoke(main, ["study", "digits_ladder", "--dry-run", "--root", str(tmp_path / "r")])
+    assert out.exit_code == 0, out.output
+    assert "train digits_digits_cnn_PGD_eps=0.025_s2" in out.stdout
+    assert "NsLoss_lam=3.0_s1" in out.stdout and "JacobReg_lam=0.2_s0" in out.stdout
+    assert f"study: would write {tmp_path / 'r' / 'results' / 'digits_ladder' / 'index.html'}" in out.stdout.replace("\n", "")
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,661 @@
+"""The study page: ``results/<study>/index.html``, one self-contained HTML file per zoo.
+
+A renderer of the report package, not a report of its own: the comparison tables are the
+report's (``table.html``, rendered from the same Table objects as table.md/table.tex), and every
+statistic comes from ``xairobust.report.analysis`` (issue 19: seed-level tests, MixedLM, the
+common-correct filter, dose-response slopes and rank correlations). This module adds what only a
+ladder study has: the headline figure (metric vs robust accuracy, one colour per training
+family), monotonicity along each ladder, the confound table (slope on all samples, on the
+common-correct samples, and adjusted for clean accuracy) and a paragraph written from the numbers.
+
+Figures are PNGs embedded as base64 ``data:`` URIs and the CSS is inline, so the page opens offline
+from any folder; the same PNGs are written beside it (``figures/``) for papers and READMEs.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xairobust.errors import ConfigError
+from xairobust.provenance import git_commit, versions
+from xairobust.runs import file_sha256, read_json, write_json_atomic
+
+STUDY_HTML = "index.html"
+STUDY_JSON = "study.json"
+FAMILY_NAMES = {"standard": "Standard", "pgd": "PGD", "jacobian": "JacobReg", "nsloss": "NsLoss", "fool": "Fool"}
+
+
+def analysis() -> Any:
+    """The statistics module (one place: every call below goes through it)."""
+    try:
+        from xairobust.report import analysis as module
+    except ImportError:  # pragma: no cover - only while the statistics are not installed
+        raise ConfigError("study: this installation lacks xairobust.report.analysis (the issue-19 statistics)") from None
+    return module
+
+
+def has_common_correct() -> bool:
+    """Whether the report can restrict its tables to the common-correct samples."""
+    from xairobust.report.build import ReportConfig
+
+    return "common_correct" in {f.name for f in dataclasses.fields(ReportConfig)}
+
+
+@dataclass
+class Section:
+    """One report of the study (one dataset/model setting, usually)."""
+
+    name: str
+    report_dir: Path
+    runs: list[Path]
+    baseline: str
+    alpha: float = 0.05
+    ci_level: float = 0.95
+    correction: str = "holm"
+    seed: int = 0
+    common_correct: bool = True
+    n_boot: int = 2000  # bootstrap resamples of the rank correlations' CIs (0: none)
+
+
+@dataclass
+class StudyInfo:
+    name: str
+    description: str = ""
+    command: str = ""
+    zoo_file: str = ""
+
+
+@dataclass
+class _Computed:
+    section: Section
+    long: pd.DataFrame  # every sample
+    used: pd.DataFrame  # the samples the comparisons use (common-correct when on)
+    counts: pd.DataFrame  # common-correct counts per (explainer, setting); empty when off
+    runs: pd.DataFrame  # run means on ``used``
+    dose: pd.DataFrame  # dose-response on ``used``
+    dose_all: pd.DataFrame  # dose-response on every sample (the confound table's first column)
+    seeds: pd.DataFrame
+    mixed: pd.DataFrame
+    mono: pd.DataFrame
+    meta: dict[str, Any]
+    figures: dict[str, bytes] = field(default_factory=dict)  # file stem -> PNG
+
+
+# -- numbers -------------------------------------------------------------------------------------
+
+
+def rung_means(runs: pd.DataFrame, level: float) -> pd.DataFrame:
+    """One point per rung (explainer, setting, metric, label): analysis.ladder_points, plus the
+    between-seed t interval of the seeds' robust accuracy (the figure's horizontal bars)."""
+    from scipy import stats
+
+    pts = analysis().ladder_points(runs, ci_level=level)
+    n = pts["n_seeds"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = np.where(n >= 2, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * pts["robust_acc_sd"] / np.sqrt(n), np.nan)
+    pts["robust_ci_low"] = pts["robust_acc"] - half
+    pts["robust_ci_high"] = pts["robust_acc"] + half
+    return pts
+
+
+def monotonicity(rungs: pd.DataFrame) -> pd.DataFrame:
+    """Per ladder (training family with a ladder parameter) and metric: are the rung means
+    monotone in the ladder value? Also the rank correlation of rung value and mean."""
+    from scipy import stats
+
+    rows = []
+    lad = rungs[(rungs["ladder_param"].astype(str) != "") & rungs["ladder_value"].notna()]
+    for (explainer, setting, metric, family), g in lad.groupby(["explainer", "setting", "metric", "family"], sort=False):
+        g = g.sort_values("ladder_value")
+        if len(g) < 3:
+            continue
+        diffs = np.diff(g["mean"].to_numpy())
+        if np.all(diffs > 0):
+            shape = "increasing"
+        elif np.all(diffs < 0):
+            shape = "decreasing"
+        else:
+            shape = "not monotone"
+        rho = float(stats.spearmanr(g["ladder_value"], g["mean"]).statistic)
+        direction = g["direction"].iloc[0]
+        better = ""
+        if shape != "not monotone" and direction in ("higher", "lower"):
+            better = "improves" if (shape == "increasing") == (direction == "higher") else "worsens"
+        rows.append({"explainer": explainer, "setting": setting, "metric": metric, "family": family,
+                     "ladder_param": g["ladder_param"].iloc[0], "rungs": len(g),
+                     "values": " ".join(f"{v:g}" for v in g["ladder_value"]),
+                     "means": " ".join(f"{v:.4g}" for v in g["mean"]), "shape": shape,
+                     "spearman_value_vs_metric": rho, "with_more_robustness": better})
+    return pd.DataFrame(rows, columns=["explainer", "setting", "metric", "family", "ladder_param", "rungs", "values",
+                                       "means", "shape", "spearman_value_vs_metric", "with_more_robustness"])
+
+
+def _read_or(path: Path, compute: Any) -> pd.DataFrame:
+    """A statistic the report already wrote (same function, same samples), else computed here."""
+    if path.is_file():
+        try:
+            return pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError):
+            pass
+    return compute()
+
+
+def _study_meta(runs: list[Path], long: pd.DataFrame) -> dict[str, Any]:
+    """What the page states about its scale: seeds, presets, n per run, the attack of the axis."""
+    presets, ns, attacks = set(), set(), set()
+    for run in runs:
+        for doc_path in sorted((run / "scores").glob("*.json")) if (run / "scores").is_dir() else []:
+            doc = read_json(doc_path)
+            if doc.get("preset"):
+                presets.add(str(doc["preset"]))
+        rob = run / "robustness.json"
+        if rob.is_file():
+            doc = read_json(rob)
+            head = [e for e in doc.get("results", []) if isinstance(e, dict) and e.get("attack") == doc.get("headline")]
+            e = head[0] if head else {}
+            n = doc.get("n") or e.get("n")
+            attacks.add(f"{doc.get('headline', '?')} {e.get('norm', doc.get('headline_norm', ''))} "
+                        f"ε {e.get('eps', doc.get('headline_eps', '?'))}" + (f", {n} test images" if n else ""))
+    for _, g in long.groupby(["run", "explainer"]):
+        ns.add(int(g["sample"].nunique()))
+    return {"seeds": sorted(int(s) for s in long["seed"].unique()), "presets": sorted(presets),
+            "samples_per_run": sorted(ns), "attacks": sorted(attacks), "n_runs": int(long["run"].nunique()),
+            "labels": list(dict.fromkeys(long["label"])), "explainers": list(dict.fromkeys(long["explainer"]))}
+
+
+def compute(section: Section) -> _Computed:
+    A = analysis()
+    long = A.collect_long([str(p) for p in section.runs])
+    if section.common_correct:
+        used, counts = A.common_correct(long, by=("explainer", "setting"))
+    else:
+        used, counts = long, pd.DataFrame()
+    kw = {"ci_level": section.ci_level, "alpha": section.alpha}
+    dose = A.dose_response(used, seed=section.seed, n_boot=section.n_boot, **kw)
+    # Every image: only its slope is shown (the confound table), so no bootstrap.
+    dose_all = A.dose_response(long, seed=section.seed, n_boot=0, **kw) if section.common_correct else dose
+    d = section.report_dir
+    seeds = _read_or(d / "seed_stats.csv", lambda: A.seed_tests(used, section.baseline, correction=section.correction, **kw))
+    mixed = _read_or(d / "mixed.csv", lambda: A.mixed_effects(used, section.baseline, correction=section.correction, **kw))
+    runs = A.run_means(used)
+    mono = monotonicity(rung_means(runs, section.ci_level))
+    return _Computed(section=section, long=long, used=used, counts=counts, runs=runs, dose=dose, dose_all=dose_all,
+                     seeds=seeds, mixed=mixed, mono=mono, meta=_study_meta(section.runs, long))
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+def _family_styles(families: list[str]) -> dict[str, tuple[str, str]]:
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"].colors
+    markers = "osD^vP*Xh<>"
+    return {f: (colours[i % len(colours)], markers[i % len(markers)]) for i, f in enumerate(families)}
+
+
+def _png(fig: Any, dpi: int) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def headline_figure(runs: pd.DataFrame, explainer: str, metas: dict[str, Any], level: float, dpi: int) -> bytes:
+    """Metric vs robust accuracy for one explainer: one column of panels per metric family,
+    one panel per metric; faint points = runs, large points = rung means over seeds with
+    between-seed CIs on both axes, lines join the rungs of a ladder; one colour per family."""
+    import matplotlib.pyplot as plt
+
+    from xairobust.report import figures as figs  # noqa: F401 - selects the Agg backend first
+
+    part = runs[runs["explainer"] == explainer]
+    metrics = [m for m in metas if m in set(part["metric"])]
+    families_of: dict[str, list[str]] = {}
+    for m in metrics:
+        families_of.setdefault(metas[m].category, []).append(m)
+    ncols, nrows = len(families_of), max(len(v) for v in families_of.values())
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.5, 3.3 * ncols), 2.7 * nrows + 0.5), squeeze=False)
+    styles = _family_styles(list(dict.fromkeys(part["family"])))
+    rungs = rung_means(part, level)
+    for col, (category, names) in enumerate(families_of.items()):
+        for row in range(nrows):
+            ax = axes[row][col]
+            if row >= len(names):
+                ax.axis("off")
+                continue
+            meta = metas[names[row]]
+            pr, rr = part[part["metric"] == meta.name], rungs[rungs["metric"] == meta.name]
+            for fam, (colour, marker) in styles.items():
+                fr = pr[pr["family"] == fam]
+                ax.scatter(100 * fr["robust_acc"], fr["mean"], s=9, color=colour, alpha=0.35, linewidths=0)
+                g = rr[rr["family"] == fam].sort_values(["ladder_value", "robust_acc"])
+                if g.empty:
+                    continue
+                x = 100 * g["robust_acc"].to_numpy()
+                # Accuracy CIs drawn inside [0, 100] % (a t interval over 2-3 seeds can leave it).
+                lo, hi = np.clip(g["robust_ci_low"], 0, 1), np.clip(g["robust_ci_high"], 0, 1)
+                xerr = 100 * np.abs(np.vstack([g["robust_acc"] - lo, hi - g["robust_acc"]]))
+                yerr = np.abs(np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]))
+                ax.errorbar(x, g["mean"], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt=marker + "-",
+                            color=colour, ms=5, lw=1, elinewidth=0.8, capsize=2,
+                            label=FAMILY_NAMES.get(fam, fam) if (row == 0 and col == 0) else None)
+            ax.set_title(f"{category}: {meta.label} {meta.arrow}".strip() if row == 0 else f"{meta.label} {meta.arrow}".strip(),
+                         fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3, lw=0.5)
+            if row == len(names) - 1:
+                ax.set_xlabel("robust accuracy (%)", fontsize=8)
+    # A band of half an inch above the panels holds the title and the colour legend.
+    height = fig.get_figheight()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.suptitle(f"{explainer}: metric vs robust accuracy (faint: runs; large: mean over seeds, bars {level:.0%} CI)",
+                 fontsize=10, y=1 - 0.05 / height)
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 1 - 0.22 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height))
+    return _png(fig, dpi)
+
+
+def accuracy_figure(runs: pd.DataFrame, dpi: int) -> bytes:
+    """Clean vs robust accuracy of every run: the confound the adjustment removes."""
+    import matplotlib.pyplot as plt
+
+    from xairobust.report import figures as figs  # noqa: F401
+
+    per_run = runs.drop_duplicates("run")
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    for fam, (colour, marker) in _family_styles(list(dict.fromkeys(per_run["family"]))).items():
+        g = per_run[per_run["family"] == fam]
+        ax.scatter(100 * g["robust_acc"], 100 * g["clean_acc"], color=colour, marker=marker, s=22,
+                   label=FAMILY_NAMES.get(fam, fam))
+    ax.set_xlabel("robust accuracy (%)", fontsize=8)
+    ax.set_ylabel("clean accuracy (%)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3, lw=0.5)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title("clean vs robust accuracy (one point per run)", fontsize=9)
+    fig.tight_layout()
+    return _png(fig, dpi)
+
+
+# -- words ---------------------------------------------------------------------------------------
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "–"
+    if not math.isfinite(v):
+        return "–"
+    text = f"{v:.{digits}g}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text.replace("-", "−")
+
+
+def _ci(lo: Any, hi: Any) -> str:
+    return f"[{_num(lo)}, {_num(hi)}]"
+
+
+def _excludes_zero(lo: Any, hi: Any) -> bool:
+    try:
+        return math.isfinite(float(lo)) and math.isfinite(float(hi)) and (float(lo) > 0 or float(hi) < 0)
+    except (TypeError, ValueError):
+        return False
+
+
+def _effect_word(slope: float, direction: str) -> str:
+    if direction not in ("higher", "lower") or not math.isfinite(slope):
+        return "changes"
+    return "improves" if (slope > 0) == (direction == "higher") else "worsens"
+
+
+def _is_control(explainer: str) -> bool:
+    from xairobust.registry import EXPLAINERS
+
+    try:
+        return bool(EXPLAINERS.meta(explainer).get("control"))
+    except ConfigError:
+        return False
+
+
+def what_this_shows(c: _Computed, metas: dict[str, Any]) -> list[str]:
+    """Paragraphs written from the numbers: the sign and CI of every dose-response slope, whether
+    it survives the clean-accuracy adjustment, monotonicity, the seed-level tests, controls."""
+    s, out = c.section, []
+    seeds = c.meta["seeds"]
+    pct = f"{s.ci_level:.0%}"
+    for explainer in c.meta["explainers"]:
+        d = c.dose[c.dose["explainer"] == explainer]
+        if d.empty:
+            continue
+        control = _is_control(explainer)
+        better, worse, flat, survive, lost, gained = [], [], [], [], [], []
+        for r in d.itertuples(index=False):
+            label = metas[r.metric].label if r.metric in metas else r.metric
+            sig = _excludes_zero(r.slope_ci_low, r.slope_ci_high)
+            adj_sig = _excludes_zero(r.adj_ci_low, r.adj_ci_high)
+            same_sign = math.isfinite(r.slope_per10) and math.isfinite(r.adj_slope_per10) and np.sign(r.slope_per10) == np.sign(r.adj_slope_per10)
+            text = f"{label} {_num(r.slope_per10)} {_ci(r.slope_ci_low, r.slope_ci_high)}"
+            if sig:
+                (better if _effect_word(r.slope_per10, r.direction) == "improves" else worse).append(text)
+                (survive if adj_sig and same_sign else lost).append(label)
+            else:
+                flat.append(text)
+                if adj_sig:
+                    gained.append(label)
+        head = (f"<b>{html.escape(explainer)}</b>" + (" (a control explainer, model-independent)" if control else "")
+                + f": over the {int(d['n_runs'].max())} runs, per +10 points of robust accuracy")
+        parts = []
+        if better:
+            parts.append("the metric improves significantly for " + "; ".join(better))
+        if worse:
+            parts.append("it worsens significantly for " + "; ".join(worse))
+        if flat:
+            parts.append(f"the {pct} CI includes zero for " + "; ".join(flat))
+        para = head + " " + ", ".join(parts) + f" (slope per +10 points, {pct} CI)."
+        if better or worse:
+            if survive:
+                para += " Adjusted for clean accuracy, the effect keeps its sign and significance for " + ", ".join(survive) + "."
+            if lost:
+                para += (" It does <b>not survive</b> the adjustment (sign flips or the CI then includes zero) for "
+                         + ", ".join(lost) + ": there, robustness and clean accuracy cannot be told apart.")
+        if gained:
+            para += " Only after the adjustment is the slope significant for " + ", ".join(gained) + "."
+        notes = [n for n in d.get("adjustment_note", pd.Series(dtype=str)).fillna("") if n]
+        if notes and not (lost or gained):
+            para += " " + " ".join(html.escape(n) for n in notes)
+        m = c.mono[c.mono["explainer"] == explainer]
+        if not m.empty:
+            mono_parts = []
+            for fam, g in m.groupby("family", sort=False):
+                k = int((g["shape"] != "not monotone").sum())
+                mono_parts.append(f"{FAMILY_NAMES.get(fam, fam)} ({g['ladder_param'].iloc[0]}): {k} of {len(g)} metrics monotone")
+            para += " Along the ladders, rung means over seeds are " + "; ".join(mono_parts) + "."
+        if control:
+            para += (" A control explainer does not read the model, so a dose-response here comes from the metric's"
+                     " own dependence on the model (its perturbation or faithfulness probe), not from better explanations.")
+        out.append(para)
+    if len(seeds) < 2:
+        out.append("One training seed: every test is about images only, not about training runs; the seed-level"
+                   " statistics need <code>seeds: K</code> with K ≥ 2.")
+    elif not c.seeds.empty and "p_adjusted" in c.seeds:
+        sig = c.seeds[c.seeds["significant"].astype(bool)] if "significant" in c.seeds else c.seeds.iloc[0:0]
+        line = (f"With training runs as the unit ({len(seeds)} seeds; {', '.join(sorted(set(c.seeds['test'].astype(str))))},"
+                f" {s.correction}-corrected), {len(sig)} of {len(c.seeds)} rung-vs-{html.escape(s.baseline)} comparisons differ at"
+                f" α = {s.alpha:g}")
+        if not c.mixed.empty and "significant" in c.mixed:
+            ms = int(c.mixed["significant"].astype(bool).sum())
+            line += f"; the mixed model over all samples (seed, run and image as random effects) finds {ms} of {len(c.mixed)}"
+        out.append(line + ".")
+    if not c.counts.empty:
+        lo, hi = int(c.counts["n_common_correct"].min()), int(c.counts["n_samples_before"].max())
+        out.append(f"All comparisons use the images every model of the comparison classifies correctly"
+                   f" ({lo}{'' if lo == int(c.counts['n_common_correct'].max()) else '–' + str(int(c.counts['n_common_correct'].max()))}"
+                   f" of {hi} per run), so no model is scored on images it gets wrong.")
+    return out
+
+
+# -- the page ------------------------------------------------------------------------------------
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1180px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}h3{font-size:1.05em}
+table{border-collapse:collapse;font-size:.8em;margin:.6em 0 1.2em}td,th{border:1px solid #ddd;padding:.2em .45em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}caption{caption-side:top;text-align:left;font-size:.95em;padding:.3em 0}
+.facts td,.facts th{text-align:left}.shows{background:#f6f8fa;border-left:4px solid #4a7;padding:.6em 1em}
+img.figure{max-width:100%;height:auto;display:block;margin:.5em 0}.small{font-size:.85em;color:#555}code{background:#f2f2f2;padding:0 .2em}
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _frame_html(df: pd.DataFrame, columns: list[tuple[str, str]], caption: str) -> str:
+    """A small numbers table: ``columns`` = (frame column or 'a|b' CI pair, header)."""
+    if df.empty:
+        return f"<p class=small>{html.escape(caption)}: no rows.</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
+    rows = []
+    for r in df.to_dict("records"):
+        cells = []
+        for col, _ in columns:
+            if "|" in col:
+                lo, hi = col.split("|")
+                cells.append(_ci(r.get(lo), r.get(hi)))
+            else:
+                v = r.get(col, "")
+                cells.append(_num(v) if isinstance(v, (float, np.floating)) else html.escape(str(v)))
+            if col in ("slope_per10", "adj_slope_per10", "mean_diff", "estimate"):
+                pair = {"slope_per10": ("slope_ci_low", "slope_ci_high"), "adj_slope_per10": ("adj_ci_low", "adj_ci_high"),
+                        "mean_diff": ("ci_low", "ci_high"), "estimate": ("ci_low", "ci_high")}[col]
+                if _excludes_zero(r.get(pair[0]), r.get(pair[1])):
+                    cells[-1] = f"<b>{cells[-1]}</b>"
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _with_labels(df: pd.DataFrame, metas: dict[str, Any]) -> pd.DataFrame:
+    if df.empty or "metric" not in df:
+        return df
+    df = df.copy()
+    df["metric"] = [f"{metas[m].label} {metas[m].arrow}".strip() if m in metas else m for m in df["metric"]]
+    return df
+
+
+def _confound_frame(c: _Computed) -> pd.DataFrame:
+    keys = ["explainer", "setting", "metric"]
+    a = c.dose_all[[*keys, "slope_per10", "slope_ci_low", "slope_ci_high"]].rename(
+        columns={"slope_per10": "all_slope", "slope_ci_low": "all_lo", "slope_ci_high": "all_hi"})
+    b = c.dose[[*keys, "direction", "slope_per10", "slope_ci_low", "slope_ci_high", "adj_slope_per10", "adj_ci_low",
+                "adj_ci_high", "clean_slope_per10", "adjustment_changes", "adjustment_note"]]
+    return a.merge(b, on=keys, how="right")
+
+
+def render_page(computed: list[_Computed], info: StudyInfo, metas: dict[str, Any], page_dir: Path) -> str:
+    """The whole HTML document; links to the report files are relative to ``page_dir``."""
+    esc = html.escape
+    body = [f"<h1>Study {esc(info.name)}</h1>"]
+    if info.description:
+        body.append(f"<p>{esc(info.description)}</p>")
+    for c in computed:
+        s, meta = c.section, c.meta
+        multi = len(computed) > 1
+        if multi:
+            body.append(f"<h2>{esc(s.name)}</h2>")
+        seeds = meta["seeds"]
+        cc = ("on: each comparison (one explainer, one setting) uses only the images every one of its models classifies"
+              " correctly" if s.common_correct else "off: every explained image")
+        unit = ("training runs (seeds): the seed-level tests compare per-seed means; the dose-response regresses run means"
+                " on robust accuracy; the mixed model uses every image with seed, run and image as random effects;"
+                " the comparison tables' stars are per-image paired tests" if len(seeds) > 1 else
+                "images only (one seed): no statement here is about training runs")
+        facts = [("runs", f"{meta['n_runs']} ({len(meta['labels'])} rungs/methods × seeds)"),
+                 ("seeds", f"{len(seeds)}: {', '.join(map(str, seeds))}"),
+                 ("metric preset", ", ".join(meta["presets"]) or "unknown"),
+                 ("images scored per run (n)", ", ".join(map(str, meta["samples_per_run"]))),
+                 ("robustness axis", "; ".join(meta["attacks"]) or "no robustness.json"),
+                 ("common-correct filter", cc),
+                 ("unit of analysis", unit),
+                 ("baseline", s.baseline),
+                 ("explainers", ", ".join(meta["explainers"]))]
+        if not c.counts.empty:
+            facts.insert(4, ("images after the common-correct filter",
+                             ", ".join(f"{r.explainer}: {int(r.n_common_correct)} of {int(r.n_samples_before)}"
+                                       for r in c.counts.itertuples(index=False))))
+        body.append("<table class=facts><tbody>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
+                    + "</tbody></table>")
+        body.append("<h3>What this shows</h3><div class=shows>" + "".join(f"<p>{p}</p>" for p in what_this_shows(c, metas)) + "</div>")
+        body.append("<h3>Headline: interpretability vs robustness</h3>")
+        for explainer in meta["explainers"]:
+            stem = _stem("headline", explainer, s.name if multi else "")
+            if stem in c.figures:
+                body.append(_img(c.figures[stem], f"headline figure {explainer}"))
+        body.append("<h3>Dose–response</h3>")
+        body.append(_frame_html(_with_labels(c.dose, metas), [
+            ("explainer", "explainer"), ("metric", "metric"), ("n_runs", "runs"), ("spearman", "Spearman ρ"),
+            ("spearman_ci_low|spearman_ci_high", "CI"), ("kendall", "Kendall τ"), ("kendall_ci_low|kendall_ci_high", "CI"),
+            ("slope_per10", "slope / +10 pts robust"), ("slope_ci_low|slope_ci_high", "CI"), ("slope_p", "p")],
+            f"Rank correlation of robust accuracy and the run's mean metric over the zoo (bootstrap CI over runs) and the"
+            f" OLS slope per +10 points of robust accuracy ({s.ci_level:.0%} CI; bold: CI excludes 0)."))
+        body.append(_frame_html(_with_labels(c.mono, metas), [
+            ("explainer", "explainer"), ("metric", "metric"), ("family", "ladder"), ("ladder_param", "param"),
+            ("values", "rungs"), ("means", "rung means (over seeds)"), ("shape", "shape"),
+            ("with_more_robustness", "with a higher rung")],
+            "Monotonicity along each ladder: the rung means over seeds in rung order."))
+        body.append("<h3>The clean-accuracy confound</h3>")
+        if "accuracy" in c.figures:
+            body.append(_img(c.figures["accuracy"], "clean vs robust accuracy"))
+        body.append(_frame_html(_with_labels(_confound_frame(c), metas), [
+            ("explainer", "explainer"), ("metric", "metric"), ("all_slope", "slope, all images"), ("all_lo|all_hi", "CI"),
+            ("slope_per10", "slope, common-correct" if s.common_correct else "slope"), ("slope_ci_low|slope_ci_high", "CI"),
+            ("adj_slope_per10", "slope adjusted for clean acc."), ("adj_ci_low|adj_ci_high", "CI"),
+            ("clean_slope_per10", "clean-acc. slope / +10 pts"), ("adjustment_note", "adjustment")],
+            "Slope per +10 points of robust accuracy: on every image, on the common-correct images, and from"
+            " metric ~ robust + clean accuracy (OLS over runs) — the last is the effect at fixed clean accuracy."))
+        body.append("<h3>Seeds as the unit, and the mixed model</h3>")
+        body.append(_frame_html(_with_labels(c.seeds, metas), [
+            ("explainer", "explainer"), ("metric", "metric"), ("label", "method"), ("unit", "unit"), ("test", "test"),
+            ("n_pairs", "pairs"), ("mean_diff", "diff vs baseline"), ("ci_low|ci_high", "CI"), ("p_adjusted", "p adj."),
+            ("better", "better")],
+            f"Per-seed means of each rung against {esc(s.baseline)} (bold: CI excludes 0)."))
+        body.append(_frame_html(_with_labels(c.mixed, metas), [
+            ("explainer", "explainer"), ("metric", "metric"), ("label", "method"), ("estimate", "diff vs baseline"),
+            ("ci_low|ci_high", "CI"), ("p_adjusted", "p adj."), ("var_seed", "var seed"), ("var_run", "var run"),
+            ("var_sample", "var image"), ("var_residual", "var resid.")],
+            "MixedLM (statsmodels, REML) over all samples: value ~ method + (1|seed) + (1|run) + (1|image)."))
+        body.append("<h3>Comparison tables</h3>")
+        rel = os.path.relpath(s.report_dir, start=page_dir)
+        table_html = s.report_dir / "table.html"
+        if table_html.is_file():
+            body.append(table_html.read_text())
+        body.append("<p class=small>LaTeX, CSV and Markdown beside this page: "
+                    + ", ".join(f"<code>{esc(rel)}/{f}</code>" for f in ("table.tex", "table_body.tex", "table.csv",
+                                                                         "table.md", "stats.csv")
+                                if (s.report_dir / f).is_file()) + ".</p>")
+    body.append(f"<p class=small>Written by <code>{esc(info.command or 'xairobust study')}</code>"
+                f" (xairobust, git {esc(str(git_commit() or 'unknown'))}) on {time.strftime('%Y-%m-%d')}."
+                " Self-contained: figures are embedded, nothing is loaded from elsewhere.</p>")
+    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>" + esc(f"Study {info.name}")
+            + f"</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _stem(kind: str, explainer: str, section: str) -> str:
+    from xairobust.report.figures import slug
+
+    return "_".join(p for p in (kind, slug(section) if section else "", slug(explainer)) if p)
+
+
+def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int = 110, quiet: bool = False) -> list[Path]:
+    """Compute every section, then write ``out/index.html``, ``out/figures/*.png``, the study's CSVs
+    and ``out/study.json`` (inputs' sha256) -- staged and moved in file by file, like the report."""
+    from xairobust.progress import track
+    from xairobust.report.build import _move_into
+    from xairobust.report.meta import metric_meta, order_metrics
+
+    if not sections:
+        raise ConfigError("study: no report finished, so there is nothing to show")
+    out = Path(out)
+    computed = [compute(s) for s in track(sections, len(sections), "study statistics", quiet)]
+    names = list(dict.fromkeys(m for c in computed for m in c.long["metric"]))
+    metas = {m.name: m for m in order_metrics([metric_meta(n) for n in names])}
+    multi = len(computed) > 1
+    for c in computed:
+        for explainer in c.meta["explainers"]:
+            c.figures[_stem("headline", explainer, c.section.name if multi else "")] = headline_figure(
+                c.runs, explainer, metas, c.section.ci_level, dpi)
+        c.figures["accuracy"] = accuracy_figure(c.runs, dpi)
+    page = render_page(computed, info, metas, out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.study.", dir=out.parent))
+    try:
+        (staging / STUDY_HTML).write_text(page)
+        (staging / "figures").mkdir()
+        for c in computed:
+            prefix = f"{c.section.name}_" if multi else ""
+            for stem, png in c.figures.items():
+                name = stem if stem != "accuracy" or not multi else f"accuracy_{c.section.name}"
+                (staging / "figures" / f"{name}.png").write_bytes(png)
+            c.dose.to_csv(staging / f"{prefix}dose_response.csv", index=False)
+            _confound_frame(c).to_csv(staging / f"{prefix}confound.csv", index=False)
+            c.mono.to_csv(staging / f"{prefix}monotonicity.csv", index=False)
+            c.runs.to_csv(staging / f"{prefix}run_means.csv", index=False)
+            if not c.counts.empty:
+                c.counts.to_csv(staging / f"{prefix}common_correct.csv", index=False)
+        written = _move_into(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    inputs = {}
+    for c in computed:
+        for run in c.section.runs:
+            for rel in ("run.json", "model.safetensors", "robustness.json"):
+                if (run / rel).is_file():
+                    inputs[f"{run}:{rel}"] = file_sha256(run / rel)
+        for f in sorted(c.section.report_dir.glob("*.csv")):
+            inputs[f"{f}"] = file_sha256(f)
+    write_json_atomic(out / STUDY_JSON, {
+        "format": "xairobust-study-1", "study": info.name, "command": info.command, "zoo": info.zoo_file,
+        "sections": [{"name": c.section.name, "report": str(c.section.report_dir), "baseline": c.section.baseline,
+                      "common_correct": c.section.common_correct, **c.meta} for c in computed],
+        "files": [str(p.relative_to(out)) for p in written], "inputs_sha256": inputs,
+        "versions": versions(), "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return [*written, out / STUDY_JSON]
+
+
+# -- from a batch ----------------------------------------------------------------------------------
+
+
+def study_zoo(zoo: Any, common_correct: bool) -> Any:
+    """The zoo with ``common_correct`` set in its report block (unless the file sets it): a study's
+    tables use the common-correct images by default. Returns a copy; the zoo file is not touched."""
+    import sys
+
+    report = dict(zoo.report)
+    if has_common_correct():
+        report.setdefault("common_correct", common_correct)
+    elif common_correct:
+        print("warning: this installation's report cannot restrict to common-correct images; every image is used",
+              file=sys.stderr)
+    return dataclasses.replace(zoo, report=report)
+
+
+def study_sections(result: Any) -> list[Section]:
+    """One section per report of the batch that finished (its report.json names the runs it used)."""
+    from xairobust import config as cfg
+    from xairobust.report.build import REPORT_JSON, ReportConfig
+
+    out = []
+    for job in result.plan.reports():
+        outcome = result.outcomes.get(job.id)
+        report_dir = result.root / job.target
+        if outcome is None or outcome.status not in ("cached", "done") or not (report_dir / REPORT_JSON).is_file():
+            continue
+        doc = read_json(report_dir / REPORT_JSON)
+        conf = cfg.build(ReportConfig, {k: v for k, v in job.config.items() if k != "runs"}, f"report {job.id}")
+        runs = [Path(p) if Path(p).is_absolute() else result.root / p for p in doc.get("runs", [])]
+        out.append(Section(name=Path(job.target).name, report_dir=report_dir, runs=runs,
+                           baseline=str(doc.get("baseline") or conf.baseline), alpha=conf.alpha,
+                           ci_level=conf.ci_level, correction=conf.correction, seed=conf.seed,
+                           common_correct=bool(getattr(conf, "common_correct", False))))
+    return out
