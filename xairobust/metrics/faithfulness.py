@@ -195,7 +195,7 @@ def patch_layout(shape: tuple[int, ...], patch: int) -> tuple[np.ndarray, np.nda
     blocks = np.stack([idx[:, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch].reshape(-1) for i in range(bh) for j in range(bw)])
     rows = (np.arange(h) + ph[0]) // patch
     cols = (np.arange(w) + pw[0]) // patch
-    patch_of = np.ascontiguousarray(np.broadcast_to((rows[:, None] * bw + cols[None, :])[None], (c, h, w))).reshape(-1)
+    patch_of = np.repeat((rows[:, None] * bw + cols[None, :])[None], c, axis=0).reshape(-1)  # a writable copy
     return blocks, patch_of, ph, pw
 
 
