@@ -58,16 +58,20 @@ def write_run(
     attributions: list[str] = (),
     epoch_scores: dict[int, dict[str, np.ndarray]] | None = None,
     history: list[dict] | None = None,
+    correct: np.ndarray | None = None,
+    params: dict | None = None,
 ) -> Path:
     """A run directory with run.json, optional robustness.json, scores/<explainer>.csv, ...
 
     ``scores`` maps explainer -> {metric: per-sample values}; ``indices`` the samples' indices.
+    ``correct`` (bools, one per scored sample): the attribution files then hold the scored samples'
+    indices and the per-sample ``correct`` tensor that ``explain`` records. ``params``: method params.
     """
     run = root / name
     run.mkdir(parents=True)
     weights = run / "model.safetensors"  # stand-in weights: the provenance chain starts here
     save_tensors(weights, {"w": torch.full((2,), float(seed)), "tag": torch.tensor([hash(name) % 1000])})
-    meta = {"format": 1, "label": label, "method": {"name": method or label, "params": {}}, "seed": seed,
+    meta = {"format": 1, "label": label, "method": {"name": method or label, "params": params or {}}, "seed": seed,
             "dataset": {"name": dataset}, "model": {"name": model}, "clean_accuracy": clean,
             "weights_sha256": file_sha256(weights)}
     (run / "run.json").write_text(json.dumps(meta))
@@ -77,13 +81,17 @@ def write_run(
              "provenance": provenance(run, "attack", {"weights": weights})}))
     rng = np.random.default_rng(seed + 100)
     for explainer in {*attributions, *(scores or {})}:
-        n = 8
+        n = 8 if correct is None else len(correct)
         x = torch.from_numpy(rng.random((n, 1, 8, 8), dtype=np.float32))
-        save_tensors(run / "attributions" / f"{explainer}.safetensors", {
+        tensors = {
             "inputs": x, "targets": torch.zeros(n, dtype=torch.int64),
             "indices": torch.arange(n, dtype=torch.int64) * 3,
             "attributions": torch.from_numpy(rng.standard_normal((n, 1, 8, 8)).astype(np.float32)),
-        })
+        }
+        if correct is not None:
+            tensors["indices"] = torch.as_tensor(np.arange(n) if indices is None else indices, dtype=torch.int64)
+            tensors["correct"] = torch.as_tensor(np.asarray(correct, dtype=bool))
+        save_tensors(run / "attributions" / f"{explainer}.safetensors", tensors)
         (run / "attributions" / f"{explainer}.json").write_text(json.dumps(
             {"explainer": explainer, "provenance": provenance(run, "explain", {"weights": weights}, explainer=explainer)}))
     for explainer, per_metric in (scores or {}).items():

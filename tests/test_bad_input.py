@@ -393,10 +393,10 @@ def cases() -> list[Case]:
     add(Case("batch --threads -1", lambda s: ["batch", "quickstart", "--threads", "-1", "--dry-run"], "--threads must be >= 1"))
 
     # --run / --model
-    add(Case("explain without --run", lambda s: ["explain"], "--run RUN is required"))
+    add(Case("explain without --model", lambda s: ["explain"], "explain: --model is required"))
     add(Case("attack --run and --model disagree", lambda s: ["attack", "--run", _r(s), "--model", str(s)],
-             "give the run directory once", with_run()))
-    add(Case("score --run not a run", lambda s: ["score", "--run", str(s)], "is not a run directory"))
+             "give one model (--model, or its synonym --run)", with_run()))
+    add(Case("score --run not a run", lambda s: ["score", "--run", str(s)], "not a run directory"))
 
     # pickle payloads in CIFAR-10 batch files: refused by `data check` and `train`, nothing runs
     for label in _payloads():

@@ -48,7 +48,7 @@ def test_train_from_a_yaml_config_with_cli_override(tmp_path):
         (["train", "--method", "standart"], "unknown training method 'standart'. Did you mean 'standard'?"),
         (["train", "--epoch", "2"], "unknown option '--epoch'. Did you mean '--epochs'?"),
         (["train", "--epochs", "0"], "--epochs must be >= 1"),
-        (["train", "--init", "/nonexistent/run"], "run directory not found: /nonexistent/run"),
+        (["train", "--init", "/nonexistent/run"], "--init /nonexistent/run: no such file or directory"),
         (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
         (["trian"], "No such command 'trian'. Did you mean 'train'?"),
     ],

@@ -56,3 +56,34 @@ def test_report_uses_the_real_metric_registry(real_runs, tmp_path):
     assert sorted(stats["metric"]) == sorted(names) and set(stats["n_pairs"]) == {6}
     for stem in ("attributions", "box_ig", "epochs_ig"):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 2000
+
+
+def test_long_frame_and_common_correct_on_real_runs(real_runs, tmp_path):
+    """explain records, per explained sample, whether the model's clean prediction equals the
+    label; the long frame carries it, and --common-correct keeps exactly the samples both models get right."""
+    import torch
+
+    from xairobust.data.base import get_dataset
+    from xairobust.report.analysis import LONG_COLUMNS, collect_long
+    from xairobust.runs import load_run
+
+    frame = collect_long([real_runs])
+    assert list(frame.columns) == LONG_COLUMNS
+    test = get_dataset("digits", "test")
+    both = None
+    for name in ("standard", "pgd"):
+        model, _ = load_run(real_runs / name)
+        part = frame[frame["run"] == str(real_runs / name)].drop_duplicates("sample").sort_values("sample")
+        idx = torch.tensor(part["sample"].to_numpy())
+        with torch.no_grad():
+            truth = (model(test.inputs(idx)).argmax(1) == test.targets(idx)).numpy()
+        assert part["correct"].astype(bool).to_numpy().tolist() == truth.tolist()
+        ok = set(part["sample"][truth])
+        both = ok if both is None else both & ok
+    pgd = frame[frame["family"] == "pgd"]
+    assert (pgd["eps"] == 0.1).all() and (pgd["ladder_value"] == 0.1).all()
+    out = tmp_path / "cc"
+    build_report([real_runs], out, ReportConfig(common_correct=True, figures=False), quiet=True)
+    counts = pd.read_csv(out / "common_correct.csv")
+    assert counts["n_common_correct"].tolist() == [len(both)]
+    assert set(pd.read_csv(out / "stats.csv")["n_pairs"]) == {len(both)}

@@ -203,12 +203,11 @@ def test_a_payload_is_refused_by_data_check_and_nothing_runs(tmp_path):
 # --- run directories: --run, --model RUN, labels -------------------------------------------------------
 
 
-def test_model_run_still_works_with_a_one_line_note(digits_run, tmp_path, monkeypatch, capsys):
+def test_model_run_works_with_no_note(digits_run, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     shutil.copytree(digits_run, run)
     code, out, err = _entry(monkeypatch, capsys, "explain", "--model", str(run), "--n", "2", "--n-steps", "2", "--quiet")
-    assert code == 0, err
-    assert err.strip() == f"note: `explain --model RUN` is deprecated; use `--run {run}`"
+    assert code == 0 and err == "", err  # --model is the trained model (issue 21); --run its synonym
     code, out, err = _entry(monkeypatch, capsys, "explain", "--run", str(run), "--n", "2", "--n-steps", "2", "--quiet")
     assert code == 0 and err == "", err
 

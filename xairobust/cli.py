@@ -31,14 +31,17 @@ def main() -> None:
 @main.command(context_settings=EXTRA)
 @config_option
 @click.option("--dataset", help="Registered dataset (`xairobust list datasets`).")
-@click.option("--model", help="Registered model (`xairobust list models`).")
+@click.option("--model", help="Architecture to train: a registered model (`xairobust list models`), timm's convention;"
+              " the trained model other commands take as --model is the run directory this writes.")
 @click.option("--method", help="Training method: standard, pgd, jacobian, nsloss, ...")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]))
 @click.option("--seed", type=int)
-@click.option("--init", help="Run directory whose weights start this run (fine-tuning).")
+@click.option("--init", metavar="MODEL", help="Trained model whose weights start this run (fine-tuning): a run directory,"
+              " its model.safetensors, or a checkpoint file (imported into <file>.run/, architecture and dataset"
+              " those of this run unless the file names them).")
 @click.option("--save-every", type=int, help="Keep a checkpoint every N epochs (for metric-vs-epoch curves).")
 @click.option("--label", help="Row name in reports (default: the method name).")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -59,6 +62,13 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
 
     method_params = parse_extra_options(ctx.args, "train")
     data = merged_config(config_path, {**options, "method_params": method_params})
+    if data.get("init"):  # the same resolution as every command's --model (cli_util.resolve_model_path)
+        from xairobust.cli_util import resolve_model_path
+        from xairobust.stages.train import TrainConfig as _Defaults
+
+        data["init"] = str(resolve_model_path(
+            "train", "--init", str(data["init"]), quiet=quiet,
+            defaults={"model": data.get("model", _Defaults.model), "dataset": data.get("dataset", _Defaults.dataset)}))
     method = str(data.get("method", "standard"))
     check_extra_keys(method_params, METHODS.get(method), ctx.command, f"method '{method}'")
     conf = cfg.build(TrainConfig, data, config_path or "train")

@@ -7,13 +7,13 @@ import json
 import click
 
 from xairobust import config as cfg
-from xairobust.cli_util import config_option, merged_config, parse_extra_options, quiet_option, resolve_run, run_options
+from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True,
                                  "allow_extra_args": True})
 @config_option
-@run_options("Run directory to attack (e.g. runs/digits_pgd).")
+@model_options()
 @click.option("--attack", "attack_name", type=click.Choice(["pgd", "bim-regression"]), default=None,
               help="pgd (default: PGD + AutoAttack) or bim-regression (regression runs: MAE/corr before and after;"
                    " extra options --max-iter, --corr-threshold, --mse-threshold, --unconstrained-reference).")
@@ -32,11 +32,11 @@ from xairobust.cli_util import config_option, merged_config, parse_extra_options
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
 @click.pass_context
-def attack(ctx: click.Context, config_path: str | None, quiet: bool, run_dir: str | None, model_alias: str | None,
+def attack(ctx: click.Context, config_path: str | None, quiet: bool, model_ref,
            attack_name: str | None, **options) -> None:
     """Attack a trained run and merge the robust accuracy into RUN/robustness.json.
 
-    Example: `xairobust attack --run runs/digits_pgd --norm linf --eps 0.1 --steps 20 --restarts 2`.
+    Example: `xairobust attack --model runs/digits_pgd --norm linf --eps 0.1 --steps 20 --restarts 2`.
     Each (attack, norm, eps) is one entry; re-running replaces only that entry.
     """
     from xairobust.errors import ConfigError
@@ -45,11 +45,11 @@ def attack(ctx: click.Context, config_path: str | None, quiet: bool, run_dir: st
     from xairobust.validate import check_output_dir, check_run
 
     data = merged_config(config_path, options)
-    run = resolve_run("attack", run_dir, model_alias, data)
+    run = model_ref.resolve("attack", data)
     attack_name = attack_name or data.pop("attack", None) or "pgd"
     data.pop("attack", None)
     check_run(run)
-    check_output_dir(run, "--run")
+    check_output_dir(run, "--model")
     extra = parse_extra_options(ctx.args, "attack")
     if attack_name == "bim-regression":
         from xairobust.stages.mer_attack import attack_from_options

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, parse_extra_options, quiet_option, resolve_run, run_options
+from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
 
 @click.command(context_settings=EXTRA)
 @config_option
-@run_options("Run directory to explain (made by `xairobust train`).")
+@model_options()
 @click.option("--explainer", help="ig (default), saliency, input_x_gradient, smoothgrad, smoothgrad_ig, gradcam, lrp, lime,"
               " kernel_shap, gradient_shap, expected_gradients (`xairobust list explainers` for their options).")
 @click.option("--n", type=int, help="Test samples to explain (default 200).")
@@ -25,9 +25,9 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
 @click.pass_context
-def explain(ctx: click.Context, run_dir: str | None, model_alias: str | None, config_path: str | None, quiet: bool,
+def explain(ctx: click.Context, model_ref, config_path: str | None, quiet: bool,
             **options) -> None:
-    """Explain test samples of a run: writes RUN/attributions/<explainer>.safetensors and .json.
+    """Explain test samples of a trained model: writes RUN/attributions/<explainer>.safetensors and .json.
 
     Explainer parameters are extra options, e.g. `--explainer ig --n-steps 32 --baseline blurred`,
     `--explainer gradient_shap --n-samples 50 --stdevs 0.1`, `--explainer gradcam --layer net.stage4`,
@@ -41,9 +41,9 @@ def explain(ctx: click.Context, run_dir: str | None, model_alias: str | None, co
 
     params = parse_extra_options(ctx.args, "explain")
     data = merged_config(config_path, {**options, "params": params})
-    run_dir = resolve_run("explain", run_dir, model_alias, data)
+    run_dir = model_ref.resolve("explain", data)
     check_run(run_dir)  # a damaged run.json or a run that does not fit its dataset: one line, now
-    check_output_dir(run_dir, "--run")
+    check_output_dir(run_dir, "--model")
     conf = cfg.build(ExplainConfig, data, config_path or "explain")
     path = run_explain(run_dir, conf, quiet=quiet)
     click.echo(f"attributions written to {path}")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, parse_extra_options, quiet_option
+from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
 
 @click.command(context_settings=EXTRA)
 @config_option
-@click.option("--run", "run_dir", required=True, help="Run directory (made by `xairobust train`).")
+@model_options()
 @click.option("--attack", help="topk (default), masscenter, random, targeted.")
 @click.option("--explainer", help="Explainer attacked: ig (default), saliency, input_x_gradient, smoothgrad, smoothgrad_ig.")
 @click.option("--eps", help="Budget in the model's input space, e.g. 8/255 (default) or 0.1.")
@@ -33,20 +33,21 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
 @click.pass_context
-def manipulate(ctx: click.Context, run_dir: str, config_path: str | None, quiet: bool, **options) -> None:
+def manipulate(ctx: click.Context, model_ref, config_path: str | None, quiet: bool, **options) -> None:
     """Manipulate explanations of a run: writes RUN/manipulation/<attack>_<explainer>.{safetensors,csv,json}.
 
     Explainer parameters are extra options (e.g. `--n-steps 16` for ig). Example:
-    `xairobust manipulate --run runs/digits_pgd --attack topk --explainer ig --eps 0.1 --transfer-to saliency`.
+    `xairobust manipulate --model runs/digits_pgd --attack topk --explainer ig --eps 0.1 --transfer-to saliency`.
     """
     from xairobust import config as cfg
     from xairobust.runs import read_json, require_run
     from xairobust.stages.manipulate import ManipulateConfig
     from xairobust.stages.manipulate import manipulate as run_manipulate
 
-    require_run(run_dir)
     params = parse_extra_options(ctx.args, "manipulate")
     data = merged_config(config_path, {**options, "params": params})
+    run_dir = model_ref.resolve("manipulate", data)
+    require_run(run_dir)
     conf = cfg.build(ManipulateConfig, data, config_path or "manipulate")
     path = run_manipulate(run_dir, conf, quiet=quiet)
     doc = read_json(path)

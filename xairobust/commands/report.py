@@ -30,9 +30,17 @@ from xairobust.errors import ConfigError
 @click.option("--seed", type=int, help="Bootstrap seed (default: 0).")
 @click.option("--digits", type=int, help="Significant digits of each column's largest value (default: 3).")
 @click.option("--order", help="Row order after the baseline, e.g. nsloss,jacobian,pgd.")
+@click.option("--common-correct/--all-samples", "common_correct", default=None,
+              help="Compare only the samples every model of a table classifies correctly (count in the caption;"
+                   " default: all samples).")
+@click.option("--mixed/--no-mixed", "mixed", default=None,
+              help="Also fit the crossed mixed model value ~ method + (1|seed) + (1|run) + (1|sample) (mixed.csv,"
+                   " seeds.md; seconds per metric; default: no).")
 @click.option("--figures/--no-figures", "figures", default=None, help="Write figures (default: yes).")
 @click.option("--plot", type=click.Choice(["box", "violin"]), help="Per-metric distribution plot (default: box).")
 @click.option("--grid-images", type=int, help="Test images in the attribution grid (default: 6).")
+@click.option("--controls/--no-controls", "controls", default=None,
+              help="Sanity section: control rows, blur control, MPRT per layer, verdicts (default: on when scored).")
 @click.option("--formats", help="Figure formats, e.g. pdf,png (default) or svg.")
 @quiet_option
 def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quiet: bool, **options) -> None:

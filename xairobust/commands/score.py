@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, quiet_option, resolve_run, run_options
+from xairobust.cli_util import ModelRef, config_option, merged_config, model_options, quiet_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
-@run_options("Run directory with attributions/ (from `xairobust explain`).")
+@model_options("The trained model whose attributions/ (from `xairobust explain`) are scored: a run directory, its"
+               " model.safetensors, or a checkpoint file (its <file>.run/).", multiple=True)
 @click.option("--explainer", help="Which attributions to score (default ig).")
 @click.option("--metrics", help="paper (default), quick, or comma-separated metric names.")
 @click.option(
@@ -25,26 +26,73 @@ from xairobust.cli_util import config_option, merged_config, quiet_option, resol
 @click.option("--engine", type=click.Choice(["native", "quantus"]), help="native (default: torch, batched, capped passes) or quantus (the reference path).")
 @click.option("--points-per-pass", type=int, help="Model points per pass (0 = auto from a memory budget; speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
+@click.option("--out", help="With several --model: folder for their comparison (table.tex/.md/.csv, stats.csv,"
+              " figures/), written by the report pipeline (`xairobust report`).")
+@click.option("--baseline", help="With --out: the run label or method every other run is tested against"
+              " (default: standard when a run has it, else the first --model).")
+@click.option("--figures/--no-figures", "figures", default=None, help="With --out: write figures (default: yes).")
 @quiet_option
-def score(run_dir: str | None, model_alias: str | None, config_path: str | None, quiet: bool, sets: tuple[str, ...],
-          **options) -> None:
-    """Score RUN/attributions/<explainer>: writes RUN/scores/<explainer>.csv and .json.
+def score(model_ref: ModelRef, config_path: str | None, quiet: bool, sets: tuple[str, ...], out: str | None,
+          baseline: str | None, figures: bool | None, **options) -> None:
+    """Score MODEL/attributions/<explainer>: writes scores/<explainer>.csv and .json, and the summary table
+    (metric, direction, mean ± sd over samples, n, noise floor) as scores/<explainer>.tex and .md.
 
-    `xairobust list metrics` shows the metrics; presets and defaults are documented in
-    xairobust/metrics/presets.py.
+    Several --model are scored one after the other; with --out their comparison table and paired
+    statistics are written there, as `xairobust report` writes them. `xairobust list metrics`
+    shows the metrics; presets and defaults are documented in xairobust/metrics/presets.py.
     """
     from xairobust import config as cfg
+    from xairobust.errors import ConfigError
     from xairobust.stages.score import ScoreConfig
     from xairobust.stages.score import score as run_score
     from xairobust.validate import check_output_dir, check_run
 
+    from xairobust.report.run_table import write_run_tables
+
     data = merged_config(config_path, {**options, "metric_params": parse_sets(sets)})
-    run_dir = resolve_run("score", run_dir, model_alias, data)
-    check_run(run_dir)
-    check_output_dir(run_dir, "--run")
+    out = out or data.pop("out", None)
+    baseline = baseline or data.pop("baseline", None)
+    figures = data.pop("figures", None) if figures is None else figures
+    for key in ("out", "baseline", "figures"):
+        data.pop(key, None)
+    run_dirs = model_ref.resolve_all("score", data)
+    for run_dir in run_dirs:  # every run is checked before any is scored
+        check_run(run_dir)
+        check_output_dir(run_dir, "--model")
+    if out:
+        check_output_dir(out, "--out")
+    elif baseline is not None or figures is not None:
+        raise ConfigError("score: --baseline and --figures apply to the comparison of several models; give --out DIR")
     conf = cfg.build(ScoreConfig, data, config_path or "score")
-    path = run_score(run_dir, conf, quiet=quiet)
-    click.echo(f"scores written to {path}")
+    for run_dir in run_dirs:
+        path = run_score(run_dir, conf, quiet=quiet)
+        summary, tables = write_run_tables(run_dir, conf.explainer)
+        click.echo(summary.text())
+        click.echo(f"scores written to {path} (tables: {tables[0].name}, {tables[1].name})")
+    if out:
+        _compare(run_dirs, out, conf.explainer, baseline, figures, quiet)
+
+
+def _compare(run_dirs: list[str], out: str, explainer: str, baseline: str | None, figures: bool | None,
+             quiet: bool) -> None:
+    """The comparison of the scored runs through the report pipeline (report.build.build_report)."""
+    from pathlib import Path
+
+    from xairobust import config as cfg
+    from xairobust.report import ReportConfig, build_report
+    from xairobust.report.collect import collect_runs
+
+    runs = collect_runs([Path(r) for r in run_dirs])
+    if baseline is None:
+        has_standard = any("standard" in (r.label.casefold(), r.method.casefold()) for r in runs)
+        baseline = "standard" if has_standard else runs[0].label
+    settings = {"explainer": [explainer], "baseline": baseline, "runs": list(run_dirs)}
+    if figures is not None:
+        settings["figures"] = figures
+    conf = cfg.build(ReportConfig, settings, "score")
+    written = build_report([Path(r) for r in run_dirs], Path(out), conf, quiet=quiet)
+    click.echo(f"comparison of {len(run_dirs)} runs (baseline {conf.baseline}) written to {out}"
+               f" ({len(written)} files): {Path(out) / 'table.md'}")
 
 
 def parse_sets(sets: tuple[str, ...]) -> dict[str, dict[str, str]]:

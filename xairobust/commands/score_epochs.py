@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, quiet_option
+from xairobust.cli_util import ModelRef, config_option, merged_config, model_options, quiet_option
 
 
 @click.command("score-epochs", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.argument("runs", nargs=-1, type=click.Path())
 @config_option
+@model_options(multiple=True)
 @click.option("--explainer", help="Explainer (default ig); its parameters go in the YAML key explain_params.")
 @click.option("--n", type=int, help="Test samples to explain per checkpoint (default 50).")
 @click.option("--metrics", help="paper, quick (default) or comma-separated metric names.")
 @click.option("--seed", type=int, help="Seed of the explainer and the metrics (default 0).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
 @quiet_option
-def score_epochs(runs: tuple[str, ...], config_path: str | None, quiet: bool, **options) -> None:
-    """For each RUN trained with --save-every, write scores/epochs/<explainer>_epoch_NNN.csv.
+def score_epochs(runs: tuple[str, ...], model_ref: ModelRef, config_path: str | None, quiet: bool, **options) -> None:
+    """For each RUN (or --model) trained with --save-every, write scores/epochs/<explainer>_epoch_NNN.csv.
 
     `xairobust report` then draws metric-vs-epoch curves (figures/epochs_<explainer>.*).
     """
@@ -27,6 +28,9 @@ def score_epochs(runs: tuple[str, ...], config_path: str | None, quiet: bool, **
     from xairobust.stages.score import ScoreConfig
 
     data = merged_config(config_path, options)
+    import dataclasses
+
+    runs = tuple(dataclasses.replace(model_ref, models=runs + model_ref.models).resolve_all("score-epochs", data))
     explainer = str(data.pop("explainer", "ig"))
     common = {k: data.pop(k) for k in ("seed", "device") if k in data}
     explain_conf = cfg.build(ExplainConfig, {"explainer": explainer, "n": data.pop("n", 50),

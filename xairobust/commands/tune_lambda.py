@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, quiet_option, resolve_run, run_options
+from xairobust.cli_util import config_option, merged_config, model_options, quiet_option
 
 
 @click.command("tune-lambda", context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
-@run_options("Run directory of the standard model (e.g. runs/digits_standard).")
+@model_options()
 @click.option("--eps-ns", help="NsLoss perturbation radius (L2, input space).")
 @click.option("--perturbations", type=int, help="N perturbations per sample (default 5).")
 @click.option("--layers", help="Comma-separated glob patterns of measured modules (default: every conv/linear).")
@@ -30,14 +30,14 @@ from xairobust.cli_util import config_option, merged_config, quiet_option, resol
 @click.option("--data-dir", help="Where datasets live.")
 @click.option("--out", help="JSON file to write (default RUN/tune_lambda.json).")
 @quiet_option
-def tune_lambda_command(config_path: str | None, quiet: bool, run_dir: str | None, model_alias: str | None,
+def tune_lambda_command(config_path: str | None, quiet: bool, model_ref,
                         **options) -> None:
     """Choose NsLoss's lambda for a standard run with the paper's protocol (sec. 4.4)."""
     from xairobust.stages.tune_lambda import tune_lambda
     from xairobust.validate import check_output_file, check_run
 
     data = merged_config(config_path, options)
-    run = resolve_run("tune-lambda", run_dir, model_alias, data)
+    run = model_ref.resolve("tune-lambda", data)
     check_run(run)
     # the result is written after minutes of fine-tuning: a bad --out must fail now
     check_output_file(data["out"] if data.get("out") else f"{run}/tune_lambda.json", "--out")

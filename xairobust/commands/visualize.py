@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, parse_extra_options, quiet_option
+from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
@@ -18,7 +18,7 @@ def _check_params(params: dict, kind: str, command: click.Command) -> None:
 
 @click.command(context_settings=EXTRA)
 @config_option
-@click.option("--run", "--model", "run_dir", required=True, help="Run directory (made by `xairobust train`).")
+@model_options()
 @click.option("--kind", help="inversion (default), generation or feature.")
 @click.option("--preset", type=click.Choice(["boychev", "quick"]),
               help="boychev: the paper's steps/eps/step (default); quick: fewer steps for CPU runs.")
@@ -35,7 +35,7 @@ def _check_params(params: dict, kind: str, command: click.Command) -> None:
 @click.option("--inception-weights", help="With --fid: Inception-v3 weights file (default: the torch hub cache path).")
 @quiet_option
 @click.pass_context
-def visualize(ctx: click.Context, run_dir: str, config_path: str | None, quiet: bool, with_fid: bool,
+def visualize(ctx: click.Context, model_ref, config_path: str | None, quiet: bool, with_fid: bool,
               extractor: str | None, inception_weights: str | None, **options) -> None:
     """Visualise what a run's model learned: writes RUN/visualisations/<kind>.safetensors and .json.
 
@@ -48,9 +48,10 @@ def visualize(ctx: click.Context, run_dir: str, config_path: str | None, quiet: 
     from xairobust.stages.visualize import VisualizeConfig
     from xairobust.stages.visualize import visualize as run_visualize
 
-    require_run(run_dir)
     params = parse_extra_options(ctx.args, "visualize")
     data = merged_config(config_path, {**options, "params": params})
+    run_dir = model_ref.resolve("visualize", data)
+    require_run(run_dir)
     conf = cfg.build(VisualizeConfig, data, config_path or "visualize")
     _check_params(dict(conf.params), conf.kind, ctx.command)
     path = run_visualize(run_dir, conf, quiet=quiet)
@@ -69,8 +70,7 @@ def visualize(ctx: click.Context, run_dir: str, config_path: str | None, quiet: 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
-@click.option("--run", "--model", "run_dirs", multiple=True, required=True,
-              help="Run directory with visualisations (repeat for several runs).")
+@model_options(multiple=True)
 @click.option("--extractor", help="inception (default; local weights) or run:<RUN> (a trained run's representation).")
 @click.option("--inception-weights", help="Inception-v3 weights file (default: the torch hub cache path).")
 @click.option("--layer", help="FID features: inception 64|192|768|2048 (default 2048); run: a module name.")
@@ -81,7 +81,7 @@ def visualize(ctx: click.Context, run_dir: str, config_path: str | None, quiet: 
 @click.option("--device", help="auto (default), cpu, cuda, ...")
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
-def fid_command(run_dirs: tuple[str, ...], config_path: str | None, quiet: bool, **options) -> None:
+def fid_command(model_ref, config_path: str | None, quiet: bool, **options) -> None:
     """FID of generated images and feature distance of inversions, with a recorded extractor.
 
     Writes RUN/visualisations/metrics_<extractor>.csv (per class / per image) and .json.
@@ -92,6 +92,7 @@ def fid_command(run_dirs: tuple[str, ...], config_path: str | None, quiet: bool,
     from xairobust.stages.visualize import FidConfig, fid
 
     data = merged_config(config_path, options)
+    run_dirs = model_ref.resolve_all("fid", data)
     conf = cfg.build(FidConfig, data, config_path or "fid")
     for run_dir in run_dirs:
         require_run(run_dir)
@@ -103,7 +104,9 @@ def fid_command(run_dirs: tuple[str, ...], config_path: str | None, quiet: bool,
             parts.append(f"FID {g['fid']:.4g} (reference {g['fid_reference']:.4g}, class mean {g['class_fid_mean']:.4g})")
         if "inversion" in doc:
             i = doc["inversion"]
-            parts.append(f"feature distance {i['feature_distance_mean']:.4g} ± {i['feature_distance_std']:.4g} (n={i['n']})")
+            sd = i["feature_distance_std"]  # null for one image: no spread to show
+            spread = f" ± {sd:.4g}" if sd is not None else ""
+            parts.append(f"feature distance {i['feature_distance_mean']:.4g}{spread} (n={i['n']})")
         click.echo(f"{run_dir}: {'; '.join(parts)} [{conf.extractor}] -> {path}")
 
 

@@ -540,7 +540,8 @@ def _dose_one(part: pd.DataFrame, n_boot: int, ci_level: float, seed: int, alpha
     clean = 100 * part["clean_acc"].to_numpy(float)
     out.update(_ols_slope(y, x, None, ci_level))
     notes = []
-    if n >= 4 and np.isfinite(clean).all() and not np.all(clean == clean[0]):
+    collinear = np.linalg.matrix_rank(np.column_stack([np.ones(n), x, clean])) < 3 if np.isfinite(clean).all() else True
+    if n >= 4 and np.isfinite(clean).all() and not collinear:
         adj = _ols_slope(y, x, clean, ci_level)
         out.update({"adj_slope_per10": adj["slope_per10"], "adj_slope_se": adj["slope_se"],
                     "adj_ci_low": adj["slope_ci_low"], "adj_ci_high": adj["slope_ci_high"], "adj_p": adj["slope_p"],
@@ -548,7 +549,8 @@ def _dose_one(part: pd.DataFrame, n_boot: int, ci_level: float, seed: int, alpha
         changed, sentence = adjustment_change(out["slope_per10"], out["slope_p"], out["adj_slope_per10"], out["adj_p"], alpha)
         out.update(adjustment_changes=changed, adjustment_note=sentence)
     else:
-        notes.append("no clean-accuracy adjustment (needs >= 4 runs with differing clean accuracy)")
+        notes.append("no clean-accuracy adjustment (needs >= 4 runs whose clean accuracy is known and not a linear"
+                     " function of robust accuracy)")
     out["note"] = "; ".join(notes)
     return out
 
@@ -610,3 +612,132 @@ def _bootstrap_corr(x: np.ndarray, y: np.ndarray, n_boot: int, ci_level: float, 
         return tuple(float(t) for t in np.percentile(v, q)) if len(v) else (math.nan, math.nan)
 
     return pct(rho), pct(tau), int((~ok).sum())
+
+
+# -- report section -------------------------------------------------------------------------------
+
+
+def apply_floor(frame: pd.DataFrame) -> pd.DataFrame:
+    """``value`` minus the sample's noise floor in every (explainer, setting, metric) that has floors
+    (stochastic explainers' sensitivity metrics), as report's per-sample tests do (report/stats.py)."""
+    if "floor" not in frame.columns or not frame["floor"].notna().any():
+        return frame
+    has = frame.groupby(GROUP, sort=False)["floor"].transform(lambda f: f.notna().any()).astype(bool)
+    out = frame.copy()
+    out.loc[has, "value"] = out.loc[has, "value"] - out.loc[has, "floor"]
+    return out
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "–" if not math.isfinite(v) else f"{v:.{digits}g}"
+
+
+def seed_section_markdown(
+    seeds: pd.DataFrame, mixed: pd.DataFrame | None, *, baseline: str, correction: str, alpha: float,
+    counts: pd.DataFrame | None = None, floor: bool = False, ci_level: float = 0.95,
+    dose: pd.DataFrame | None = None,
+) -> str:
+    """seeds.md: the seeds-as-unit table (and the mixed model's, when fitted), captions naming the unit."""
+    from xairobust.report.render import CORRECTION_NAMES, md_escape
+
+    corr = CORRECTION_NAMES[correction]
+    level = f"{100 * ci_level:g} %"
+    restricted = ""
+    if counts is not None and len(counts):
+        each = md_escape(", ".join(f"{r.explainer} {r.setting}: {r.n_common_correct} of {r.n_samples_before}"
+                                   for r in counts.itertuples(index=False)))
+        restricted = f" Only the samples every model of the comparison classifies correctly are used ({each})."
+    floor_note = (" Sensitivity metrics of stochastic explainers are the metric minus the sample's noise floor."
+                  if floor else "")
+    images_only = len(seeds) and (seeds["unit"] == "images only").all()
+    lines = ["### Seeds as the unit", ""]
+    if images_only:
+        lines += [f"Every method has one training seed here: {ONE_SEED_NOTE}. There is no between-seed test; the"
+                  " stars of table.md are about images.", ""]
+    lines += [
+        "Each run's mean over its test samples is one observation (n = seeds); each method is compared with"
+        f" {md_escape(baseline)}: paired t-test on seeds where the two share seeds (same seed: same initialisation),"
+        f" Welch's t-test otherwise; Δ = method − {md_escape(baseline)} with its {level} CI (t)."
+        f" \\*: {corr} p < {alpha:g} over all rows — **the stars are about training runs (seeds), not images**."
+        + restricted + floor_note,
+        "",
+        f"| Explainer | Setting | Metric | Method | seeds (m/b) | test | Δ [{level} CI] | p ({correction}) | |",
+        "| :-- | :-- | :-- | :-- | --: | :-- | --: | --: | :-- |",
+    ]
+    for r in seeds.itertuples(index=False):
+        ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
+        test = r.test if r.unit == "seeds" and math.isfinite(r.p_value) else (r.note or "–")
+        lines.append("| " + " | ".join([
+            md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), md_escape(r.label),
+            f"{r.n_seeds_method}/{r.n_seeds_baseline}", md_escape(test), _fmt(r.mean_diff) + ci,
+            _fmt(r.p_adjusted), "\\*" if r.significant else ""]) + " |")
+    if mixed is not None and len(mixed):
+        formula = mixed["formula"].iloc[0] if mixed["formula"].nunique() == 1 else "per row (mixed.csv)"
+        lines += [
+            "", "### Mixed model over all samples", "",
+            f"One REML mixed model per explainer, setting and metric over every sample of every run: `{formula}`"
+            " (statsmodels MixedLM, crossed random effects); Δ = the method's fixed effect (difference from"
+            f" {md_escape(baseline)}) with a {level} Wald CI that accounts for seed, run and image variance."
+            f" \\*: {corr} p < {alpha:g} — the stars are about methods, with seeds and images both as sources"
+            " of variance." + restricted + floor_note,
+            "",
+            f"| Explainer | Setting | Metric | Method | n obs | seeds | Δ [{level} CI] | p ({correction}) | |",
+            "| :-- | :-- | :-- | :-- | --: | --: | --: | --: | :-- |",
+        ]
+        for r in mixed.itertuples(index=False):
+            ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
+            lines.append("| " + " | ".join([
+                md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), md_escape(r.label),
+                str(r.n_obs), str(r.n_seeds), _fmt(r.estimate) + ci, _fmt(r.p_adjusted),
+                "\\*" if r.significant else ""]) + " |")
+    if dose is not None and np.isfinite(dose["spearman"].to_numpy(float)).any():
+        method = dose["corr_ci_method"].iloc[0] or "no CI"
+        lines += [
+            "", "### Dose-response over runs", "",
+            "Points are runs: robust accuracy (robustness.json) against the run's mean of the metric. Spearman and"
+            f" Kendall (tau-b) with {level} CIs ({md_escape(method)}); slope: OLS change of the metric per +10 points"
+            " of robust accuracy with its t CI; adjusted: the same with clean accuracy as a covariate."
+            + restricted + floor_note,
+            "",
+            "| Explainer | Setting | Metric | runs | Spearman [CI] | Kendall [CI] | slope / +10 pts [CI] |"
+            " adjusted for clean acc. [CI] | |",
+            "| :-- | :-- | :-- | --: | --: | --: | --: | --: | :-- |",
+        ]
+        for r in dose.itertuples(index=False):
+            def ci(v, lo, hi):
+                return _fmt(v) + (f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else "")
+            lines.append("| " + " | ".join([
+                md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), str(r.n_runs),
+                ci(r.spearman, r.spearman_ci_low, r.spearman_ci_high), ci(r.kendall, r.kendall_ci_low, r.kendall_ci_high),
+                ci(r.slope_per10, r.slope_ci_low, r.slope_ci_high), ci(r.adj_slope_per10, r.adj_ci_low, r.adj_ci_high),
+                md_escape(r.adjustment_note or r.note)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def restrict_common_correct(scores: pd.DataFrame, runs: list, explainers: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Report's scores frame (column ``index``) restricted per (explainer, setting) to the common-correct
+    samples; (frame without a ``correct`` column, counts). No such sample in a comparison is a ConfigError."""
+    scored = attach_correct(scores, runs, explainers)
+    kept, counts = common_correct(scored, ("explainer", "setting"), sample_col="index")
+    empty = counts[counts["n_common_correct"] == 0]
+    if len(empty):
+        r = empty.iloc[0]
+        raise ConfigError(
+            f"--common-correct: no test sample of {r['explainer']}{' on ' + r['setting'] if r['setting'] else ''}"
+            f" is classified correctly by all {r['n_runs']} models; leave --common-correct off or drop a model"
+        )
+    return kept.drop(columns=["correct"]), counts
+
+
+def common_correct_caption(counts: pd.DataFrame, blocks: list[tuple[str, str]]) -> str:
+    """Caption words for a table whose blocks are (explainer, setting) pairs: how many samples it uses."""
+    c = counts.set_index(["explainer", "setting"])
+    parts = [(e, s, int(c.loc[(e, s), "n_common_correct"]), int(c.loc[(e, s), "n_samples_before"]))
+             for e, s in blocks if (e, s) in c.index]
+    if not parts:
+        return ""
+    if len({(n, m) for *_, n, m in parts}) == 1:
+        n, m = parts[0][2], parts[0][3]
+        return f"on the {n} of {m} test samples every model classifies correctly"
+    each = ", ".join(f"{e}{' ' + s if s else ''}: {n} of {m}" for e, s, n, m in parts)
+    return f"on the test samples every model classifies correctly ({each})"

@@ -36,7 +36,7 @@ from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.render import caption_parts, html_table, latex_document, latex_table, markdown_table
 from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
-from xairobust.runs import write_json_atomic
+from xairobust.runs import WEIGHTS, file_sha256, write_json_atomic
 from xairobust.stages.contract import STAGES, Stage
 
 
@@ -57,10 +57,14 @@ class ReportConfig:
     digits: int = 3  # significant digits of each column's largest mean
     order: list[str] = field(default_factory=list)  # row order after the baseline; rest alphabetical
     figures: bool = True
+    # issue 19: restrict every comparison to the samples all its models classify correctly (study: on)
+    common_correct: bool = False
+    mixed: bool = False  # also fit the crossed mixed model (mixed.csv; seconds per metric)
     grid_images: int = 6  # test images (columns) in the attribution grid
     plot: Literal["box", "violin"] = "box"
     formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
     dpi: int = 150
+    controls: bool = True  # the sanity section (control rows, blur control, MPRT per layer) when runs have them
     runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
 
     def __post_init__(self) -> None:
@@ -133,6 +137,11 @@ def build_report(
     scores, notes = collect_scores(runs, explainers)
     check_comparable(runs, explainers)  # one preset / metric parameters per table (issue 14)
     scores = attach_floors(scores, runs, explainers)  # noise floors beside values, floor-corrected tests
+    from xairobust.report import analysis  # issue 19: seeds as the unit, common-correct, mixed model
+
+    counts = None
+    if conf.common_correct:  # the clean-accuracy confound (issue 19): common-correct samples only
+        scores, counts = analysis.restrict_common_correct(scores, runs, explainers)
     for note in notes:
         _warn(note)
     metric_names = list(dict.fromkeys(scores["metric"]))
@@ -161,6 +170,21 @@ def build_report(
     if scores[FLOOR].notna().any():
         for c in captions:
             c["sig"] = "; ".join(filter(None, [c["sig"], f"[floor x]: noise floor; {FLOOR_NOTE}" if have_stats else "[floor x]: noise floor"]))
+    if counts is not None:
+        for t, c in zip(tables, captions, strict=True):
+            words = analysis.common_correct_caption(counts, [(b.explainer, b.setting) for b in t.blocks])
+            c["what"] = f"{c['what']} {words}".strip()
+    seed_frame = analysis.apply_floor(analysis.long_frame(runs, scores, registry))
+    seed_stats = analysis.seed_tests(seed_frame, conf.baseline, correction=conf.correction, alpha=conf.alpha,
+                                     ci_level=conf.ci_level)
+    mixed = (analysis.mixed_effects(seed_frame, conf.baseline, ci_level=conf.ci_level, correction=conf.correction,
+                                    alpha=conf.alpha, quiet=quiet) if conf.mixed else None)
+    dose = analysis.dose_response(seed_frame, n_boot=2000, ci_level=conf.ci_level, seed=conf.seed, alpha=conf.alpha)
+    if not dose["spearman"].notna().any():
+        dose = None  # fewer than 3 runs with a robust accuracy: no dose-response
+    seeds_md = analysis.seed_section_markdown(
+        seed_stats, mixed, baseline=conf.baseline, correction=conf.correction, alpha=conf.alpha, counts=counts,
+        floor=bool(scores[FLOOR].notna().any()), ci_level=conf.ci_level, dose=dose)
     tex, tex_body = latex_document([latex_table(t, c) for t, c in zip(tables, captions, strict=True)])
     md = "\n".join(markdown_table(t, c) for t, c in zip(tables, captions, strict=True))
     html_tables = "\n".join(html_table(t, c) for t, c in zip(tables, captions, strict=True))  # the study page's
@@ -175,15 +199,32 @@ def build_report(
         (staging / "table.html").write_text(html_tables)
         wide_frame(tables).to_csv(staging / "table.csv", index=False)
         stats.to_csv(staging / "stats.csv", index=False)
+        seed_stats.to_csv(staging / "seed_stats.csv", index=False)  # seeds as the unit (issue 19)
+        (staging / "seeds.md").write_text(seeds_md)
+        if mixed is not None:
+            mixed.to_csv(staging / "mixed.csv", index=False)
+        if counts is not None:
+            counts.to_csv(staging / "common_correct.csv", index=False)
+        if dose is not None:
+            dose.to_csv(staging / "dose_response.csv", index=False)
+        # The per-sample values behind every mean and star, with the weights they came from, so
+        # a reader can recompute the tables without the run directories (scripts/check_results.py).
+        _samples_frame(scores, runs).to_csv(staging / SAMPLES_CSV, index=False)
         if conf.figures:
             _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
         visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
         from xairobust.report.manipulation import write_section  # manipulation attacks (issue 10)
         write_section(runs, staging, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
+        if conf.controls:  # issue 18: control rows, blur control, MPRT per layer, verdicts (report/sanity.py)
+            from xairobust.report import sanity
+            sanity.write_section(runs, staging, stats, conf.baseline, registry, conf.figures, tuple(conf.formats), conf.dpi)
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _remove_stale_figures(out / "figures", written)
+    for name in ("mixed.csv", "common_correct.csv", "dose_response.csv"):  # written only when asked / possible
+        if out / name not in written:
+            (out / name).unlink(missing_ok=True)
     # report.json last: what the tables were computed from (every input file's sha256).
     resolved = ReportStage().resolve(out, conf)
     write_json_atomic(out / REPORT_JSON, {
@@ -196,6 +237,16 @@ def build_report(
 
 
 REPORT_JSON = "report.json"
+SAMPLES_CSV = "samples.csv"
+
+
+def _samples_frame(scores: pd.DataFrame, runs: list) -> pd.DataFrame:
+    """samples.csv: the long score frame the tables and tests were computed from (floors included),
+    plus each run's weights sha256 (recorded in run.json, verified by verify_run before this)."""
+    shas = {str(r.path): file_sha256(r.path / WEIGHTS) for r in runs}
+    keep = [c for c in ("explainer", "setting", "label", "method", "seed", "run", "index", "target", "metric",
+                        "value", FLOOR) if c in scores.columns]
+    return scores[keep].assign(weights_sha256=scores["run"].map(shas))
 # ReportConfig fields that do not change the tables (placement and inputs; inputs are hashed).
 _NOT_IDENTITY = ("runs", "formats", "dpi")
 
@@ -238,7 +289,7 @@ class ReportStage(Stage):
 
     def outputs(self, run_dir: Path, conf: ReportConfig) -> list[Path]:
         out = Path(run_dir)
-        return [out / "table.csv", out / "table.md", out / "stats.csv", out / REPORT_JSON]
+        return [out / "table.csv", out / "table.md", out / "stats.csv", out / "seed_stats.csv", out / REPORT_JSON]
 
     def hint(self, run_dir: Path, conf: ReportConfig | None = None) -> str:
         runs = " ".join(conf.runs) if conf is not None and conf.runs else "RUNS..."
@@ -248,7 +299,7 @@ class ReportStage(Stage):
         return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
 
 
-FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_")
+FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_", "sanity_")
 
 
 def _remove_stale_figures(folder: Path, written: list[Path]) -> None:

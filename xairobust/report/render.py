@@ -97,9 +97,10 @@ def latex_table(table: Table, caption: dict[str, str]) -> str:
         r"\begin{table}[htbp]",
         r"\centering",
         r"\caption{Explanation quality, " + tex_escape(caption["what"])
-        + r": mean $\pm$ std over the $n$ runs (seeds) of each method; a run's value is its mean over test samples."
-        + r" $\uparrow$/$\downarrow$: higher/lower is better; \textbf{bold}: best, \underline{underlined}: second best"
-        + r" in each column."
+        + (": " + tex_escape(caption["spread"]) if caption.get("spread")
+           else r": mean $\pm$ std over the $n$ runs (seeds) of each method; a run's value is its mean over test samples.")
+        + r" $\uparrow$/$\downarrow$: higher/lower is better"
+        + (r"; \textbf{bold}: best, \underline{underlined}: second best in each column." if caption.get("marks", True) else ".")
         + (r" $^{*}$: " + tex_escape(caption["sig"]) + "." if caption["sig"] else "")
         + "}",
         r"\label{tab:xairobust-" + "".join(ch if ch.isalnum() else "-" for ch in table.name) + "}",
@@ -117,7 +118,7 @@ def latex_table(table: Table, caption: dict[str, str]) -> str:
     lines.append(" & ".join(head) + r" \\")
     lines.append(" ".join(rules))
     names = [tex_escape(c.label) + (" " + TEX_ARROWS[c.direction] if c.direction in TEX_ARROWS else "") for c in cols]
-    lines.append(" & ".join(["Method", "$n$", *names]) + r" \\")
+    lines.append(" & ".join([tex_escape(caption.get("rows", "Method")), "$n$", *names]) + r" \\")
     for block in table.blocks:
         lines.append(r"\midrule")
         if block.title:
@@ -135,11 +136,11 @@ LATEX_HEADER = (
 )
 
 
-def latex_document(bodies: list[str]) -> tuple[str, str]:
+def latex_document(bodies: list[str], writer: str = "xairobust report", name: str = "table.tex") -> tuple[str, str]:
     """(table.tex: a document pdflatex compiles as is, table_body.tex: the tables alone)."""
-    body = LATEX_HEADER + "\n".join(bodies)
+    body = LATEX_HEADER.replace("xairobust report", writer) + "\n".join(bodies)
     doc = "\n".join([
-        "% Written by `xairobust report`; compile with `pdflatex table.tex`.",
+        f"% Written by `{writer}`; compile with `pdflatex {name}`.",
         r"\documentclass{article}",
         r"\usepackage[T1]{fontenc}",
         r"\usepackage[margin=1.5cm,landscape]{geometry}",
@@ -173,12 +174,14 @@ def markdown_table(table: Table, caption: dict[str, str]) -> str:
     lines = [
         f"### {md_escape(caption['what'])}",
         "",
-        "Mean ± std over the n runs (seeds) of each method; a run's value is its mean over test samples. "
-        "↑/↓: higher/lower is better; **bold**: best, <u>underlined</u>: second best in each column."
+        (caption.get("spread") or "Mean ± std over the n runs (seeds) of each method; a run's value is its mean over"
+         " test samples.") + " "
+        "↑/↓: higher/lower is better"
+        + ("; **bold**: best, <u>underlined</u>: second best in each column." if caption.get("marks", True) else ".")
         + (f" \\*: {caption['sig']}." if caption["sig"] else ""),
         f"Columns — {groups}.",
         "",
-        "| " + " | ".join(["Method", "n", *[md_escape(f"{c.label} {c.arrow}".strip()) for c in cols]]) + " |",
+        "| " + " | ".join([md_escape(caption.get("rows", "Method")), "n", *[md_escape(f"{c.label} {c.arrow}".strip()) for c in cols]]) + " |",
         "| " + " | ".join([":--", "--:", *["--:" for _ in cols]]) + " |",
     ]
     for block in table.blocks:
