@@ -122,8 +122,10 @@ def test_zoo_run_entry_errors(tmp_path):
         build_plan(load_zoo(tiny_zoo(tmp_path, methods=[{"run": str(tmp_path / "nope")}])))
     with pytest.raises(ConfigError, match="params, grid, train and init_from do not apply"):
         load_zoo(tiny_zoo(tmp_path, methods=[{"run": "x", "params": {"lr": 1}}]))
-    with pytest.raises(ConfigError, match="set it when importing"):
-        load_zoo(tiny_zoo(tmp_path, methods=[{"run": "x", "label": "y"}]))
+    # issue 21: a run: entry may take a label (its row in reports); an empty one is refused
+    assert load_zoo(tiny_zoo(tmp_path, methods=[{"run": "x", "label": "y"}])).methods[0].label == "y"
+    with pytest.raises(ConfigError, match="label must be a non-empty string"):
+        load_zoo(tiny_zoo(tmp_path, methods=[{"run": "x", "label": ""}]))
     imported = make_import(tmp_path, "d")
     meta_path = imported / "run.json"
     meta = json.loads(meta_path.read_text())

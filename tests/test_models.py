@@ -12,7 +12,7 @@ from xairobust.registry import MODELS
 
 # (in_channels, side) used for each model; the big ImageNet-style nets get small inputs to stay
 # fast (timm's VGG pools its 1x1 feature map up to the 7x7 its classifier expects).
-INPUTS = {"digits_cnn": (1, 8), "tiny_mlp": (1, 8), "resnet18_cifar": (3, 16), "preactresnet18": (3, 16), "preresnet10": (3, 32), "vgg19": (3, 32), "vgg19_bn": (3, 32),
+INPUTS = {"digits_cnn": (1, 8), "tiny_mlp": (1, 8), "resnet18_cifar": (3, 16), "resnet50_cifar": (3, 16), "preactresnet18": (3, 16), "preresnet10": (3, 32), "vgg19": (3, 32), "vgg19_bn": (3, 32),
           "wrn28_10": (3, 8), "preactresnet18_rb": (3, 16)}
 DEFAULT_INPUT = (3, 32)
 # VGG's 4096-wide classifier (119M parameters) is shrunk 64x here to keep the loop fast; the

@@ -31,6 +31,13 @@ RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 HISTORY_CSV = "history.csv"
 FORMAT_VERSION = 1
+# Every name a run directory's stages write at its top level (train, import, attack, explain,
+# score, manipulate, visualize, tune-lambda, mer-attack, batch markers and logs, runs moved
+# aside): anything else in a folder given as a run's --out is a user's file, not to be moved.
+RUN_ENTRIES = frozenset({
+    WEIGHTS, RUN_JSON, CONFIG_YAML, HISTORY_CSV, "checkpoints", "robustness.json", "attributions", "scores",
+    "manipulation", "visualisations", "attacks", "tune_lambda.json", "logs", ".batch", ".replaced",
+})
 
 
 def slug(text: str) -> str:
@@ -111,6 +118,8 @@ def read_json(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # e.g. 100 000 nested '[': Python's parser gives up, not the file's fault alone
+        raise RunError(f"{path}: not valid JSON here (nested too deeply to read)") from None
     if not isinstance(data, dict):
         raise RunError(f"{path}: expected a JSON object")
     return data
@@ -147,9 +156,27 @@ def save_model(path: str | Path, model: nn.Module) -> str:
     return file_sha256(path)
 
 
+def nonfinite_tensor(state: dict[str, Tensor]) -> str | None:
+    """'name' (k of n values NaN/inf) of the first floating tensor with non-finite values, else None."""
+    for name, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                return f"'{name}' ({bad} of {t.numel()} values are NaN/inf)"
+    return None
+
+
+def check_finite_weights(state: dict[str, Tensor], where: str) -> None:
+    """Refuse weights with NaN/inf: every result computed from them (accuracy 0, NaN maps) would be wrong."""
+    bad = nonfinite_tensor(state)
+    if bad is not None:
+        raise RunError(f"{where}: tensor {bad}; the weights are damaged, nothing can be computed from them")
+
+
 def load_state_into(model: nn.Module, path: str | Path) -> None:
-    """Load weights into ``model``; shapes and names must match exactly."""
+    """Load weights into ``model``; shapes and names must match exactly, values must be finite."""
     state = load_tensors(path)
+    check_finite_weights(state, str(path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

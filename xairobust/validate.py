@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,8 @@ def check_attributions(
     attr_meta: Mapping[str, Any],
     path: Path,
     allow_nonfinite: bool = False,
+    allow_degenerate: bool = False,
+    allow_constant: bool = False,
 ) -> list[int]:
     """Check an attribution file against its run; returns the rows with non-finite attributions.
 
@@ -189,6 +192,8 @@ def check_attributions(
     sample indices that are negative, repeated or beyond the test split, and -- unless
     ``allow_nonfinite`` -- any NaN/inf attribution (the message counts the samples affected).
     With ``allow_nonfinite`` the rows affected are returned so that the caller scores the others.
+    Degenerate maps (all zero; constant unless ``allow_constant``, e.g. the 'constant' control) are
+    refused unless ``allow_degenerate``: they rank no feature and give inf/NaN sensitivities.
     """
     import torch
 
@@ -231,7 +236,35 @@ def check_attributions(
         )
     if len(bad) == n:
         raise RunError(f"{path}: every sample has NaN/inf attributions; nothing to score")
+    zero, constant = degenerate_rows(a, skip=bad)
+    if allow_constant:
+        constant = []
+    if (zero or constant) and not allow_degenerate:
+        first = int(idx[(zero or constant)[0]])
+        raise RunError(
+            f"{path}: {len(zero) + len(constant)} of {n} samples have degenerate attributions ({len(zero)} all zero,"
+            f" {len(constant)} constant; first: sample index {first}), which metrics cannot rank or normalise (they"
+            " would score inf/NaN); recompute them with another explainer or settings, or pass --allow-degenerate"
+            " to score them anyway (counted in the score JSON)"
+        )
     return bad
+
+
+def degenerate_rows(a: Any, skip: Collection[int] = ()) -> tuple[list[int], list[int]]:
+    """(rows whose attribution is all zero, rows that are constant but not zero), ``skip`` left out.
+
+    Either carries no ranking of features: normalising by max|a| divides by zero, rank metrics
+    see ties only, and sensitivity ratios become inf.
+    """
+    import torch
+
+    flat = a.reshape(a.shape[0], -1).double()
+    skipped = set(skip)
+    zero_rows = (flat == 0).all(1)
+    const_rows = (flat.amax(1) == flat.amin(1)) & ~zero_rows
+    zero = [int(i) for i in torch.nonzero(zero_rows).flatten() if int(i) not in skipped]
+    constant = [int(i) for i in torch.nonzero(const_rows).flatten() if int(i) not in skipped]
+    return zero, constant
 
 
 def score_finite_rows(run_metrics, metrics, inp, quiet: bool, skip: list[int], **kwargs: Any):
@@ -301,3 +334,50 @@ def check_output_file(path: str | Path, option: str = "--out") -> None:
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{option} {target}: the file is read-only")
     _probe_writable(_nearest_existing(target.parent), option, target)
+
+
+# --- output folders that hold someone else's files ---------------------------------------------
+
+# Written into a folder before the tool's files, so that a folder it wrote (even one whose run
+# was killed half-way) is told apart from a user's folder that happens to hold a table.csv.
+OWNER_MARKER = ".xairobust"
+_TMP = re.compile(r"^\..+\.tmp$")  # atomic_path()'s temporary files, left by a killed process
+
+
+def foreign_entries(folder: str | Path, known: Collection[str] = (), markers: Collection[str] = ()) -> list[str]:
+    """Names in ``folder`` that xairobust did not write, sorted ([] when it is ours or absent).
+
+    A folder is ours when it holds one of ``markers`` (e.g. report.json, :data:`OWNER_MARKER`);
+    otherwise every entry must be one of ``known`` (the artefact names a run directory holds) or
+    a temporary file of an interrupted atomic write.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = [p.name for p in folder.iterdir()]
+    if any(m in names for m in (*markers, OWNER_MARKER)):
+        return []
+    return sorted(n for n in names if n not in known and not _TMP.match(n))
+
+
+def check_not_foreign(folder: str | Path, option: str, force: bool, known: Collection[str] = (),
+                      markers: Collection[str] = ()) -> None:
+    """Refuse (one line) to write into a folder holding files the tool did not write, unless ``force``."""
+    if force:
+        return
+    foreign = foreign_entries(folder, known, markers)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"{option} {folder}: the folder holds files xairobust did not write ({shown}); choose a new or empty"
+            f" folder, or pass --force to write into it anyway"
+        )
+
+
+def mark_folder(folder: str | Path, what: str) -> None:
+    """Write :data:`OWNER_MARKER` into ``folder`` (created), naming the command that owns it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OWNER_MARKER
+    if not marker.exists():
+        marker.write_text(f"written by {what}\n")

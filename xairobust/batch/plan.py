@@ -117,6 +117,7 @@ class _Builder:
         self.where = zoo.source or "zoo"
         self.runs_dir = f"runs/{zoo.name}"
         self.results_dir = f"results/{zoo.name}"
+        self.run_labels: dict[str, str] = {}  # run: entries given a label: run directory -> label
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
         self.skipped_stages: list[str] = []
@@ -234,10 +235,17 @@ class _Builder:
         datasets = {d.name: d for d in self.zoo.datasets}
         models = {m.name: m for m in self.zoo.models}
         found: list[tuple[DatasetEntry, ModelEntry, str, Job]] = []
+        listed: dict[Path, str] = {}
         for i, entry in enumerate(self.zoo.methods):
             for path in entry.run or []:
                 where = f"{self.where}: methods[{i}]: run {path}"
-                run_dir = Path(path).expanduser().resolve()
+                try:
+                    run_dir = Path(path).expanduser().resolve(strict=False)
+                except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+                    raise ConfigError(f"{where}: cannot resolve the path ({exc})") from None
+                if run_dir in listed:  # one run, one row: a second entry would double its samples
+                    raise ConfigError(f"{where}: run {run_dir} is listed twice (also as {listed[run_dir]}); list each run once")
+                listed[run_dir] = f"methods[{i}]"
                 try:
                     meta = read_run_meta(run_dir)
                     ds_name, model_name = meta["dataset"]["name"], meta["model"]["name"]
@@ -249,7 +257,9 @@ class _Builder:
                     continue
                 if ds_name not in datasets:
                     raise ConfigError(f"{where}: it is a '{ds_name}' run, but the zoo lists no dataset '{ds_name}'")
-                label = str(meta.get("label") or run_dir.name)
+                label = entry.label or str(meta.get("label") or run_dir.name)
+                if entry.label:
+                    self.run_labels[str(run_dir)] = entry.label
                 conf, mapping = self.build_conf("use", {"run": str(run_dir)}, where)
                 run_name = f"{slug(label)}-{config_hash({'run': str(run_dir)})}"
                 job = self.add(Job(id=f"use:{run_name}", stage="use", tag="use", **self.impl("use"), config=mapping,
@@ -357,6 +367,9 @@ class _Builder:
                 standard = next((m for m in self.zoo.methods if m.name == "standard" and m.label), None)
                 if standard is not None:
                     mapping["baseline"] = standard.expand()[0][0]
+            relabel = {train.target: self.run_labels[train.target] for train, _ in chosen if train.target in self.run_labels}
+            if relabel:
+                mapping["labels"] = relabel
             conf, mapping = self.build_conf("report", mapping, where)
             target = f"{self.results_dir}/{entry.name}"
             inputs = {train.target: needed for train, needed in chosen}

@@ -145,6 +145,10 @@ def run_batch(zoo: Zoo | str | Path, opts: BatchOptions, out: Console | None = N
     if opts.dry_run:
         print_plan(plan, root, stamps, missing, out)
         return result
+    from xairobust.validate import check_output_dir
+
+    # Before any worker starts: a root below a file or on a read-only mount fails with one line.
+    check_output_dir(root, "--root" if opts.root else "root (the zoo's)")
     executor = make_executor(opts)
     result.executor = executor.describe()
     start = time.perf_counter()

@@ -92,9 +92,10 @@ class MethodEntry:
                     f"method '{self.name or 'run'}': run must be a run directory or a list of them, got {self.run!r}")
             require(not (self.params or self.grid or self.train or self.init_from),
                     f"method run {runs[0]}: a run: entry is used as it is; params, grid, train and init_from do not apply")
-            require(self.label is None,
-                    f"method run {runs[0]}: reports take an existing run's label from its run.json; set it when"
-                    " importing (`xairobust import --label`), not in the zoo")
+            require(self.label is None or (isinstance(self.label, str) and self.label.strip() != ""),
+                    f"method run {runs[0]}: label must be a non-empty string, got {self.label!r}")
+            # label: the runs' row in reports (default: their run.json's label); several runs under
+            # one label are its seeds.
             self.run = list(runs)
             self.name = self.name or "imported"
             return

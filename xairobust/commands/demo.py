@@ -20,7 +20,9 @@ def demo(out: str, workers: int | None, quiet: bool) -> None:
     running it again reuses everything already computed.
     """
     from xairobust.batch.runner import BatchOptions, exit_code, run_batch
+    from xairobust.validate import check_output_dir
 
+    check_output_dir(out, "--out")  # a file named as --out, or a read-only place: one line, nothing run
     opts = BatchOptions(root=out, workers=workers, threads=1, quiet=quiet, skip_missing_stages=True)
     result = run_batch("quickstart", opts)
     tables = [d / "table.md" for d in result.report_dirs() if (d / "table.md").is_file()]

@@ -67,9 +67,18 @@ def manipulate(ctx: click.Context, model_ref, config_path: str | None, quiet: bo
 @click.option("--baseline", default="standard", show_default=True, help="Label every method is tested against.")
 @click.option("--test", type=click.Choice(["wilcoxon", "ttest"]), default="wilcoxon", show_default=True)
 @click.option("--alpha", type=float, default=0.05, show_default=True)
-def manipulation_report(runs: tuple[str, ...], out: str, baseline: str, test: str, alpha: float) -> None:
+@click.option("--force", is_flag=True, help="Write into an --out folder that holds files xairobust did not write.")
+def manipulation_report(runs: tuple[str, ...], out: str, baseline: str, test: str, alpha: float, force: bool) -> None:
     """Only the manipulation section of a report (`xairobust report` adds it to full reports)."""
+    from xairobust.errors import ConfigError
+    from xairobust.report.build import REPORT_JSON
     from xairobust.report.manipulation import report
+    from xairobust.validate import check_not_foreign, check_output_dir
+
+    if not 0 < alpha < 1:  # also NaN
+        raise ConfigError(f"manipulation-report: --alpha must be in (0, 1), got {alpha}")
+    check_output_dir(out, "--out")
+    check_not_foreign(out, "manipulation-report: --out", force, markers=(REPORT_JSON,))
 
     written = report(list(runs), out, baseline=baseline, test=test, alpha=alpha, formats=("png", "pdf"))
     if not written:

@@ -42,8 +42,9 @@ from xairobust.errors import ConfigError
 @click.option("--controls/--no-controls", "controls", default=None,
               help="Sanity section: control rows, blur control, MPRT per layer, verdicts (default: on when scored).")
 @click.option("--formats", help="Figure formats, e.g. pdf,png (default) or svg.")
+@click.option("--force", is_flag=True, help="Write into an --out folder that holds files xairobust did not write.")
 @quiet_option
-def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quiet: bool, **options) -> None:
+def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quiet: bool, force: bool, **options) -> None:
     """Tables (table.tex/.csv/.md), stats.csv and figures/ for run directories.
 
     RUNS are run directories or folders holding them (`xairobust report runs/*`). Rows are methods
@@ -65,9 +66,11 @@ def report(runs: tuple[str, ...], out: str | None, config_path: str | None, quie
     if not paths:
         raise ConfigError("report: give the run directories, e.g. `xairobust report runs/* --out results/zoo`")
     conf = cfg.build(ReportConfig, data, config_path or "report")
-    from xairobust.validate import check_output_dir
+    from xairobust.report.build import REPORT_JSON
+    from xairobust.validate import check_not_foreign, check_output_dir
 
     check_output_dir(out, "--out")
+    check_not_foreign(out, "report: --out", force, markers=(REPORT_JSON,))  # e.g. a user's own table.csv
     written = build_report([Path(p) for p in paths], Path(out), conf, quiet=quiet)
     click.echo(f"report written to {out} ({len(written)} files): {Path(out) / 'table.md'}")
 

@@ -20,6 +20,8 @@ from xairobust.cli_util import ModelRef, config_option, merged_config, model_opt
 @click.option("--drop-changed/--keep-changed", default=None, help="Drop samples whose prediction changes under a sensitivity perturbation.")
 @click.option("--allow-nonfinite", is_flag=True, default=None,
               help="Score attributions that hold NaN/inf: skip (and count) the samples affected instead of refusing.")
+@click.option("--allow-degenerate", is_flag=True, default=None,
+              help="Score all-zero / constant attributions instead of refusing them (counted in the score JSON).")
 @click.option("--n", type=int, help="Score only the first n attributed samples.")
 @click.option("--seed", type=int, help="Seed of the metrics' perturbations (default 0).")
 @click.option("--batch-size", type=int, help="Samples per chunk (speed only).")

@@ -101,13 +101,18 @@ def fid_command(model_ref, config_path: str | None, quiet: bool, **options) -> N
         parts = []
         if "generation" in doc:
             g = doc["generation"]
-            parts.append(f"FID {g['fid']:.4g} (reference {g['fid_reference']:.4g}, class mean {g['class_fid_mean']:.4g})")
+            parts.append(f"FID {_g(g.get('fid'))} (reference {_g(g.get('fid_reference'))}, class mean {_g(g.get('class_fid_mean'))})")
         if "inversion" in doc:
             i = doc["inversion"]
-            sd = i["feature_distance_std"]  # null for one image: no spread to show
-            spread = f" ± {sd:.4g}" if sd is not None else ""
-            parts.append(f"feature distance {i['feature_distance_mean']:.4g}{spread} (n={i['n']})")
+            sd = i.get("feature_distance_std")  # null for one image: no spread to show
+            spread = f" ± {_g(sd)}" if sd is not None else ""
+            parts.append(f"feature distance {_g(i.get('feature_distance_mean'))}{spread} (n={i.get('n')})")
         click.echo(f"{run_dir}: {'; '.join(parts)} [{conf.extractor}] -> {path}")
+
+
+def _g(value) -> str:
+    """A summary number, or 'n/a' where the JSON has null (e.g. a class FID from one image per class)."""
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
 
 
 def register(group: click.Group) -> None:

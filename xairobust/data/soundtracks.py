@@ -130,7 +130,7 @@ def split_numbers(folder: Path, numbers: list[int], opts: SoundtracksOptions) ->
             "val": sorted(int(s) for s in raw.get("val", raw.get("valid", []))),
             "test": sorted(int(s) for s in raw["test"]),
         }
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: expected {{'train': [...], 'valid': [...], 'test': [...]}} of numbers ({exc})") from None
     known = set(numbers)
     everything = out["train"] + out["val"] + out["test"]

@@ -30,10 +30,10 @@ PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     # torchvision / timm ImageNet models, MadryLab and RobustBench ImageNet entries.
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # The CIFAR-10 statistics RobustBench's normalising entries use (Wong2020Fast,
-    # Rice2020Overfitting, Andriushchenko2020Understanding trained with them, ...).
+    # Rice2020Overfitting, ...: mu/sigma buffers of their classes, absent from the checkpoints).
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
-    # Identity: the network takes [0, 1] pixels as they are (RobustBench's 'Standard' WRN-28-10
-    # and most RobustBench CIFAR-10 WideResNets).
+    # Identity: the network takes [0, 1] pixels as they are (RobustBench's 'Standard' WRN-28-10,
+    # Andriushchenko2020Understanding's PreActResNet-18 and most RobustBench CIFAR-10 WideResNets).
     "identity": ((0.0,), (1.0,)),  # (one value: every channel)
     # x -> 2x - 1 (Hendrycks2019Using, the AugMix entries).
     "half": ((0.5,), (0.5,)),
@@ -62,6 +62,7 @@ class Converted:
     mean: list[float] | None = None  # normalisation carried by the checkpoint, if any
     std: list[float] | None = None
     normalisation_from: str | None = None  # the checkpoint keys it was read from
+    clamp: tuple[float, float] | None = None  # the source model clamps its input first (MadryLab: [0, 1])
     entry: str | None = None  # the nested entry used ('state_dict', 'model', ...)
     rules: list[str] = field(default_factory=list)  # renaming rules applied, in order
     renamed: dict[str, str] = field(default_factory=dict)  # new key -> checkpoint key

@@ -169,7 +169,20 @@ class MadryLabFormat(Format):
         if not model_keys:
             raise ConfigError(f"import: {ckpt.path} has no module.model.* weights (a MadryLab checkpoint keeps the classifier there)")
         strip_prefix(conv, "model.")
+        # robustness.tools.helpers.InputNormalize: x = clamp(x, 0, 1), then (x - mean) / std.
+        conv.clamp = (0.0, 1.0)
         return conv
+
+    # robustness.cifar_models.ResNet18 / ResNet50 (CIFAR stem) compute what timm's ResNets with
+    # the CIFAR stem compute (resnet18_cifar, resnet50_cifar); only the names differ.
+    CIFAR_RESNETS = ("resnet18_cifar", "resnet50_cifar")
+
+    def adapt(self, conv: Converted, model: str) -> None:
+        if model not in self.CIFAR_RESNETS or "linear.weight" not in conv.state:
+            return
+        rename(conv, r"\.shortcut\.0\.", ".downsample.0.", "MadryLab CIFAR ResNet 'shortcut.0.' -> timm 'downsample.0.'")
+        rename(conv, r"\.shortcut\.1\.", ".downsample.1.", "'shortcut.1.' -> 'downsample.1.'")
+        rename(conv, r"^linear\.", "fc.", "'linear.' -> 'fc.'")
 
 
 @FORMATS.register("timm", description="timm weight files (pytorch_model.bin / .pth / model.safetensors)")

@@ -25,6 +25,19 @@ def resnet18_cifar(num_outputs: int = 10, in_channels: int = 3) -> nn.Module:
     return net
 
 
+@MODELS.register("resnet50_cifar", input_size=32, source="timm resnet50, CIFAR stem (MadryLab robustness' CIFAR ResNet-50)")
+def resnet50_cifar(num_outputs: int = 10, in_channels: int = 3) -> nn.Module:
+    """ResNet-50 with the CIFAR stem, the architecture of ``robustness.cifar_models.ResNet50``
+    (MadryLab's CIFAR-10 checkpoints): bottleneck blocks with the stride on the 3x3 conv, 3x3
+    stride-1 first conv, no max-pool, global average pool over the 4x4 map."""
+    import timm
+
+    net = timm.create_model("resnet50", pretrained=False, num_classes=num_outputs, in_chans=in_channels)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
 class PreActBlock(nn.Module):
     """BN-ReLU-conv3x3 twice; the shortcut takes the first pre-activation when it must project."""
 

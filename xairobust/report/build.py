@@ -38,6 +38,7 @@ from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_compa
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
 from xairobust.runs import WEIGHTS, file_sha256, write_json_atomic
 from xairobust.stages.contract import STAGES, Stage
+from xairobust.validate import mark_folder
 
 
 @dataclass
@@ -66,6 +67,7 @@ class ReportConfig:
     dpi: int = 150
     controls: bool = True  # the sanity section (control rows, blur control, MPRT per layer) when runs have them
     runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
+    labels: dict = field(default_factory=dict)  # run directory -> row label (a zoo's `run:` entry with `label:`)
 
     def __post_init__(self) -> None:
         require(0 < self.alpha < 1, "report: --alpha must be in (0, 1)")
@@ -112,6 +114,19 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def verify_sections(runs: list) -> None:
+    """Every manipulation and visualisation file the report will read, verified (provenance and
+    the sha256 its stage recorded) and its CSV checked, before any work or warning: a damaged
+    file fails the report with one line, never half-way through the figures."""
+    from xairobust.report.manipulation import collect as collect_manipulations
+
+    collect_manipulations(runs)
+    for run in runs:
+        visual.metric_docs(run)
+        for kind in visual.KINDS:
+            visual._load(run, kind)
+
+
 def build_report(
     run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: bool = False, *, registry: Registry | None = None
 ) -> list[Path]:
@@ -125,7 +140,8 @@ def build_report(
     out = Path(out)
     if not conf.runs:
         conf = dataclasses.replace(conf, runs=[str(p) for p in run_dirs])
-    runs = collect_runs(list(run_dirs))
+    runs = collect_runs(list(run_dirs), conf.labels)
+    verify_sections(runs)
     if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only
         return visual.build_visual_report(runs, out, conf, quiet)
     explainers = resolve_explainers(runs, list(conf.explainer))
@@ -218,6 +234,7 @@ def build_report(
         if conf.controls:  # issue 18: control rows, blur control, MPRT per layer, verdicts (report/sanity.py)
             from xairobust.report import sanity
             sanity.write_section(runs, staging, stats, conf.baseline, registry, conf.figures, tuple(conf.formats), conf.dpi)
+        mark_folder(out, "xairobust report")  # before its files: a killed report's folder is still known as one
         written = _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -258,7 +275,7 @@ def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
         for rel in ("run.json", "model.safetensors", "robustness.json"):
             if (path / rel).is_file():
                 files[f"{path}:{rel}"] = path / rel
-        for folder in ("scores", "attributions"):
+        for folder in ("scores", "attributions", "manipulation", "visualisations"):
             if (path / folder).is_dir():
                 for f in sorted((path / folder).rglob("*")):
                     if f.is_file() and f.suffix in (".csv", ".json", ".safetensors"):

@@ -126,8 +126,11 @@ def _headline_delta_mae(rob: dict[str, Any], where: Path) -> float:
     return math.nan
 
 
-def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
-    """Records of every run directory among/below ``paths``; none found or duplicates -> error."""
+def collect_runs(paths: list[str | Path], labels: dict[str, str] | None = None) -> list[RunRecord]:
+    """Records of every run directory among/below ``paths``; none found or duplicates -> error.
+
+    ``labels`` maps a run directory (resolved path) to the row label to use instead of its
+    run.json's (a zoo's ``run:`` entry with ``label:``)."""
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise RunError(f"report: no such file or directory: {', '.join(missing)}")
@@ -138,6 +141,11 @@ def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
             " create them with `xairobust train`"
         )
     runs = [read_run(d) for d in dirs]
+    if labels:
+        import dataclasses
+
+        wanted = {str(Path(k).resolve()): v for k, v in labels.items()}
+        runs = [dataclasses.replace(r, label=wanted.get(str(r.path.resolve()), r.label)) for r in runs]
     seen: dict[tuple[str, str, int], Path] = {}
     for r in runs:
         key = (r.setting, r.label, r.seed)
@@ -153,33 +161,62 @@ def collect_runs(paths: list[str | Path]) -> list[RunRecord]:
 
 def read_scores(path: Path) -> pd.DataFrame:
     """A scores CSV (index,target,metric,value) validated; value may be NaN (a dropped sample)."""
+    return read_long_csv(path, SCORE_COLUMNS, ("index", "metric"), "scores")
+
+
+def read_long_csv(path: Path, columns: tuple[str, ...], unique: tuple[str, ...], what: str,
+                  split_size: int | None = None, numeric: tuple[str, ...] = ("index", "target", "value"),
+                  integer: tuple[str, ...] = ("index",)) -> pd.DataFrame:
+    """A per-sample CSV written by a stage (scores, manipulation, visualisation metrics), checked.
+
+    One-line RunError naming ``path`` for: unreadable bytes, missing columns, no rows (a
+    header-only file), a non-numeric ``numeric`` cell (``value`` may be empty: NaN, a dropped
+    sample), a non-integer or negative ``integer`` cell, an index beyond ``split_size`` (the test
+    split the stage drew from), and a row repeated on the ``unique`` columns (duplicated rows
+    would double the samples behind every mean, standard deviation and test).
+    """
     if not path.is_file():
         raise RunError(f"missing file: {path}")
     try:
-        df = pd.read_csv(path, dtype={"metric": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: not a valid scores CSV ({str(exc).splitlines()[0]})") from None
-    absent = [c for c in SCORE_COLUMNS if c not in df.columns]
+        df = pd.read_csv(path, dtype={c: str for c in columns if c not in numeric})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(f"{path}: not a valid {what} CSV ({first})") from None
+    absent = [c for c in columns if c not in df.columns]
     if absent:
-        raise RunError(f"{path}: missing column(s) {', '.join(absent)}; expected {','.join(SCORE_COLUMNS)}")
+        raise RunError(f"{path}: missing column(s) {', '.join(absent)}; expected {','.join(columns)}")
     if df.empty:
-        raise RunError(f"{path}: no score rows")
-    for col in ("index", "value"):
+        raise RunError(f"{path}: no {what} rows (only a header)")
+    numeric = tuple(c for c in numeric if c in columns)
+    for col in numeric:
         converted = pd.to_numeric(df[col], errors="coerce")
         bad = converted.isna() & df[col].notna() if col == "value" else converted.isna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise RunError(f"{path}: line {row + 2}: '{col}' is not a number ({df[col].iloc[row]!r})")
         df[col] = converted
-    if (df["index"] != df["index"].round()).any():
-        raise RunError(f"{path}: 'index' must hold integer sample indices")
-    df["index"] = df["index"].astype(np.int64)
-    df["metric"] = df["metric"].astype(str)
-    dup = df.duplicated(["index", "metric"])
+    if "target" in numeric and "target" in df and (df["target"] == df["target"].round()).all():
+        df["target"] = df["target"].astype(np.int64)  # an output index, as the stage wrote it
+    for col in integer:
+        values = df[col].to_numpy(dtype=float)
+        if not np.isfinite(values).all() or (values != np.round(values)).any():
+            raise RunError(f"{path}: '{col}' must hold integer sample indices")
+        if (values < 0).any() or (split_size is not None and (values >= split_size).any()):
+            row = int(np.flatnonzero((values < 0) | (values >= (split_size if split_size is not None else np.inf)))[0])
+            limit = f" (the test split has {split_size})" if split_size is not None else ""
+            raise RunError(f"{path}: line {row + 2}: sample index {int(values[row])} is outside the test split{limit}")
+        df[col] = df[col].astype(np.int64)
+    for col in columns:
+        if col not in numeric:
+            df[col] = df[col].astype(str)
+    dup = df.duplicated(list(unique))
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise RunError(f"{path}: line {row + 2}: sample {df['index'].iloc[row]} scored twice for '{df['metric'].iloc[row]}'")
-    return df[list(SCORE_COLUMNS)].astype({"value": float})
+        if tuple(unique) == ("index", "metric"):
+            raise RunError(f"{path}: line {row + 2}: sample {df['index'].iloc[row]} scored twice for '{df['metric'].iloc[row]}'")
+        what_row = ", ".join(f"{c} {df[c].iloc[row]}" for c in unique)
+        raise RunError(f"{path}: line {row + 2}: a duplicated row ({what_row} appears twice)")
+    return df[list(columns)].astype({"value": float})
 
 
 def available_explainers(runs: list[RunRecord]) -> list[str]:

@@ -34,7 +34,7 @@ from xairobust.runs import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from xairobust.stages.contract import StageIdentity, is_current, stamp_inputs
+from xairobust.stages.contract import OUTPUTS_KEY, StageIdentity, is_current, stamp_inputs, stamp_outputs
 
 EPOCH_FORMAT = 1
 CHECKPOINT = re.compile(r"^epoch_(\d+)\.safetensors$")
@@ -107,17 +107,19 @@ def score_checkpoints(run_dir: str | Path, explain_conf: Any, score_conf: Any, q
             (shadow / RUN_JSON).write_text(json.dumps({**meta, "weights_sha256": sha, "epoch": epoch}))
             explain(shadow, explain_conf, quiet=True)
             score(shadow, score_conf, quiet=True)
-            for src, dst in (
-                (shadow / "attributions" / f"{explainer}.safetensors", run_dir / "attributions" / "epochs" / f"{stem}.safetensors"),
-                (shadow / "attributions" / f"{explainer}.json", run_dir / "attributions" / "epochs" / f"{stem}.json"),
-            ):
-                write_bytes_atomic(dst, src.read_bytes())
+            attr_t = run_dir / "attributions" / "epochs" / f"{stem}.safetensors"
+            write_bytes_atomic(attr_t, (shadow / "attributions" / f"{explainer}.safetensors").read_bytes())
+            adoc = read_json(shadow / "attributions" / f"{explainer}.json")
+            # Output hashes name files beside their document: the copies have other names here.
+            adoc[OUTPUTS_KEY] = stamp_outputs(attr_t.with_suffix(".json"), attr_t)
+            write_json_atomic(attr_t.with_suffix(".json"), adoc)
             doc = read_json(shadow / "scores" / f"{explainer}.json")
             doc["epoch_scores"] = {"epoch": epoch, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "identity": identity}
             # The shadow run's provenance names files in a deleted temporary folder: this one
             # names the checkpoint in the run, so the chain can be verified (report does).
             doc["provenance"] = resolved.block()
             write_bytes_atomic(csv_path, (shadow / "scores" / f"{explainer}.csv").read_bytes())
+            doc[OUTPUTS_KEY] = stamp_outputs(json_path, csv_path)
             write_json_atomic(json_path, doc)  # last: marks a complete epoch
         written.append(csv_path)
     return written

@@ -46,14 +46,19 @@ ARROWS = {"higher": "↑", "lower": "↓", None: ""}
 
 def find_manipulations(run_path: Path) -> list[tuple[str, str, Path]]:
     """(attack, explainer, json path) of every finished manipulation in a run directory."""
+    from xairobust.errors import RunError
     from xairobust.runs import read_json
 
     folder = Path(run_path) / "manipulation"
     found = []
+    # Every document counts, also one whose CSV is gone: it is refused by name (collect), never
+    # silently left out of the section.
     for doc in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        if doc.with_suffix(".csv").is_file():
-            d = read_json(doc)
-            found.append((str(d.get("attack")), str(d.get("explainer")), doc))
+        d = read_json(doc)
+        attack, explainer = d.get("attack"), d.get("explainer")
+        if not (isinstance(attack, str) and attack and isinstance(explainer, str) and explainer):
+            raise RunError(f"{doc}: 'attack' and 'explainer' must be names; not a document of `xairobust manipulate`")
+        found.append((attack, explainer, doc))
     return found
 
 
@@ -64,8 +69,8 @@ def collect(runs: list[Any]) -> pd.DataFrame:
     frames = []
     for r in runs:
         for attack, attacked, doc in find_manipulations(r.path):
-            verify_chain(doc, r.path, f"xairobust manipulate --run {r.path} --attack {attack} --explainer {attacked}")
-            df = pd.read_csv(doc.with_suffix(".csv"))
+            d = verify_chain(doc, r.path, f"xairobust manipulate --run {r.path} --attack {attack} --explainer {attacked}")
+            df = read_manipulation_csv(doc.with_suffix(".csv"), d)
             df.insert(0, "attack", attack)
             df.insert(1, "attacked", attacked)
             df["setting"], df["label"], df["method"], df["seed"], df["run"] = r.setting, r.label, r.method, r.seed, str(r.path)
@@ -73,6 +78,22 @@ def collect(runs: list[Any]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def read_manipulation_csv(path: Path, doc: dict[str, Any]) -> pd.DataFrame:
+    """manipulation/<attack>_<explainer>.csv checked (columns, numbers, duplicates, the indices
+    within the test split, as many samples as its JSON says): one-line RunError naming it."""
+    from xairobust.errors import RunError
+    from xairobust.report.collect import read_long_csv
+    from xairobust.stages.manipulate import CSV_COLUMNS
+
+    split = doc.get("split_size")
+    split = split if isinstance(split, int) and not isinstance(split, bool) else None
+    df = read_long_csv(path, CSV_COLUMNS, ("index", "explainer", "metric"), "manipulation", split_size=split)
+    n = doc.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and df["index"].nunique() != n:
+        raise RunError(f"{path}: holds {df['index'].nunique()} samples but {path.with_suffix('.json').name} says {n}")
+    return df
 
 
 def _key(attack: str, attacked: str, explainer: str) -> str:
@@ -210,8 +231,11 @@ def baseline_label(runs: list[Any], baseline: str) -> str:
 
 def write_section(runs: list[Any], folder: Path, baseline: str = "standard", test: str = "wilcoxon",
                   correction: str = "holm", alpha: float = 0.05, figures: bool = True,
-                  formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
-    """Write the manipulation section for ``runs`` (RunRecords) into ``folder``; [] when none."""
+                  formats: tuple[str, ...] = ("png",), dpi: int = 150, mark: bool = False) -> list[Path]:
+    """Write the manipulation section for ``runs`` (RunRecords) into ``folder``; [] when none.
+
+    ``mark``: first write the owner marker into ``folder`` (the standalone command writes there
+    directly; a full report writes into a staging folder it marks itself)."""
     from xairobust.report import figures as figs
 
     df = collect(runs)
@@ -219,6 +243,10 @@ def write_section(runs: list[Any], folder: Path, baseline: str = "standard", tes
         return []
     baseline = baseline_label(runs, baseline)
     folder = Path(folder)
+    if mark:
+        from xairobust.validate import mark_folder
+
+        mark_folder(folder, "xairobust manipulation-report")
     folder.mkdir(parents=True, exist_ok=True)
     stats = statistics(df, baseline, test, correction, alpha)
     acc = {(r.setting, r.label): r.clean_accuracy for r in runs}
@@ -242,4 +270,4 @@ def report(run_dirs: list[str | Path], out: str | Path, **kwargs: Any) -> list[P
     """Standalone: the manipulation section of ``run_dirs`` written into ``out``."""
     from xairobust.report.collect import collect_runs
 
-    return write_section(collect_runs(list(run_dirs)), Path(out), **kwargs)
+    return write_section(collect_runs(list(run_dirs)), Path(out), mark=True, **kwargs)

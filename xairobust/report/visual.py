@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xairobust.report.collect import RunRecord
+from xairobust.report.collect import RunRecord, read_long_csv
 from xairobust.report.meta import MetricMeta
 from xairobust.runs import read_json
 from xairobust.stages.contract import verify_chain
@@ -173,7 +173,7 @@ def metric_docs(run: RunRecord) -> list[tuple[str, dict[str, Any], pd.DataFrame]
         extractor = str(read_json(js).get("extractor", ""))
         doc = verify_chain(js, run.path, f"xairobust fid --run {run.path} --extractor {extractor}")
         csv = js.with_suffix(".csv")
-        frame = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["index", "target", "metric", "value"])
+        frame = read_long_csv(csv, ("index", "target", "metric", "value"), ("index", "metric"), "visualisation metrics")
         out.append((str(doc.get("extractor", js.stem[len("metrics_"):])), doc, frame))
     return out
 
@@ -327,6 +327,9 @@ def build_visual_report(runs: list[RunRecord], out: Path, conf: Any, quiet: bool
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write(staging, runs, conf, quiet)
+        from xairobust.validate import mark_folder
+
+        mark_folder(out, "xairobust report")
         return _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -36,6 +36,9 @@ from xairobust.registry import Registry, import_submodules
 from xairobust.runs import file_sha256, read_json
 
 PROVENANCE_KEY = "provenance"
+# The files a stage wrote beside its JSON document (name relative to the document's folder ->
+# sha256), so that a hand-edited or damaged CSV / tensor file is refused on read like a stale one.
+OUTPUTS_KEY = "outputs"
 
 
 class StaleError(RunError):
@@ -174,7 +177,8 @@ def is_current(outputs: list[Path], resolved: StageIdentity) -> bool:
     """True when every output exists and the document's provenance matches ``resolved`` exactly.
 
     The one check every stage uses to skip work. A document without a provenance block (older
-    format) is not current, so it is recomputed rather than trusted.
+    format) is not current, so it is recomputed rather than trusted; nor is one whose recorded
+    output files (:data:`OUTPUTS_KEY`) were changed since it was written.
     """
     if not outputs or not all(Path(p).is_file() for p in outputs):
         return False
@@ -183,15 +187,51 @@ def is_current(outputs: list[Path], resolved: StageIdentity) -> bool:
     except RunError:
         return False
     block = doc.get(PROVENANCE_KEY)
-    return isinstance(block, dict) and block.get("identity_hash") == resolved.hash
+    if not (isinstance(block, dict) and block.get("identity_hash") == resolved.hash):
+        return False
+    return changed_output(doc, Path(outputs[-1])) is None
 
 
-def verify_chain(doc_path: Path, run_dir: Path, hint: str) -> dict[str, Any]:
+def stamp_outputs(doc_path: Path, *paths: Path) -> dict[str, str]:
+    """{name relative to ``doc_path``'s folder: sha256} of files written beside the document.
+
+    The writing stage records it under :data:`OUTPUTS_KEY` after writing the files and before
+    the document; :func:`verify_chain` checks it on every read.
+    """
+    folder = Path(doc_path).resolve().parent
+    out = {}
+    for p in paths:
+        rel = Path(p).resolve().relative_to(folder)  # beside the document, never elsewhere
+        out[rel.as_posix()] = file_sha256(p)
+    return out
+
+
+def changed_output(doc: Mapping[str, Any], doc_path: Path) -> str | None:
+    """None when every output file ``doc`` records is unchanged, else why not (one phrase naming the file)."""
+    recorded = doc.get(OUTPUTS_KEY)
+    if recorded is None:
+        return None  # written before output hashes were recorded: its inputs are still checked
+    if not isinstance(recorded, dict):
+        return f"{doc_path}: its '{OUTPUTS_KEY}' record is malformed"
+    folder = Path(doc_path).parent
+    for name, sha in recorded.items():
+        if not isinstance(name, str) or not isinstance(sha, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"{doc_path}: its '{OUTPUTS_KEY}' record is malformed"
+        path = folder / name
+        if not path.is_file():
+            return f"{path} (recorded in {doc_path}) no longer exists"
+        if file_sha256(path) != sha:
+            return f"{path} was changed after it was written (its sha256 is not the one {Path(doc_path).name} recorded)"
+    return None
+
+
+def verify_chain(doc_path: Path, run_dir: Path, hint: str, outputs: bool = True) -> dict[str, Any]:
     """The JSON document at ``doc_path``, after checking every recorded input still has its hash.
 
     Raises :class:`StaleError` naming the stale file, the input that changed and ``hint`` (the
     command that recomputes it). A document with no provenance block cannot be verified and is
-    refused the same way.
+    refused the same way. With ``outputs`` (default) the files the document records it wrote
+    beside it must be unchanged too (:func:`changed_output`).
     """
     doc = read_json(doc_path)
     block = doc.get(PROVENANCE_KEY)
@@ -209,6 +249,9 @@ def verify_chain(doc_path: Path, run_dir: Path, hint: str) -> dict[str, Any]:
             raise StaleError(f"{doc_path} was computed from {path}, which no longer exists; recompute it with `{hint}`")
         if file_sha256(path) != expected:
             raise StaleError(f"{doc_path} is stale: {path} ({role}) changed since it was computed; recompute it with `{hint}`")
+    why = changed_output(doc, doc_path) if outputs else None
+    if why is not None:
+        raise StaleError(f"{why}; recompute it with `{hint}`")
     return doc
 
 

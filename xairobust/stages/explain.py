@@ -34,7 +34,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors, write_json_atomic
-from xairobust.stages.contract import STAGES, Stage, StageIdentity
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs
 
 FORMAT = 1
 
@@ -251,6 +251,7 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256")},
         "config_hash": resolved.hash[:8],
         "provenance": resolved.block(),
+        "outputs": stamp_outputs(json_path, tensors_path),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -15,6 +15,7 @@ in one line).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -218,9 +219,34 @@ def resolve_normalisation(conf: ImportConfig, conv: Converted, channels: int) ->
         mean, std = mean * channels, std * channels
     if len(mean) != channels or len(std) != channels:
         raise ConfigError(f"import: the normalisation has {len(mean)} means and {len(std)} stds; the data has {channels} channels")
+    if not all(math.isfinite(v) for v in [*mean, *std]):
+        raise ConfigError(f"import: the normalisation ({source}) holds NaN/inf: mean {mean}, std {std}")
     if any(s <= 0 for s in std):
         raise ConfigError(f"import: every std must be > 0, got {std}")
     return mean, std, source
+
+
+def check_import_values(conv: Converted, target: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse what ``load_state_dict`` would take silently: NaN/inf weights, and an integer (or
+    boolean) tensor copied into a floating parameter or the reverse (a cast that changes values:
+    int64 -> float32 loses digits above 2**24, float -> int truncates). Named by the checkpoint's key."""
+    from xairobust.runs import nonfinite_tensor
+
+    for key, value in conv.state.items():
+        bad = nonfinite_tensor({conv.renamed.get(key, key): value})
+        if bad is not None:
+            raise ConfigError(f"import: {path}: tensor {bad}; the weights are damaged, nothing can be computed from them")
+        want = target.get(key)
+        if want is None:
+            continue
+        if value.is_floating_point() != want.is_floating_point() or (value.dtype == torch.bool) != (want.dtype == torch.bool):
+            have = str(value.dtype).replace("torch.", "")
+            need = str(want.dtype).replace("torch.", "")
+            raise ConfigError(
+                f"import: {path}: tensor '{conv.renamed.get(key, key)}' is {have} but the model's '{key}' is {need};"
+                " a cast between integer and floating weights would change them silently. Convert the checkpoint"
+                " explicitly (e.g. state[key] = state[key].float()) if that is what it means"
+            )
 
 
 def _close(a: list[float], b: list[float]) -> bool:
@@ -274,6 +300,11 @@ class ImportStage(Stage):
             move_aside = getattr(contract, "move_aside", None)  # artefacts of the old weights go aside
             if move_aside is not None:
                 move_aside(run_dir)
+        elif not force:  # the run's files would land among a user's own
+            from xairobust.runs import RUN_ENTRIES
+            from xairobust.validate import check_not_foreign
+
+            check_not_foreign(run_dir, "import: --out", force, known=RUN_ENTRIES)
         return _import(run_dir, conf, resolved, quiet)
 
 
@@ -293,9 +324,12 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
     plan = plan_conversion(conf, ckpt, info)
     mean, std, norm_source = resolve_normalisation(conf, plan.converted, info.input_shape[0])
     kwargs = {**plan.kwargs, "mean": mean, "std": std}
+    if plan.converted.clamp is not None:  # recorded in run.json (model.kwargs), so every load reproduces it
+        kwargs["clamp"] = list(plan.converted.clamp)
     torch.manual_seed(conf.seed)
     model = create_model(conf.model, **kwargs)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in plan.converted.state.values()})
+    check_import_values(plan.converted, model.net.state_dict(), ckpt.path)
     model.net.load_state_dict(plan.converted.state, strict=True)
     model.eval()
 
@@ -329,7 +363,8 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
             "format_detected": plan.detected,
             "dtypes": dtypes,
         },
-        "normalisation": {"mean": mean, "std": std, "from": norm_source},
+        "normalisation": {"mean": mean, "std": std, "from": norm_source,
+                          **({"clamp": list(plan.converted.clamp)} if plan.converted.clamp is not None else {})},
         "mapping": plan.converted.mapping(),
         "inferred_model_kwargs": plan.inferred,
         "head": {"num_outputs": num_outputs, "dataset_classes": info.num_outputs, "matches_dataset": head_matches},

@@ -46,7 +46,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic, write_text_atomic
-from xairobust.stages.contract import STAGES, Stage, StageIdentity
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs
 
 # 2: the attacked explainer is the registered explainer with its registered parameters (the
 # same map as `explain` gives under that name); format 1 used a separate differentiable copy
@@ -273,6 +273,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "fooled": f"{conf.fool_measure} < {conf.fool_threshold} and prediction unchanged",
         "transfer_to": list(conf.transfer_to),
         "n": int(len(indices)),
+        "split_size": int(len(test)),  # report checks the CSV's indices against it
         "selection": conf.selection,
         "seed": conf.seed,
         "softplus_replaced_relus": smooth.replaced,
@@ -282,6 +283,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "device": str(device),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256"), "label": meta.get("label")},
         "provenance": resolved.block(),
+        "outputs": stamp_outputs(json_path, tensors_path, csv_path),  # hand edits are refused on read
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -42,9 +42,9 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, verify_chain
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs, verify_chain
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
-from xairobust.validate import check_attributions, score_finite_rows
+from xairobust.validate import check_attributions, degenerate_rows, score_finite_rows
 
 FORMAT = 2  # 2: provenance block, engines, per-metric partial results
 ENGINES = ("native", "quantus")
@@ -69,6 +69,9 @@ class ScoreConfig:
     # Score attributions holding NaN/inf: the affected samples are skipped (NaN rows, counted in
     # the JSON); without it such a file is refused (xairobust.validate.check_attributions).
     allow_nonfinite: bool = False
+    # Score all-zero / constant attributions (no ranking of features; sensitivity ratios become
+    # inf): counted in the JSON; without it such a file is refused (check_attributions).
+    allow_degenerate: bool = False
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, f"score: --batch-size must be >= 1, got {self.batch_size}")
@@ -158,6 +161,9 @@ def _csv(indices: np.ndarray, targets: np.ndarray, results: dict[str, np.ndarray
 def _metric_report(name: str, metric: Metric, values: np.ndarray, wall: float) -> dict[str, Any]:
     m = METRICS.meta(name)
     finite = np.isfinite(values).any()
+    # Counted here, whatever the metric reports: an inf (e.g. Max-Sensitivity of an all-zero map)
+    # or NaN score is never a silent part of a mean.
+    nonfinite = {"nan": int(np.isnan(values).sum()), "inf": int(np.isinf(values).sum())}
     return {
         "params": cfg.to_dict(metric.params),
         "category": m.get("category"),
@@ -166,7 +172,7 @@ def _metric_report(name: str, metric: Metric, values: np.ndarray, wall: float) -
         "mean": float(np.nanmean(values)) if finite else None,
         "std": float(np.nanstd(values)) if finite else None,
         "wall_time_s": round(wall, 3),
-        "diagnostics": metric.diagnostics(),
+        "diagnostics": {**metric.diagnostics(), "nonfinite_scores": nonfinite},
     }
 
 
@@ -228,7 +234,10 @@ def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
     tensors, attr_meta = load_attributions(run_dir, conf.explainer)
     model, meta = load_run(run_dir)
     # Before any model pass (the pass-size probe below runs the model on the file's input shape).
-    skip = check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite)
+    # A control explainer's map may be constant by design (the 'constant' control): counted, not refused.
+    control = conf.explainer in EXPLAINERS and bool(EXPLAINERS.meta(conf.explainer).get("control"))
+    skip = check_attributions(tensors, meta, attr_meta, attribution_paths(run_dir, conf.explainer)[0], conf.allow_nonfinite,
+                              conf.allow_degenerate, allow_constant=control)
     if meta["dataset"]["info"]["task"] == "regression" and any(
         getattr(m.params, "drop_changed", False) for m in metrics.values()
     ):
@@ -293,6 +302,7 @@ class ScoreStage(Stage):
             "seed": conf.seed,
             "engine": conf.engine,
             **({"allow_nonfinite": True} if conf.allow_nonfinite else {}),
+            **({"allow_degenerate": True} if conf.allow_degenerate else {}),
         }
 
     def outputs(self, run_dir: Path, conf: ScoreConfig) -> list[Path]:
@@ -311,7 +321,9 @@ class ScoreStage(Stage):
 
 def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: bool) -> Path:
     _, attr_json = attribution_paths(run_dir, conf.explainer)
-    verify_chain(attr_json, run_dir, _explain_hint(run_dir, conf.explainer))
+    # The attribution file itself is score's input (its sha256 goes into the scores' provenance,
+    # and its structure is checked below); report refuses it when it differs from what explain wrote.
+    verify_chain(attr_json, run_dir, _explain_hint(run_dir, conf.explainer), outputs=False)
     preset, metrics = build_metrics(conf)
     refuses = EXPLAINERS.meta(conf.explainer).get("quantus_refuses") if conf.explainer in EXPLAINERS else None
     if conf.engine == "quantus" and refuses:
@@ -347,9 +359,11 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
         "device": str(device),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "attributions": {"path": str(tensors_path), "sha256": resolved.inputs["attributions"]["sha256"]},
+        "degenerate_attributions": _degenerate(inp),
         **({"notes": [note]} if note else {}),
         "config_hash": resolved.hash[:8],
         "provenance": resolved.block(),
+        "outputs": stamp_outputs(json_path, csv_path),  # a hand-edited CSV is refused on read
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -357,6 +371,13 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
     write_json_atomic(json_path, doc)  # last: its presence marks a complete result
     _remove_partial(partial)
     return csv_path
+
+
+def _degenerate(inp: MetricInput) -> dict[str, Any]:
+    """All-zero / constant attributions among the scored samples (scored only with --allow-degenerate)."""
+    zero, constant = degenerate_rows(torch.from_numpy(np.asarray(inp.a)))
+    return {"all_zero": len(zero), "constant": len(constant),
+            "indices": [int(inp.indices[i]) for i in sorted(zero + constant)]}
 
 
 def _remove_partial(partial: Path) -> None:

@@ -30,9 +30,12 @@ from xairobust.runs import (
     CONFIG_YAML,
     FORMAT_VERSION,
     HISTORY_CSV,
+    RUN_ENTRIES,
     RUN_JSON,
     WEIGHTS,
+    check_finite_weights,
     load_run,
+    load_tensors,
     read_json,
     save_model,
     write_json_atomic,
@@ -40,7 +43,7 @@ from xairobust.runs import (
 )
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, move_aside
 from xairobust.training.base import TrainContext, TrainingMethod
-from xairobust.validate import check_model_input
+from xairobust.validate import check_model_input, check_not_foreign
 
 FORMAT = 1
 CHECKPOINTS = "checkpoints"
@@ -157,7 +160,7 @@ def init_from_run(model: nn.Module, init: str, model_name: str, model_kwargs: di
 
     meta = read_run_meta(init)
     other = meta["model"]
-    free = ("num_outputs", "mean", "std")
+    free = ("num_outputs", "mean", "std", "clamp")  # the input transform is the new dataset's
     if other["name"] != model_name or _fixed(other["kwargs"], free) != _fixed(model_kwargs, free):
         raise ConfigError(
             f"train: --init {init} holds a '{other['name']}' model with other settings;"
@@ -412,6 +415,10 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
     # model x dataset checked on one zero batch before any data is read or anything written
     check_model_input(lambda info: create_model(conf.model, **model_kwargs_for(conf, info)), source, conf.dataset_kwargs,
                       f"train: model '{conf.model}' on dataset '{conf.dataset}'")
+    if conf.init:  # damaged --init weights fail now, before anything is moved or loaded
+        check_finite_weights(load_tensors(require_run_weights(conf.init)), f"train: --init {conf.init}")
+    if not force:  # a folder of the user's files is not an interrupted run to move aside
+        check_not_foreign(out, "train: --out", force, known=RUN_ENTRIES)
     moved = move_aside(out)
     if moved is not None:
         print(f"train: moved the previous contents of {out} (and everything computed from them) to {moved}", file=sys.stderr)

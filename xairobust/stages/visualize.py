@@ -37,7 +37,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import VISUALISATIONS
 from xairobust.runs import WEIGHTS, load_run, load_tensors, read_run_meta, require_run, save_tensors, write_json_atomic
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, verify_chain
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs, verify_chain
 
 FORMAT = 1
 FOLDER = "visualisations"
@@ -223,6 +223,7 @@ def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, qu
         "run": {"path": str(run_dir), "label": meta.get("label"), "weights_sha256": meta.get("weights_sha256")},
         "config_hash": resolved.hash[:8],
         "provenance": resolved.block(),
+        "outputs": stamp_outputs(json_path, tensors_path),  # a damaged tensor file is refused on read
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -370,6 +371,8 @@ def _fid(run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -
     ds = meta["dataset"]
     device = pick_device(conf.device)
     kinds = _present_kinds(run_dir, conf)
+    for kind in kinds:  # every input verified before the first feature is extracted
+        load_visualisation(run_dir, kind)
     rows: list[dict[str, Any]] = []
     doc: dict[str, Any] = {"format": FORMAT, "extractor": conf.extractor}
     start = time.perf_counter()
@@ -442,6 +445,7 @@ def _fid(run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -
         "device": str(device), "wall_time_s": round(wall, 3),
         "run": {"path": str(run_dir), "label": meta.get("label"), "weights_sha256": meta.get("weights_sha256")},
         "config_hash": resolved.hash[:8], "provenance": resolved.block(), "versions": versions(),
+        "outputs": stamp_outputs(json_path, csv_path),  # a hand-edited CSV is refused on read
         "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     write_json_atomic(json_path, doc)
