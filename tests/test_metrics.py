@@ -12,6 +12,7 @@ from xairobust.errors import ConfigError
 from xairobust.explain.base import sample_seeds
 from xairobust.metrics._quantus import normalise_per_sample, sample_global_seed, sample_rng
 from xairobust.metrics.base import MetricInput
+from xairobust.metrics.faithfulness import AREA_METRICS
 from xairobust.metrics.presets import PAPER_METRICS, PRESETS, resolve_metrics
 from xairobust.models.base import create_model
 from xairobust.registry import EXPLAINERS, METRICS
@@ -95,9 +96,13 @@ def test_identical_for_batch_sizes_1_7_64(name, explainer, model):
     assert ref.shape == (N,) and np.isfinite(ref).all()
     # ROS / RRS divide by the change of float32 logits / activations under an 8/255 perturbation:
     # the ~1e-7 batch-order noise of a float32 forward becomes ~5e-6 of that small difference.
-    rtol = 1e-5 if name in ("relative_output_stability", "relative_representation_stability") else 1e-6
+    # Infidelity (Quantus computes it in float32) squares the difference of two such outputs: 2.6e-6 measured.
+    rtol = 1e-5 if name in ("relative_output_stability", "relative_representation_stability", "infidelity") else 1e-6
+    # Areas under removal curves sum ~64 float32 outputs: an area near 0 keeps their ~1e-7 batch noise
+    # in absolute terms (8.6e-7 measured on a LeRF area of -0.10), so the floor is relative to the values' scale.
+    atol = 1e-6 * float(np.abs(ref).max()) if name in AREA_METRICS else 1e-9
     for size in (1, 7):
-        np.testing.assert_allclose(make_metric(name, size).score(inp), ref, rtol=rtol, atol=1e-9)
+        np.testing.assert_allclose(make_metric(name, size).score(inp), ref, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("name", METRICS.names())

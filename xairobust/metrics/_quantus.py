@@ -187,7 +187,11 @@ class QuantusMetric(Metric):
                     np.random.set_state(state)
             else:
                 out = metric(**call)
-        return np.asarray(out, dtype=np.float64).reshape(len(idx))
+        return self.from_quantus(out, len(idx))
+
+    def from_quantus(self, out: Any, n: int) -> np.ndarray:
+        """One float per sample from what the Quantus metric returned (curves override this)."""
+        return np.asarray(out, dtype=np.float64).reshape(n)
 
     def score(self, inp: MetricInput) -> np.ndarray:
         if self.engine == "native":

@@ -46,6 +46,9 @@ EXTENDED_METRICS = (
     "relative_input_stability",
     "relative_output_stability",
     "relative_representation_stability",
+    # faithfulness beyond the two (h18c): MoRF - LeRF region areas, 2 x 64 forward passes per image
+    # at the auto patch size (no gradients), cheap beside one IG explanation
+    "region_perturbation_symmetric",
     # h18d: one per new family -- randomisation (MPRT: one re-explanation per layer), complexity
     # (Effective Complexity) and alignment (no model pass)
     "mprt",
