@@ -128,7 +128,7 @@ def verdicts(means: pd.DataFrame, stats: pd.DataFrame, baseline: str, metas: dic
         if math.isfinite(sob_m) or math.isfinite(sob_b):
             parts.append(f"Sobel scores {sob_b:.3g} ({baseline}) / {sob_m:.3g} ({s.method})" + (" and beats it" if beats else ""))
         if math.isfinite(gap):
-            parts.append(f"blurring {baseline}'s maps closes {100 * gap:.0f} % of the gap")
+            parts.append(f"blurring {baseline}'s maps closes {int(round(100 * gap))} % of the gap")
         rows.append({"setting": s.setting, "explainer": s.explainer, "metric": s.metric, "method": s.method,
                      "baseline": baseline, "difference": s.mean_diff, "p_adjusted": s.p_adjusted,
                      "sobel_method": sob_m, "sobel_baseline": sob_b, "explainer_method": e_m, "sobel_beats": beats,
