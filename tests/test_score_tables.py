@@ -131,6 +131,8 @@ def test_tables_are_rewritten_from_the_csv_on_every_score_and_are_atomic(scored,
 def test_dropped_samples_are_left_out_of_mean_sd_and_n(digits_run, tmp_path, monkeypatch, capsys):
     from safetensors.torch import load_file, save_file
 
+    from xairobust.runs import file_sha256
+
     run = tmp_path / "run"
     shutil.copytree(digits_run, run)
     code, _, err = _entry(monkeypatch, capsys, "explain", "--run", run, "--n", "5", "--n-steps", "2", "--selection",
@@ -139,7 +141,12 @@ def test_dropped_samples_are_left_out_of_mean_sd_and_n(digits_run, tmp_path, mon
     path = run / "attributions" / "ig.safetensors"
     t = load_file(path)
     t["attributions"][2].view(-1)[0] = float("nan")  # one sample cannot be scored
+    before = file_sha256(path)
     save_file(t, path)
+    # The edit stands for an explainer that produced a NaN: record the new bytes as explain's own,
+    # so the score stage's provenance check (which refuses hand-edited files) lets it through.
+    doc = path.with_suffix(".json")
+    doc.write_text(doc.read_text().replace(before, file_sha256(path)))
     code, out, err = _entry(monkeypatch, capsys, "score", "--run", run, "--metrics", "sparseness,complexity",
                             "--allow-nonfinite", "--quiet")
     assert code == 0, err
