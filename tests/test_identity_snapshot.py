@@ -43,7 +43,32 @@ CASES = {
     "fid": ({"extractor": "inception", "real": 3, "batch_size": 2, "device": "cpu"}, None),
 }
 
-EXPECTED: dict[str, str] = {}  # filled below by the capture (see the module docstring)
+EXPECTED: dict[str, str] = {
+    "train": "ee15ac4115f32ffc91c2008016aa658dc92c31a51281e006eab85feb7df68bda",
+    "train-init": "487e32a533177aca0dd899cd5b492fdf7a83eda5622a4c57e2fb0a9687cdc667",
+    "attack": "0dc16c22f632829ae49a62ee850a4ded5ebe76ba8cbe4ae222d09b5929b98e05",
+    "attack-aa": "f1c1e0e084c310bb49e85baebe6b1dc5cd11b9e14eff0e65b23b4f41e7239b3a",
+    "attack-apgd": "248618fda257097c740b9f861d2ac827cbb767d37e780ee7d89a7af6506bc52f",
+    "explain": "3e224bf884a53adb9c2bea40bf2e53e671f8e3f625134d80c563cf3eea5a51a6",
+    "explain-sal": "1917a95db51e86d374c0ae50ca92440083692d23d13aa4d268f5e8c7c2bfb57e",
+    "score": "854f91eb5f503af49c78913692f3deece13ff5d3321cd09090565c76dce2ea43",
+    "score-all": "42ce0d0a59f415e3d5ebeebe6d599e7ce284e05063aaadf285216c8738288c6a",
+    "manipulate": "958c32138c1faffb392aa619a7b4a40c76768b8b516d9f6ce0647b1d99620b50",
+    "import": "94fa91535a458af30999a39b43e7b4d7e22168ae1969a2f87f0493479c800712",
+    "use": "160ffb4a9e111796fa7371578b17e2219bb31161a493e4c1793cf0b3549ed0a1",
+    "bim-regression": "6d070a6c8c28abc2691948af4e6da3710fc1ceb61db27ecd8c49d5d4551d6bff",
+    "tune-lambda": "5e6fd2388d2263cecd029b3fb5c419a01ea4b40f068f5a6fdf550bdd73e57380",
+    "visualize": "4e9c034ba8ef067f1b01f5cdfa0cdac3ec475554a34fda3f423aa6f201288147",
+    "report": "836baa5261ed02fdad65bf233521f856e768a5e6bf0d398a2584326e9ed62e77",
+    "mer-report": "351362bb7491598accdb541dbcbc1b55a7a9327bca031b58ec2f3dd44dc903eb",
+    "fid": "0a794142c35a37fa5133324bd082911a53f33bcee2089fc73ea1f81428a27d5c",
+    "entry-0": "35dc9cae701d5c8b74ed1334d1b2592354d86c47ed7383f490b56b01208ba784",
+    "entry-1": "3b3fed487ad4aab2ea2ce68097ae778c4270b7e56d29a809631b5d6079fdad18",
+    "entry-2": "f534465887049129ad6d307d332082921ae324525c47d1778d163b31c9fdcb8b",
+    "entry-3": "6fb86dcf3cb484cc610fa84ca757522ebf7138cdbeafe1e76fec20777bd5c385",
+    "entry-4": "6d070a6c8c28abc2691948af4e6da3710fc1ceb61db27ecd8c49d5d4551d6bff",
+    "score-epochs": "04a0353d7a49da53f446691013eca4f614b532a3d23505cb5e0a2a28c4af0f29",
+}
 
 
 def stage_hash(case: str, run_dir: Path) -> str:
