@@ -101,18 +101,21 @@ def attack_entry_hashes(run_dir: Path) -> list[str]:
 
 
 def score_epochs_hash() -> str:
+    from xairobust import config as cfg
     from xairobust.stages.explain import ExplainConfig
     from xairobust.stages.score import ScoreConfig
 
     e = ExplainConfig(**CASES["explain"][0])
     s = ScoreConfig(**CASES["score"][0])
-    stage = STAGES.get("score-epochs")() if "score-epochs" in STAGES else None
-    if stage is not None:
-        from xairobust.stages.score_epochs import ScoreEpochsConfig
+    try:
+        from xairobust.stages.score_epochs import ScoreEpochConfig, ScoreEpochStage
+    except ImportError:  # the old code computed it inside report/epochs.py
+        ScoreEpochStage = None
+    if ScoreEpochStage is not None:
+        stage = ScoreEpochStage()
 
-        conf = ScoreEpochsConfig(explain=e, score=s)
+        conf = ScoreEpochConfig(explain=cfg.to_dict(e), score=cfg.to_dict(s))
         return identity_hash(stage.name, stage.format, stage.identity(Path("/r"), conf), {})
-    from xairobust import config as cfg
 
     identity = {"explain": cfg.to_dict(e), "score": cfg.to_dict(s)}
     for key in ("device", "batch_size"):

@@ -25,19 +25,15 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from xairobust.errors import RunError
+from xairobust.layout import RunLayout
 
-WEIGHTS = "model.safetensors"
-RUN_JSON = "run.json"
-CONFIG_YAML = "config.yaml"
-HISTORY_CSV = "history.csv"
+# The run-directory names, owned by RunLayout (kept here for the modules that import them).
+WEIGHTS = RunLayout.WEIGHTS
+RUN_JSON = RunLayout.RUN_JSON
+CONFIG_YAML = RunLayout.CONFIG_YAML
+HISTORY_CSV = RunLayout.HISTORY_CSV
 FORMAT_VERSION = 1
-# Every name a run directory's stages write at its top level (train, import, attack, explain,
-# score, manipulate, visualize, tune-lambda, mer-attack, batch markers and logs, runs moved
-# aside): anything else in a folder given as a run's --out is a user's file, not to be moved.
-RUN_ENTRIES = frozenset({
-    WEIGHTS, RUN_JSON, CONFIG_YAML, HISTORY_CSV, "checkpoints", "robustness.json", "attributions", "scores",
-    "manipulation", "visualisations", "attacks", "tune_lambda.json", "logs", ".batch", ".replaced",
-})
+RUN_ENTRIES = RunLayout.ENTRIES
 
 
 def slug(text: str) -> str:

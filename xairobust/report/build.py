@@ -16,7 +16,6 @@ from typing import Literal
 
 import pandas as pd
 
-from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.errors import ConfigError
 from xairobust.progress import track
@@ -37,7 +36,7 @@ from xairobust.report.render import caption_parts, html_table, latex_document, l
 from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
 from xairobust.runs import WEIGHTS, file_sha256, write_json_atomic
-from xairobust.stages.contract import STAGES, Stage
+from xairobust.stages.contract import NOT_IDENTITY, STAGES, Stage, StageIdentity
 from xairobust.validate import mark_folder
 
 
@@ -63,10 +62,10 @@ class ReportConfig:
     mixed: bool = False  # also fit the crossed mixed model (mixed.csv; seconds per metric)
     grid_images: int = 6  # test images (columns) in the attribution grid
     plot: Literal["box", "violin"] = "box"
-    formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
-    dpi: int = 150
+    formats: list[str] = field(default_factory=lambda: ["pdf", "png"], metadata=NOT_IDENTITY)
+    dpi: int = field(default=150, metadata=NOT_IDENTITY)
     controls: bool = True  # the sanity section (control rows, blur control, MPRT per layer) when runs have them
-    runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
+    runs: list[str] = field(default_factory=list, metadata=NOT_IDENTITY)  # run directories (set from RUNS / the batch's runs)
     labels: dict = field(default_factory=dict)  # run directory -> row label (a zoo's `run:` entry with `label:`)
 
     def __post_init__(self) -> None:
@@ -265,9 +264,6 @@ def _samples_frame(scores: pd.DataFrame, runs: list) -> pd.DataFrame:
                         "value", FLOOR) if c in scores.columns]
     return scores[keep].assign(weights_sha256=scores["run"].map(shas))
 # ReportConfig fields that do not change the tables (placement and inputs; inputs are hashed).
-_NOT_IDENTITY = ("runs", "formats", "dpi")
-
-
 def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
     """Every file a report reads from its runs, by role ``<run>:<file>`` (hashed into report.json)."""
     files: dict[str, Path] = {}
@@ -298,12 +294,6 @@ class ReportStage(Stage):
 
         return report_inputs(find_runs(list(conf.runs)))
 
-    def identity(self, run_dir: Path, conf: ReportConfig) -> dict[str, object]:
-        d = cfg.to_dict(conf)
-        for k in _NOT_IDENTITY:
-            d.pop(k, None)
-        return d
-
     def outputs(self, run_dir: Path, conf: ReportConfig) -> list[Path]:
         out = Path(run_dir)
         return [out / "table.csv", out / "table.md", out / "stats.csv", out / "seed_stats.csv", out / REPORT_JSON]
@@ -312,8 +302,8 @@ class ReportStage(Stage):
         runs = " ".join(conf.runs) if conf is not None and conf.runs else "RUNS..."
         return f"xairobust report {runs} --out {run_dir}"
 
-    def run(self, run_dir: Path, conf: ReportConfig, quiet: bool = False) -> list[Path]:
-        return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
+    def compute(self, run_dir: Path, conf: ReportConfig, resolved: StageIdentity, quiet: bool) -> None:
+        build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)  # writes report.json last
 
 
 FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_", "sanity_")

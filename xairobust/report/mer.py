@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
-from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic, write_text_atomic
+from xairobust.runs import find_runs, read_json, read_run_meta, write_text_atomic
 from xairobust.stages.attack import verify_robustness
-from xairobust.stages.contract import STAGES, Stage
+from xairobust.stages.contract import NOT_IDENTITY, STAGES, Stage, StageIdentity, Written, write_document
 
 ORDER = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E")
 # (model, training method) -> the paper's system name; runs of other combinations keep their label.
@@ -327,7 +326,11 @@ def write_report(
         "ttests": json.loads(tests.to_json(orient="records")),
         "scatter_runs": shown,
     }
-    write_json_atomic(out / "summary.json", summary)
+    # summary.json last, with its provenance block: the runs' files it was computed from.
+    conf = MerReportConfig(eps=eps, unconstrained_reference=unconstrained, emotions=list(emotions),
+                           scatter_models=list(scatter_models), scatter_seed=scatter_seed, ttest_on=ttest_on,
+                           pairs=[f"{a}:{b}" for a, b in pairs], runs=[str(p) for p in paths])
+    write_document(out / "summary.json", Written(summary), MerReportStage().resolve(out, conf))
     return summary
 
 
@@ -342,7 +345,7 @@ class MerReportConfig:
     scatter_seed: int | None = None
     ttest_on: str = "after"
     pairs: list[str] = field(default_factory=lambda: ["A2E:A2M2E", "A2B2E:A2M2E"])
-    runs: list[str] = field(default_factory=list)  # run directories (set by the batch runner)
+    runs: list[str] = field(default_factory=list, metadata=NOT_IDENTITY)  # run directories (set by the batch runner)
 
 
 @STAGES.register("mer-report")
@@ -364,19 +367,14 @@ class MerReportStage(Stage):
                     files[f"{path}:{rel}"] = path / rel
         return files
 
-    def identity(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Any]:
-        d = cfg.to_dict(conf)
-        d.pop("runs", None)
-        return d
-
     def outputs(self, run_dir: Path, conf: MerReportConfig) -> list[Path]:
         return [Path(run_dir) / name for name in ("table1.md", "ttests.md", "summary.json")]
 
     def hint(self, run_dir: Path, conf: MerReportConfig | None = None) -> str:
         return f"xairobust mer-report RUNS... --out {run_dir}"
 
-    def run(self, run_dir: Path, conf: MerReportConfig, quiet: bool = False) -> list[Path]:
-        return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
+    def compute(self, run_dir: Path, conf: MerReportConfig, resolved: StageIdentity, quiet: bool) -> None:
+        build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)  # writes summary.json with provenance
 
 
 def build_report(run_dirs: list[Path], out: Path, conf: MerReportConfig, quiet: bool = False) -> list[Path]:

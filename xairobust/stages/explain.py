@@ -30,11 +30,12 @@ from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import Explainer, sample_seeds
+from xairobust.layout import RunLayout
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
-from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors, write_json_atomic
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs
+from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity
 
 FORMAT = 1
 
@@ -50,12 +51,12 @@ class ExplainConfig:
     selection: Literal["stratified", "first", "random"] = "stratified"
     seed: int = 0
     background_size: int = 200  # training inputs for data-baseline explainers
-    batch_size: int = 32  # samples per explainer call (memory only; results do not depend on it)
+    batch_size: int = not_identity(32)  # samples per explainer call (memory only; results do not depend on it)
     # model points per explainer pass (IG: samples x n_steps); 0 = from a memory budget
     # (xairobust.metrics.native.default_points_per_pass). Speed/memory only.
-    points_per_pass: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
+    points_per_pass: int = not_identity(0)
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
 
     def __post_init__(self) -> None:
         require(self.n >= 1, f"explain: --n must be >= 1, got {self.n}")
@@ -70,16 +71,8 @@ class ExplainConfig:
         self.target = t
 
     def identity(self, explainer_params: dict[str, Any]) -> dict[str, Any]:
-        """What determines the attributions (not batch size, device or paths)."""
-        return {
-            "explainer": self.explainer,
-            "params": explainer_params,
-            "n": self.n,
-            "target": self.target,
-            "selection": self.selection,
-            "seed": self.seed,
-            "background_size": self.background_size,
-        }
+        """What determines the attributions: the counting fields, params validated."""
+        return {**config_identity(self), "params": explainer_params}
 
 
 def build_explainer(name: str, params: dict[str, Any], background: Tensor | None = None) -> Explainer:
@@ -112,8 +105,7 @@ def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_o
 
 
 def attribution_paths(run_dir: Path, explainer: str) -> tuple[Path, Path]:
-    base = Path(run_dir) / "attributions"
-    return base / f"{explainer}.safetensors", base / f"{explainer}.json"
+    return RunLayout(run_dir).attribution(explainer)
 
 
 def _summary(values: Tensor) -> dict[str, float]:
@@ -151,20 +143,18 @@ class ExplainStage(Stage):
     def hint(self, run_dir: Path, conf: ExplainConfig) -> str:
         return f"xairobust explain --run {run_dir} --explainer {conf.explainer}"
 
-    def run(self, run_dir: Path, conf: ExplainConfig, quiet: bool = False) -> Path:
-        run_dir = Path(run_dir)
-        resolved = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return self.outputs(run_dir, conf)[0]
+    def compute(self, run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _explain(run_dir, conf, resolved, quiet)
 
 
 def explain(run_dir: str | Path, conf: ExplainConfig, quiet: bool = False) -> Path:
-    """Write the attributions of ``conf.n`` test samples; no-op when they are current."""
-    return ExplainStage().run(Path(run_dir), conf, quiet)
+    """Write the attributions of ``conf.n`` test samples; no-op when they are current.
+    Returns the attributions' safetensors file."""
+    ExplainStage().run(Path(run_dir), conf, quiet)
+    return attribution_paths(Path(run_dir), conf.explainer)[0]
 
 
-def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Path:
+def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Written:
     model, meta = load_run(run_dir)
     explainer_cls = EXPLAINERS.get(conf.explainer)
     params = cfg.build(explainer_cls.Params, conf.params, f"explainer '{conf.explainer}'")
@@ -250,14 +240,11 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
         "wall_time_s": round(wall, 3),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256")},
         "config_hash": resolved.hash[:8],
-        "provenance": resolved.block(),
-        "outputs": stamp_outputs(json_path, tensors_path),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
-    return tensors_path
+    return Written(doc, (tensors_path,))  # the contract writes the document last
 
 
 def _attribute_all(
