@@ -570,8 +570,8 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
     """Compute every section, then write ``out/index.html``, ``out/figures/*.png``, the study's CSVs
     and ``out/study.json`` (inputs' sha256) -- staged and moved in file by file, like the report."""
     from xairobust.progress import track
-    from xairobust.report.build import _move_into
     from xairobust.report.meta import metric_meta, order_metrics
+    from xairobust.report.output import move_into
 
     if not sections:
         raise ConfigError("study: no report finished, so there is nothing to show")
@@ -602,7 +602,7 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
             c.runs.to_csv(staging / f"{prefix}run_means.csv", index=False)
             if not c.counts.empty:
                 c.counts.to_csv(staging / f"{prefix}common_correct.csv", index=False)
-        written = _move_into(staging, out)
+        written = move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     inputs = {}
