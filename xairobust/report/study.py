@@ -177,18 +177,43 @@ def _study_meta(runs: list[Path], long: pd.DataFrame) -> dict[str, Any]:
             "labels": list(dict.fromkeys(long["label"])), "explainers": list(dict.fromkeys(long["explainer"]))}
 
 
+def report_samples(report_dir: Path, long: pd.DataFrame) -> pd.DataFrame | None:
+    """The samples the report's tables and tests used (its samples.csv: after --common-correct,
+    with each sample's noise floor), floor-subtracted as the report's tests are, with the run
+    columns of ``long``; None when the report predates samples.csv."""
+    from xairobust.report.build import SAMPLES_CSV
+
+    path = Path(report_dir) / SAMPLES_CSV
+    if not path.is_file():
+        return None
+    got = pd.read_csv(path, usecols=lambda c: c in ("run", "explainer", "metric", "index", "value", "floor"))
+    keys = ["run", "explainer", "metric", "sample"]
+    got = got.rename(columns={"index": "sample"})
+    if "floor" not in got.columns:
+        got["floor"] = np.nan
+    per_sample = long.drop(columns=["value", "floor"]).drop_duplicates(keys)
+    frame = got.merge(per_sample, on=keys, how="left", validate="one_to_one")
+    return analysis().apply_floor(frame[long.columns]).reset_index(drop=True)
+
+
 def compute(section: Section) -> _Computed:
+    """Every number of a section. One source with its report: the samples are the report's
+    (samples.csv), floor-subtracted like the report's tests, and every statistic the report wrote
+    (seed_stats.csv, mixed.csv, dose_response.csv, common_correct.csv) is read, not recomputed."""
     A = analysis()
-    long = A.collect_long([str(p) for p in section.runs])
-    if section.common_correct:
+    long = A.apply_floor(A.collect_long([str(p) for p in section.runs]))
+    used = report_samples(section.report_dir, long)
+    if used is not None:
+        counts = _read_or(section.report_dir / "common_correct.csv", pd.DataFrame) if section.common_correct else pd.DataFrame()
+    elif section.common_correct:
         used, counts = A.common_correct(long, by=("explainer", "setting"))
     else:
         used, counts = long, pd.DataFrame()
     kw = {"ci_level": section.ci_level, "alpha": section.alpha}
-    dose = A.dose_response(used, seed=section.seed, n_boot=section.n_boot, **kw)
+    d = section.report_dir
+    dose = _read_or(d / "dose_response.csv", lambda: A.dose_response(used, seed=section.seed, n_boot=section.n_boot, **kw))
     # Every image: only its slope is shown (the confound table), so no bootstrap.
     dose_all = A.dose_response(long, seed=section.seed, n_boot=0, **kw) if section.common_correct else dose
-    d = section.report_dir
     seeds = _read_or(d / "seed_stats.csv", lambda: A.seed_tests(used, section.baseline, correction=section.correction, **kw))
     mixed = _read_or(d / "mixed.csv", lambda: A.mixed_effects(used, section.baseline, correction=section.correction, **kw))
     runs = A.run_means(used)
