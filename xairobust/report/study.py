@@ -48,11 +48,15 @@ def analysis() -> Any:
     return module
 
 
-def has_common_correct() -> bool:
-    """Whether the report can restrict its tables to the common-correct samples."""
+def _report_fields() -> set[str]:
     from xairobust.report.build import ReportConfig
 
-    return "common_correct" in {f.name for f in dataclasses.fields(ReportConfig)}
+    return {f.name for f in dataclasses.fields(ReportConfig)}
+
+
+def has_common_correct() -> bool:
+    """Whether the report can restrict its tables to the common-correct samples."""
+    return "common_correct" in _report_fields()
 
 
 @dataclass
@@ -652,11 +656,13 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
 
 
 def study_zoo(zoo: Any, common_correct: bool) -> Any:
-    """The zoo with ``common_correct`` set in its report block (unless the file sets it): a study's
-    tables use the common-correct images by default. Returns a copy; the zoo file is not touched."""
+    """The zoo with ``common_correct`` (and the mixed model) set in its report block unless the file
+    sets them: a study's tables use the common-correct images by default. Returns a copy."""
     import sys
 
     report = dict(zoo.report)
+    if "mixed" in _report_fields():
+        report.setdefault("mixed", True)  # the mixed model is part of every study page (the report's mixed.csv)
     if has_common_correct():
         report.setdefault("common_correct", common_correct)
     elif common_correct:
