@@ -206,3 +206,19 @@ def test_study_numbers_are_the_reports_floor_subtracted_ones(tmp_path):
     # Dose-response: the report's file, byte for byte the same rows.
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "floor" / "dose_response.csv"),
                                   pd.read_csv(report_dir / "dose_response.csv"))
+
+
+def test_study_zoo_turns_on_common_correct_and_the_mixed_model_unless_the_zoo_sets_them():
+    from dataclasses import dataclass, field
+
+    from xairobust.report.study import study_zoo
+
+    @dataclass
+    class Zoo:
+        report: dict = field(default_factory=dict)
+
+    assert study_zoo(Zoo(), True).report == {"common_correct": True, "mixed": True}
+    assert study_zoo(Zoo(), False).report == {"common_correct": False, "mixed": True}
+    own = Zoo(report={"mixed": False, "common_correct": False})
+    assert study_zoo(own, True).report == {"mixed": False, "common_correct": False}
+    assert own.report == {"mixed": False, "common_correct": False}  # a copy: the zoo is not touched
