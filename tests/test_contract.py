@@ -300,6 +300,12 @@ def test_every_stage_output_carries_provenance(name, pipeline_run, tmp_path, req
                                                       device="cpu")),
         "visualize": (pipeline_run, VisualizeConfig(kind="generation", preset="quick", n=1, classes=[0], params={"steps": 2})),
     }
+    if name == "fid":  # after visualize: the run's generation images, features from the run itself
+        from xairobust.stages.visualize import FidConfig
+
+        gen = VisualizeConfig(kind="generation", preset="quick", n=1, classes=[0], params={"steps": 2})
+        STAGES.get("visualize")().run(pipeline_run, gen, quiet=True)
+        examples["fid"] = (pipeline_run, FidConfig(extractor=f"run:{pipeline_run}", kinds=["generation"], device="cpu"))
     if name in ("bim-regression", "mer-report"):  # regression runs
         from xairobust.report.mer import MerReportConfig
         from xairobust.stages.mer_attack import BIMAttackConfig, BIMRegressionStage

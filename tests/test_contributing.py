@@ -8,6 +8,7 @@ an independent computation.
 from __future__ import annotations
 
 import re
+import sys
 import types
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def example(monkeypatch):
 
     def run(name: str) -> types.ModuleType:
         mod = types.ModuleType(f"guide_{name}")
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)  # dataclasses look their module up
         exec(compile(examples()[name], f"{GUIDE}:{name}", "exec"), mod.__dict__)
         return mod
 
@@ -76,6 +78,7 @@ def test_stage_example(example, digits_run, tmp_path):
     with pytest.raises(StaleError, match="weight_norm.json is stale"):
         verify_chain(doc_path, run, stage.hint(run, conf))
     # A zoo key of the stage's name plans one job per run, after train.
+    (tmp_path / "zoo").mkdir()
     path = tiny_zoo(tmp_path / "zoo")
     data = yaml.safe_load(path.read_text())
     data["weight-norm"] = {"p": 1}

@@ -307,15 +307,20 @@ def _extractor_file(conf: FidConfig) -> Path:
     raise ConfigError(f"fid: unknown --extractor '{conf.extractor}'; use inception or run:<RUN>")
 
 
-# Not registered in STAGES on purpose: a registered stage becomes a zoo key of its own, planned
-# after `train` only, and could then run before the visualisations it reads. In a zoo it runs as
-# the `fid:` part of the `visualize:` block instead; on the command line as `xairobust fid`.
+# An ordinary stage after visualize: a zoo's `fid:` key plans it per run once the run's
+# visualize job is done (the planner places it by `after`); `xairobust fid` runs it directly.
+# (A zoo's `visualize: {fid: {...}}` block still runs it inside the visualize job.)
+@STAGES.register("fid")
 class FidStage(Stage):
     """visualisations/{generation,inversion} -> visualisations/metrics_<extractor>.csv + .json."""
 
     name = "fid"
     Config = FidConfig
     format = FORMAT
+    per = "run"
+    after = "visualize"
+    order = 2.6
+    report_input = True
 
     def inputs(self, run_dir: Path, conf: FidConfig) -> dict[str, Path]:
         run_dir = require_run(run_dir)
