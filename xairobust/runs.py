@@ -36,6 +36,17 @@ FORMAT_VERSION = 1
 RUN_ENTRIES = RunLayout.ENTRIES
 
 
+def run_header(label: str, dataset: str, dataset_kwargs: dict, info: Any, model: str, model_kwargs: dict) -> dict[str, Any]:
+    """The first keys of every run.json (train and import write the same ones, in this order)."""
+    return {
+        "format": FORMAT_VERSION,
+        "label": label,
+        "dataset": {"name": dataset, "kwargs": dataset_kwargs, "info": info.as_json()},
+        "input_space": info.input_space,
+        "model": {"name": model, "kwargs": model_kwargs},
+    }
+
+
 def slug(text: str) -> str:
     """A file-name-safe version of a label ('PGD eps=0.1' -> 'PGD_eps=0.1', '../../x' -> 'x').
 

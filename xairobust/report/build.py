@@ -260,14 +260,8 @@ def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
 
 
 @STAGES.register("report")
-class ReportStage(Stage):
+class ReportStage(Stage, name="report", Config=ReportConfig, per="report", after=None, order=4):
     """runs -> results/NAME: tables, statistics, figures and report.json (see build_report)."""
-
-    name = "report"
-    Config = ReportConfig
-    per = "report"
-    after = None
-    order = 4
 
     def inputs(self, run_dir: Path, conf: ReportConfig) -> dict[str, Path]:
         from xairobust.runs import find_runs

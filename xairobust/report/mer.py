@@ -344,15 +344,9 @@ class MerReportConfig:
 
 
 @STAGES.register("mer-report")
-class MerReportStage(Stage):
+class MerReportStage(Stage, name="mer-report", role="report", Config=MerReportConfig, per="report", after=None,
+                            order=4):
     """The report slot of MER zoos (``stages: {report: mer-report}``): Table 1, figures, t-tests."""
-
-    name = "mer-report"
-    role = "report"
-    Config = MerReportConfig
-    per = "report"
-    after = None
-    order = 4
 
     def inputs(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Path]:
         return run_inputs(find_runs(list(conf.runs)))

@@ -308,16 +308,9 @@ def _summary(entries: list[dict[str, Any]], conf: AttackConfig, classification: 
 
 
 @STAGES.register("attack")
-class AttackStage(Stage):
+class AttackStage(Stage, name="attack", Config=AttackConfig, format=FORMAT, per="run", after="train", order=1,
+                         report_input=True):
     """run directory -> robustness.json, one entry per (attack, norm, eps) (see the module docstring)."""
-
-    name = "attack"
-    Config = AttackConfig
-    format = FORMAT
-    per = "run"
-    after = "train"
-    order = 1
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: AttackConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}

@@ -180,6 +180,10 @@ REPLACED_DIR = RunLayout.REPLACED
 KEEP_IN_PLACE = (REPLACED_DIR, RunLayout.LOGS)
 
 
+DECLARATIONS = ("name", "Config", "format", "role", "per", "after", "order", "report_input", "owns_dir",
+                "moves_leftovers", "hint_options")
+
+
 class Stage:
     """Base class of every stage; subclasses set ``name``, ``Config``, ``format`` and implement
     ``inputs``, ``compute`` (and ``document``/``outputs``; ``identity`` where a field is recorded
@@ -210,6 +214,17 @@ class Stage:
     report_input: ClassVar[bool] = False
     owns_dir: ClassVar[bool] = False
     moves_leftovers: ClassVar[bool] = False
+    hint_options: ClassVar[tuple[str, ...]] = ()  # config fields the recompute command names
+
+    def __init_subclass__(cls, **declared: Any) -> None:
+        """The declarations above as class keywords, one line a stage:
+        ``class ExplainStage(Stage, name="explain", Config=ExplainConfig, per="explainer", ...)``."""
+        super().__init_subclass__()
+        unknown = sorted(set(declared) - set(DECLARATIONS))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown stage declaration(s) {', '.join(unknown)}; known: {', '.join(DECLARATIONS)}")
+        for key, value in declared.items():
+            setattr(cls, key, value)
 
     @classmethod
     def slot(cls) -> str:
@@ -234,7 +249,8 @@ class Stage:
 
     def hint(self, run_dir: Path, conf: Any) -> str:
         """The command that (re)computes this output, for error messages."""
-        return f"xairobust {self.name} --run {run_dir}"
+        named = "".join(f" --{k.replace('_', '-')} {getattr(conf, k)}" for k in self.hint_options) if conf is not None else ""
+        return f"xairobust {self.name} --run {run_dir}{named}"
 
     def compute(self, run_dir: Path, conf: Any, resolved: StageIdentity, quiet: bool) -> Written | None:
         """The stage's work. Returns the document to write (None: ``write`` was done here)."""

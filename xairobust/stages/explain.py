@@ -114,15 +114,9 @@ def _summary(values: Tensor) -> dict[str, float]:
 
 
 @STAGES.register("explain")
-class ExplainStage(Stage):
+class ExplainStage(Stage, name="explain", Config=ExplainConfig, format=FORMAT, per="explainer", after="train",
+                          order=2, hint_options=("explainer",)):
     """run directory -> attributions/<explainer>.safetensors + .json (see the module docstring)."""
-
-    name = "explain"
-    Config = ExplainConfig
-    format = FORMAT
-    per = "explainer"
-    after = "train"
-    order = 2
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
         found = {"weights": require_run(run_dir) / WEIGHTS}
@@ -139,9 +133,6 @@ class ExplainStage(Stage):
 
     def outputs(self, run_dir: Path, conf: ExplainConfig) -> list[Path]:
         return list(attribution_paths(Path(run_dir), conf.explainer))
-
-    def hint(self, run_dir: Path, conf: ExplainConfig) -> str:
-        return f"xairobust explain --run {run_dir} --explainer {conf.explainer}"
 
     def compute(self, run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _explain(run_dir, conf, resolved, quiet)

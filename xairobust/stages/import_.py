@@ -43,9 +43,9 @@ from xairobust.provenance import git_commit, versions
 from xairobust.registry import MODELS
 from xairobust.runs import (
     CONFIG_YAML,
-    FORMAT_VERSION,
     RUN_JSON,
     WEIGHTS,
+    run_header,
     save_model,
     write_text_atomic,
 )
@@ -253,18 +253,12 @@ def _close(a: list[float], b: list[float]) -> bool:
 
 
 @STAGES.register("import")
-class ImportStage(Stage):
+class ImportStage(Stage, name="import", Config=ImportConfig, format=FORMAT, owns_dir=True, per="run", after=None,
+                         order=0):
     """checkpoint file -> run directory (see the module docstring)."""
 
-    name = "import"
-    Config = ImportConfig
-    format = FORMAT
-    owns_dir = True
     # Place in a zoo's job graph (read by a stage-driven planner): it makes a run, from no
     # earlier stage; zoos list imported runs with `run:` entries instead (stages/use.py).
-    per = "run"
-    after = None
-    order = 0
 
     def inputs(self, run_dir: Path, conf: ImportConfig) -> dict[str, Path]:
         path = Path(conf.checkpoint)
@@ -326,11 +320,7 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
     resolved_conf["out"] = str(run_dir)
     write_text_atomic(run_dir / CONFIG_YAML, yaml.safe_dump(resolved_conf, sort_keys=False))
     meta = {
-        "format": FORMAT_VERSION,
-        "label": conf.resolved_label(),
-        "dataset": {"name": conf.dataset, "kwargs": conf.dataset_kwargs, "info": info.as_json()},
-        "input_space": info.input_space,
-        "model": {"name": conf.model, "kwargs": kwargs},
+        **run_header(conf.resolved_label(), conf.dataset, conf.dataset_kwargs, info, conf.model, kwargs),
         "method": {"name": METHOD, "params": {}, "source_format": plan.format},
         "seed": conf.seed,
         "source": {

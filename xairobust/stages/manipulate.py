@@ -126,18 +126,12 @@ def transfer_explain(name: str):
 
 
 @STAGES.register("manipulate")
-class ManipulateStage(Stage):
+class ManipulateStage(Stage, name="manipulate", Config=ManipulateConfig, format=FORMAT, per="run", after="train",
+                             order=2.5, report_input=True, hint_options=("attack", "explainer")):
     """run directory -> manipulation/<attack>_<explainer>.* (see the module docstring)."""
 
-    name = "manipulate"
-    Config = ManipulateConfig
-    format = FORMAT
     # Place in a zoo's job graph: one job per run (a zoo's `manipulate:` block), after training;
     # reports wait for it and add the manipulation table and figure.
-    per = "run"
-    after = "train"
-    order = 2.5
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: ManipulateConfig) -> dict[str, Path]:
         out = {"weights": require_run(run_dir) / WEIGHTS}
@@ -151,9 +145,6 @@ class ManipulateStage(Stage):
 
     def outputs(self, run_dir: Path, conf: ManipulateConfig) -> list[Path]:
         return list(manipulation_paths(Path(run_dir), conf.attack, conf.explainer))
-
-    def hint(self, run_dir: Path, conf: ManipulateConfig) -> str:
-        return f"xairobust manipulate --run {run_dir} --attack {conf.attack} --explainer {conf.explainer}"
 
     def compute(self, run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _manipulate(run_dir, conf, resolved, quiet)

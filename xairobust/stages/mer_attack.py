@@ -242,17 +242,9 @@ def _params(conf: BIMAttackConfig) -> BIMRegressionParams:
 
 
 @STAGES.register(NAME)
-class BIMRegressionStage(Stage):
+class BIMRegressionStage(Stage, name=NAME, role="attack", Config=BIMAttackConfig, format=FORMAT, per="run",
+                                after="train", order=1, report_input=True):
     """The attack stage of regression zoos (``stages: {attack: bim-regression}``): BIM -> robustness.json."""
-
-    name = NAME
-    role = "attack"
-    Config = BIMAttackConfig
-    format = FORMAT
-    per = "run"
-    after = "train"
-    order = 1
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: BIMAttackConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}

@@ -281,16 +281,9 @@ def _explain_hint(run_dir: Path, explainer: str) -> str:
 
 
 @STAGES.register("score")
-class ScoreStage(Stage):
+class ScoreStage(Stage, name="score", Config=ScoreConfig, format=FORMAT, per="explainer", after="explain", order=3,
+                        report_input=True, hint_options=("explainer",)):
     """attributions/<explainer>.safetensors -> scores/<explainer>.csv + .json (module docstring)."""
-
-    name = "score"
-    Config = ScoreConfig
-    format = FORMAT
-    per = "explainer"
-    after = "explain"
-    order = 3
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: ScoreConfig) -> dict[str, Path]:
         tensors_path, json_path = attribution_paths(Path(run_dir), conf.explainer)
@@ -312,9 +305,6 @@ class ScoreStage(Stage):
 
     def outputs(self, run_dir: Path, conf: ScoreConfig) -> list[Path]:
         return list(score_paths(Path(run_dir), conf.explainer))
-
-    def hint(self, run_dir: Path, conf: ScoreConfig) -> str:
-        return f"xairobust score --run {run_dir} --explainer {conf.explainer}"
 
     def compute(self, run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _score(run_dir, conf, resolved, quiet)

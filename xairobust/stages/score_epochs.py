@@ -102,15 +102,9 @@ def epoch_paths(run_dir: Path, explainer: str, epoch: int) -> tuple[Path, Path, 
 
 # Not registered in STAGES: one call is one checkpoint, and which checkpoints a run keeps is known
 # only once it has trained, so a zoo cannot plan these jobs; `xairobust score-epochs` runs them.
-class ScoreEpochStage(Stage):
+class ScoreEpochStage(Stage, name="score-epochs", Config=ScoreEpochConfig, format=EPOCH_FORMAT, per="run",
+                             after="train", order=3.2):
     """checkpoints/epoch_NNN.safetensors -> scores/epochs/<explainer>_epoch_NNN.{csv,json}."""
-
-    name = "score-epochs"
-    Config = ScoreEpochConfig
-    format = EPOCH_FORMAT
-    per = "run"
-    after = "train"
-    order = 3.2
 
     def inputs(self, run_dir: Path, conf: ScoreEpochConfig) -> dict[str, Path]:
         found = checkpoints(require_run(run_dir))

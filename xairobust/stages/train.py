@@ -28,13 +28,13 @@ from xairobust.provenance import config_hash, git_commit, versions
 from xairobust.registry import METHODS
 from xairobust.runs import (
     CONFIG_YAML,
-    FORMAT_VERSION,
     HISTORY_CSV,
     RUN_JSON,
     WEIGHTS,
     check_finite_weights,
     load_run,
     load_tensors,
+    run_header,
     save_model,
     write_text_atomic,
 )
@@ -318,17 +318,10 @@ train_epoch = _train_epoch  # public name of the one training loop
 
 
 @STAGES.register("train")
-class TrainStage(Stage):
-    """config -> run directory (weights, history, config, run.json last)."""
-
-    name = "train"
-    Config = TrainConfig
-    format = FORMAT
-    owns_dir = True
-    moves_leftovers = True  # an interrupted run's partial checkpoints go aside
-    per = "run"
-    after = None
-    order = 0
+class TrainStage(Stage, name="train", Config=TrainConfig, format=FORMAT, owns_dir=True, moves_leftovers=True,
+                        per="run", after=None, order=0):
+    """config -> run directory (weights, history, config, run.json last); an interrupted run's
+    partial checkpoints go aside (moves_leftovers)."""
 
     def inputs(self, run_dir: Path, conf: TrainConfig) -> dict[str, Path]:
         # Fine-tuning starts from another run's weights: they are an input of this run.
@@ -470,11 +463,7 @@ def _train(conf: TrainConfig, out: Path, resolved: StageIdentity, quiet: bool) -
     write_text_atomic(out / HISTORY_CSV, _history_csv(history))
     write_text_atomic(out / CONFIG_YAML, yaml.safe_dump(resolved_conf, sort_keys=False))
     meta = {
-        "format": FORMAT_VERSION,
-        "label": conf.resolved_label(),
-        "dataset": {"name": conf.dataset, "kwargs": conf.dataset_kwargs, "info": info.as_json()},
-        "input_space": info.input_space,
-        "model": {"name": conf.model, "kwargs": kwargs},
+        **run_header(conf.resolved_label(), conf.dataset, conf.dataset_kwargs, info, conf.model, kwargs),
         "method": {"name": conf.method, "params": cfg.to_dict(method.params), **method.describe()},
         "seed": conf.seed,
         "training": {k: resolved_conf[k] for k in ("epochs", "batch_size", "optimizer", "lr", "momentum",

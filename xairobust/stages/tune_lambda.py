@@ -65,12 +65,7 @@ class TuneLambdaConfig:
 
 
 @STAGES.register("tune-lambda")
-class TuneLambdaStage(Stage):
-    name = "tune-lambda"
-    Config = TuneLambdaConfig
-    per = "run"
-    after = "train"
-    order = 1.2
+class TuneLambdaStage(Stage, name="tune-lambda", Config=TuneLambdaConfig, per="run", after="train", order=1.2):
 
     def inputs(self, run_dir: Path, conf: TuneLambdaConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}

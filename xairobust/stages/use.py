@@ -22,14 +22,8 @@ class UseRunConfig:
 
 
 @STAGES.register("use")
-class UseStage(Stage):
+class UseStage(Stage, name="use", Config=UseRunConfig, per="run", after=None, order=0):
     """Check-only stage of a zoo's ``run:`` entries (writes nothing into the run)."""
-
-    name = "use"
-    Config = UseRunConfig
-    per = "run"
-    after = None
-    order = 0
 
     def inputs(self, run_dir: Path, conf: UseRunConfig) -> dict[str, Path]:
         run_dir = require_run(run_dir)

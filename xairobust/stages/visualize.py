@@ -105,7 +105,8 @@ def resolved_params(run_dir: Path, conf: VisualizeConfig) -> Any:
 
 
 @STAGES.register("visualize")
-class VisualizeStage(Stage):
+class VisualizeStage(Stage, name="visualize", Config=VisualizeConfig, format=FORMAT, per="run", after="train",
+                            report_input=True):
     """run directory -> visualisations/<kind>.safetensors + .json (see the module docstring).
 
     With ``kinds``/``fid`` (a zoo's ``visualize:`` block) one call runs every kind and then the
@@ -113,13 +114,7 @@ class VisualizeStage(Stage):
     when every part is.
     """
 
-    name = "visualize"
-    Config = VisualizeConfig
-    format = FORMAT
     # Place in a zoo's job graph (read by the batch planner where the contract declares these).
-    per = "run"
-    after = "train"
-    report_input = True
 
     def _single(self, conf: VisualizeConfig) -> bool:
         return not conf.kinds and not conf.fid
@@ -311,16 +306,9 @@ def _extractor_file(conf: FidConfig) -> Path:
 # visualize job is done (the planner places it by `after`); `xairobust fid` runs it directly.
 # (A zoo's `visualize: {fid: {...}}` block still runs it inside the visualize job.)
 @STAGES.register("fid")
-class FidStage(Stage):
+class FidStage(Stage, name="fid", Config=FidConfig, format=FORMAT, per="run", after="visualize", order=2.6,
+                      report_input=True, hint_options=("extractor",)):
     """visualisations/{generation,inversion} -> visualisations/metrics_<extractor>.csv + .json."""
-
-    name = "fid"
-    Config = FidConfig
-    format = FORMAT
-    per = "run"
-    after = "visualize"
-    order = 2.6
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: FidConfig) -> dict[str, Path]:
         run_dir = require_run(run_dir)
@@ -338,9 +326,6 @@ class FidStage(Stage):
 
     def outputs(self, run_dir: Path, conf: FidConfig) -> list[Path]:
         return list(metric_paths(Path(run_dir), conf.extractor))
-
-    def hint(self, run_dir: Path, conf: FidConfig) -> str:
-        return f"xairobust fid --run {run_dir} --extractor {conf.extractor}"
 
     def compute(self, run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _fid(run_dir, conf, resolved, quiet)
