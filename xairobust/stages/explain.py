@@ -29,7 +29,7 @@ from xairobust.data.base import get_dataset
 from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
-from xairobust.explain.base import Explainer, sample_seeds
+from xairobust.explain.base import Explainer, sample_seeds, wants_background
 from xairobust.layout import RunLayout
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
@@ -78,12 +78,6 @@ class ExplainConfig:
 def build_explainer(name: str, params: dict[str, Any], background: Tensor | None = None) -> Explainer:
     cls = EXPLAINERS.get(name)
     return cls(cfg.build(cls.Params, params, f"explainer '{name}'"), background)
-
-
-def wants_background(name: str, params: Any) -> bool:
-    cls = EXPLAINERS.get(name)
-    hook = getattr(cls, "wants_background", None)
-    return bool(hook(params)) if hook else bool(cls.needs_background)
 
 
 def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_outputs: int) -> Tensor:
