@@ -15,7 +15,7 @@ from xairobust.config import require
 from xairobust.errors import ConfigError
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
-from xairobust.report.collect import collect_runs, run_inputs
+from xairobust.report.collect import collect_runs
 from xairobust.runs import write_json_atomic
 from xairobust.stages.contract import STAGES, Stage
 
@@ -131,9 +131,9 @@ _NOT_IDENTITY = ("runs", "formats", "dpi")
 def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
     """Every file a report reads from its runs, by role ``<run>:<file>`` (hashed into report.json):
     each run's run.json / weights / robustness.json and the folders its sections declare."""
-    from xairobust.report.sections import run_folders
+    from xairobust.report import sections
 
-    return run_inputs(run_paths, tuple(p for p in run_folders("report") if "." not in Path(p).name))
+    return sections.report_inputs("report", run_paths)
 
 
 @STAGES.register("report")

@@ -28,7 +28,6 @@ import pandas as pd
 from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
-from xairobust.report.collect import run_inputs
 from xairobust.report.render import latex_grid, markdown_grid, tex_escape
 from xairobust.report.stats import adjust_p, paired_test
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic
@@ -381,10 +380,9 @@ class MerReportStage(Stage):
     order = 4
 
     def inputs(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Path]:
-        from xairobust.report.sections import run_folders
+        from xairobust.report.sections import report_inputs
 
-        folders = tuple(p for p in run_folders("mer-report") if "." not in Path(p).name)
-        return run_inputs(find_runs(list(conf.runs)), folders)  # robustness.json + the per-sample attack files
+        return report_inputs("mer-report", find_runs(list(conf.runs)))  # robustness.json + the per-sample attack files
 
     def identity(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Any]:
         d = cfg.to_dict(conf)

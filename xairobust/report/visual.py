@@ -56,7 +56,7 @@ def _by_label(runs: list[RunRecord], rows: list[str]) -> list[RunRecord]:
     return out
 
 
-def _load(run: RunRecord, kind: str) -> dict[str, np.ndarray] | None:
+def load(run: RunRecord, kind: str) -> dict[str, np.ndarray] | None:
     """The run's visualisation of ``kind`` (provenance verified: stale -> one-line error), or None."""
     from xairobust.stages.visualize import load_visualisation
 
@@ -80,7 +80,7 @@ def _show(ax, x: np.ndarray) -> None:
 
 
 def inversion_figure(runs: list[RunRecord], rows: list[str], n_images: int):
-    data = [(r.label, d) for r in _by_label(runs, rows) if (d := _load(r, "inversion")) is not None]
+    data = [(r.label, d) for r in _by_label(runs, rows) if (d := load(r, "inversion")) is not None]
     if not data:
         return None
     common = set(data[0][1]["indices"].tolist())
@@ -107,7 +107,7 @@ def inversion_figure(runs: list[RunRecord], rows: list[str], n_images: int):
 
 
 def generation_figure(runs: list[RunRecord], rows: list[str], n_images: int):
-    data = [(r.label, d) for r in _by_label(runs, rows) if (d := _load(r, "generation")) is not None]
+    data = [(r.label, d) for r in _by_label(runs, rows) if (d := load(r, "generation")) is not None]
     if not data:
         return None
     classes = sorted(set.intersection(*[set(d["classes"].tolist()) for _, d in data]))[: max(n_images, 10)]
@@ -129,7 +129,7 @@ def generation_figure(runs: list[RunRecord], rows: list[str], n_images: int):
 
 
 def feature_figure(runs: list[RunRecord], rows: list[str], n_images: int):
-    data = [(r.label, d) for r in _by_label(runs, rows) if (d := _load(r, "feature")) is not None]
+    data = [(r.label, d) for r in _by_label(runs, rows) if (d := load(r, "feature")) is not None]
     if not data:
         return None
     k = min(n_images, min(d["topk_images"].shape[1] for _, d in data))

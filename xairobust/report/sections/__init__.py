@@ -64,3 +64,13 @@ def sections_for(report: str) -> list[Section]:
 def run_folders(report: str) -> tuple[str, ...]:
     """Every run-relative path the sections of ``report`` read (report_inputs hashes them)."""
     return tuple(dict.fromkeys(p for s in sections_for(report) for p in s.reads))
+
+
+def report_inputs(report: str, run_paths: list[Path]) -> dict[str, Path]:
+    """Every file a report of kind ``report`` reads from its runs, by role ``<run>:<file>`` (hashed
+    into its provenance): each run's run.json / weights / robustness.json and the folders its
+    sections declare in ``reads`` (single files there, e.g. history.csv, are not hashed)."""
+    from xairobust.report.collect import run_inputs
+
+    return run_inputs(run_paths, tuple(p for p in run_folders(report) if not Path(p).suffix))
+

@@ -20,7 +20,7 @@ class VisualSection(Section):
         for run in ctx.runs:  # every file verified (provenance, recorded sha256, CSV) before any output
             visual.metric_docs(run)
             for kind in visual.KINDS:
-                visual._load(run, kind)
+                visual.load(run, kind)
         return visual.visual_frames(ctx.runs) if visual.has_visual(ctx.runs) else None
 
     def render(self, ctx: ReportContext, data: Any, folder: Path) -> None:
