@@ -5,10 +5,6 @@ table.md, stats.csv, figures/*}, every input checked before anything is written.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +21,17 @@ from xairobust.registry import Registry
 from xairobust.report import figures as figs
 from xairobust.report import visual
 from xairobust.report.collect import (
+    RUN_FOLDERS,
     collect_epoch_scores,
     collect_runs,
     collect_scores,
     resolve_explainers,
     run_frame,
+    run_inputs,
     verify_run,
 )
 from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
+from xairobust.report.output import move_into, staging, warn
 from xairobust.report.render import caption_parts, html_table, latex_document, latex_table, markdown_table
 from xairobust.report.stats import FLOOR, FLOOR_NOTE, attach_floors, check_comparable, compare_to_baseline
 from xairobust.report.tables import build_tables, columns_for, order_rows, summarise, wide_frame
@@ -109,11 +108,6 @@ def resolve_baseline(runs: list, wanted: str) -> str:
     )
 
 
-def _warn(message: str) -> None:
-    """A warning on stderr; printed with --quiet too (it silences progress bars, not findings)."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def verify_sections(runs: list) -> None:
     """Every manipulation and visualisation file the report will read, verified (provenance and
     the sha256 its stage recorded) and its CSV checked, before any work or warning: a damaged
@@ -159,12 +153,12 @@ def build_report(
     if conf.common_correct:  # the clean-accuracy confound (issue 19): common-correct samples only
         scores, counts = analysis.restrict_common_correct(scores, runs, explainers)
     for note in notes:
-        _warn(note)
+        warn(note)
     metric_names = list(dict.fromkeys(scores["metric"]))
     metas = {name: metric_meta(name, registry) for name in metric_names}
     for m in metas.values():
         if m.direction is None:
-            _warn(f"metric '{m.name}' is not registered with a direction; no arrow or best/second marks")
+            warn(f"metric '{m.name}' is not registered with a direction; no arrow or best/second marks")
     ordered = order_metrics(list(metas.values()))
     runs_df = run_frame(runs)
     summary = summarise(scores, runs_df)
@@ -175,7 +169,7 @@ def build_report(
         pairing=conf.pairing, bootstrap=conf.bootstrap, ci_level=conf.ci_level, seed=conf.seed,
     )
     if stats.empty:
-        _warn(f"no '{conf.baseline}' scores to compare with (--baseline) in any setting; stats.csv has no rows")
+        warn(f"no '{conf.baseline}' scores to compare with (--baseline) in any setting; stats.csv has no rows")
     significant = {
         (r.explainer, r.setting, r.method, r.metric) for r in stats.itertuples(index=False) if r.significant
     }
@@ -206,38 +200,34 @@ def build_report(
     html_tables = "\n".join(html_table(t, c) for t, c in zip(tables, captions, strict=True))  # the study page's
     epoch_scores = collect_epoch_scores(runs, explainers) if conf.figures else pd.DataFrame()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (staging / "table.tex").write_text(tex)
-        (staging / "table_body.tex").write_text(tex_body)
-        (staging / "table.md").write_text(md)
-        (staging / "table.html").write_text(html_tables)
-        wide_frame(tables).to_csv(staging / "table.csv", index=False)
-        stats.to_csv(staging / "stats.csv", index=False)
-        seed_stats.to_csv(staging / "seed_stats.csv", index=False)  # seeds as the unit (issue 19)
-        (staging / "seeds.md").write_text(seeds_md)
+    with staging(out) as folder:
+        (folder / "table.tex").write_text(tex)
+        (folder / "table_body.tex").write_text(tex_body)
+        (folder / "table.md").write_text(md)
+        (folder / "table.html").write_text(html_tables)
+        wide_frame(tables).to_csv(folder / "table.csv", index=False)
+        stats.to_csv(folder / "stats.csv", index=False)
+        seed_stats.to_csv(folder / "seed_stats.csv", index=False)  # seeds as the unit (issue 19)
+        (folder / "seeds.md").write_text(seeds_md)
         if mixed is not None:
-            mixed.to_csv(staging / "mixed.csv", index=False)
+            mixed.to_csv(folder / "mixed.csv", index=False)
         if counts is not None:
-            counts.to_csv(staging / "common_correct.csv", index=False)
+            counts.to_csv(folder / "common_correct.csv", index=False)
         if dose is not None:
-            dose.to_csv(staging / "dose_response.csv", index=False)
+            dose.to_csv(folder / "dose_response.csv", index=False)
         # The per-sample values behind every mean and star, with the weights they came from, so
         # a reader can recompute the tables without the run directories (scripts/check_results.py).
-        _samples_frame(scores, runs).to_csv(staging / SAMPLES_CSV, index=False)
+        _samples_frame(scores, runs).to_csv(folder / SAMPLES_CSV, index=False)
         if conf.figures:
-            _figures(staging / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
-        visual.write(staging, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
+            _figures(folder / "figures", runs, scores, epoch_scores, metas, ordered, explainers, conf, quiet)
+        visual.write(folder, runs, conf, quiet)  # feature visualisation: figures, FID / distance table
         from xairobust.report.manipulation import write_section  # manipulation attacks (issue 10)
-        write_section(runs, staging, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
+        write_section(runs, folder, conf.baseline, conf.test, conf.correction, conf.alpha, conf.figures, tuple(conf.formats), conf.dpi)
         if conf.controls:  # issue 18: control rows, blur control, MPRT per layer, verdicts (report/sanity.py)
             from xairobust.report import sanity
-            sanity.write_section(runs, staging, stats, conf.baseline, registry, conf.figures, tuple(conf.formats), conf.dpi)
+            sanity.write_section(runs, folder, stats, conf.baseline, registry, conf.figures, tuple(conf.formats), conf.dpi)
         mark_folder(out, "xairobust report")  # before its files: a killed report's folder is still known as one
-        written = _move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        written = move_into(folder, out)
     _remove_stale_figures(out / "figures", written)
     for name in ("mixed.csv", "common_correct.csv", "dose_response.csv"):  # written only when asked / possible
         if out / name not in written:
@@ -270,17 +260,7 @@ _NOT_IDENTITY = ("runs", "formats", "dpi")
 
 def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
     """Every file a report reads from its runs, by role ``<run>:<file>`` (hashed into report.json)."""
-    files: dict[str, Path] = {}
-    for path in run_paths:
-        for rel in ("run.json", "model.safetensors", "robustness.json"):
-            if (path / rel).is_file():
-                files[f"{path}:{rel}"] = path / rel
-        for folder in ("scores", "attributions", "manipulation", "visualisations"):
-            if (path / folder).is_dir():
-                for f in sorted((path / folder).rglob("*")):
-                    if f.is_file() and f.suffix in (".csv", ".json", ".safetensors"):
-                        files[f"{path}:{f.relative_to(path)}"] = f
-    return files
+    return run_inputs(run_paths, RUN_FOLDERS)
 
 
 @STAGES.register("report")
@@ -361,7 +341,7 @@ def _figures(
         if kind == "grid":
             fig, why = figs.attribution_grid(mine, rows, explainers, conf.grid_images)
             if fig is None:
-                _warn(f"no attribution grid{' for ' + mine[0].setting if multi else ''}: {why}")
+                warn(f"no attribution grid{' for ' + mine[0].setting if multi else ''}: {why}")
                 continue
         elif kind == "dist":
             part = scores[(scores["explainer"] == explainer) & (scores["setting"] == mine[0].setting)]
@@ -372,14 +352,3 @@ def _figures(
             present = [m for m in ordered if m.name in set(part["metric"])]
             fig = figs.epoch_curves(part, mine, present)
         figs.save(fig, folder, stem, list(conf.formats), conf.dpi)
-
-
-def _move_into(staging: Path, out: Path) -> list[Path]:
-    """Move every staged file to the same place under ``out`` (os.replace: atomic per file)."""
-    written = []
-    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
-        dst = out / src.relative_to(staging)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
-        written.append(dst)
-    return written

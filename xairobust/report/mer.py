@@ -28,6 +28,9 @@ import pandas as pd
 from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
+from xairobust.report.collect import run_inputs
+from xairobust.report.render import latex_grid, markdown_grid, tex_escape
+from xairobust.report.stats import adjust_p, paired_test
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic, write_text_atomic
 from xairobust.stages.attack import verify_robustness
 from xairobust.stages.contract import STAGES, Stage
@@ -135,26 +138,21 @@ def _pm(mean: float, std: float, digits: int = 2) -> str:
 
 
 def table1_markdown(df: pd.DataFrame) -> str:
-    lines = ["| System | Avg. Corr. | MAE | ΔMAE | Corr. after | SNR (dB) | seeds |", "|---|---|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        lines.append(
-            f"| {r['system']} | {_pm(r['avg_corr_mean'], r['avg_corr_std'])} | {_pm(r['mae_mean'], r['mae_std'])}"
-            f" | {_pm(r['delta_mae_mean'], r['delta_mae_std'], 4)} | {_pm(r['corr_after_mean'], r['corr_after_std'])}"
-            f" | {_pm(r['snr_db_mean'], r['snr_db_std'], 1)} | {r['seeds']} |"
-        )
-    return "\n".join(lines) + "\n"
+    head = ["System", "Avg. Corr.", "MAE", "ΔMAE", "Corr. after", "SNR (dB)", "seeds"]
+    rows = [[str(r["system"]), _pm(r["avg_corr_mean"], r["avg_corr_std"]), _pm(r["mae_mean"], r["mae_std"]),
+             _pm(r["delta_mae_mean"], r["delta_mae_std"], 4), _pm(r["corr_after_mean"], r["corr_after_std"]),
+             _pm(r["snr_db_mean"], r["snr_db_std"], 1), str(r["seeds"])] for _, r in df.iterrows()]
+    return "\n".join(markdown_grid(head, rows)) + "\n"
 
 
 def table1_latex(df: pd.DataFrame) -> str:
     def pm(m: float, s: float, d: int = 2) -> str:
         return "--" if np.isnan(m) else f"${m:.{d}f} \\pm {s:.{d}f}$"
 
-    lines = [r"\begin{tabular}{lccc}", r"\toprule", r"System & Avg.\ Corr. & MAE & $\Delta$MAE \\", r"\midrule"]
-    for _, r in df.iterrows():
-        lines.append(f"{r['system']} & {pm(r['avg_corr_mean'], r['avg_corr_std'])} & {pm(r['mae_mean'], r['mae_std'])}"
-                     f" & {pm(r['delta_mae_mean'], r['delta_mae_std'], 4)} \\\\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    head = ["System", r"Avg.\ Corr.", "MAE", r"$\Delta$MAE"]
+    rows = [[tex_escape(r["system"]), pm(r["avg_corr_mean"], r["avg_corr_std"]), pm(r["mae_mean"], r["mae_std"]),
+             pm(r["delta_mae_mean"], r["delta_mae_std"], 4)] for _, r in df.iterrows()]
+    return latex_grid("lccc", head, rows)
 
 
 def per_sample_statistic(run: MerRun, on: str) -> np.ndarray:
@@ -167,20 +165,16 @@ def per_sample_statistic(run: MerRun, on: str) -> np.ndarray:
 
 
 def paired_tests(runs: list[MerRun], on: str = "after", pairs=PAIRS, alpha: float = 0.05) -> pd.DataFrame:
-    """Two-sided paired t-tests with Bonferroni correction over the pairs that can be tested."""
-    from scipy import stats
-
+    """Two-sided paired t-tests (the report's ``paired_test``, scipy's ttest_rel) with Bonferroni
+    correction (the report's ``adjust_p``) over the pairs that can be tested."""
     if on not in ("after", "delta"):
         raise ConfigError(f"report: --ttest-on must be 'after' or 'delta', got '{on}'")
     by = {(r.label, r.seed): r for r in runs}
-    testable = []
+    rows = []
     for a, b in pairs:
         seeds = sorted({s for (lab, s) in by if lab == a} & {s for (lab, s) in by if lab == b})
-        if seeds:
-            testable.append((a, b, seeds))
-    rows = []
-    m = len(testable)
-    for a, b, seeds in testable:
+        if not seeds:
+            continue
         xa, xb = [], []
         for s in seeds:
             ra, rb = by[(a, s)], by[(b, s)]
@@ -189,15 +183,13 @@ def paired_tests(runs: list[MerRun], on: str = "after", pairs=PAIRS, alpha: floa
             xa.append(per_sample_statistic(ra, on))
             xb.append(per_sample_statistic(rb, on))
         va, vb = np.concatenate(xa), np.concatenate(xb)
-        res = stats.ttest_rel(va, vb)
-        p = float(res.pvalue)
-        rows.append({
-            "a": a, "b": b, "on": on, "seeds": len(seeds), "n": len(va), "df": len(va) - 1,
-            "t": float(res.statistic), "p": p, "p_bonferroni": min(1.0, p * m),
-            "mean_a": float(va.mean()), "mean_b": float(vb.mean()),
-            "significant": bool(p * m < alpha),
-        })
-    return pd.DataFrame(rows)
+        t, p, _ = paired_test(va, vb, "ttest")
+        rows.append({"a": a, "b": b, "on": on, "seeds": len(seeds), "n": len(va), "df": len(va) - 1,
+                     "t": t, "p": p, "mean_a": float(va.mean()), "mean_b": float(vb.mean())})
+    frame = pd.DataFrame(rows, columns=["a", "b", "on", "seeds", "n", "df", "t", "p", "mean_a", "mean_b"])
+    frame.insert(frame.columns.get_loc("p") + 1, "p_bonferroni", adjust_p(frame["p"].to_numpy(float), "bonferroni"))
+    frame["significant"] = frame["p_bonferroni"] < alpha
+    return frame
 
 
 def ttests_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
@@ -212,6 +204,9 @@ def ttests_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
             f" (Bonferroni {r['p_bonferroni']:.3g}){' *' if r['significant'] else ''}"
         )
     return "\n".join(lines) + "\n"
+
+
+FIGURE_DPI = 200
 
 
 def _plt():
@@ -237,9 +232,9 @@ def fig_delta_mae(runs: list[MerRun], path: Path) -> None:
     ax.set_ylabel("ΔMAE (after − before attack)")
     ax.set_title("Impact of the BIM attack (lower = more robust)")
     fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix), dpi=200)
-    plt.close(fig)
+    from xairobust.report.figures import save
+
+    save(fig, path.parent, path.name, ["png", "pdf"], FIGURE_DPI)
 
 
 def fig_scatter(runs: list[MerRun], emotions: list[str], models: list[str], seed: int | None, path: Path) -> list[str]:
@@ -285,9 +280,9 @@ def fig_scatter(runs: list[MerRun], emotions: list[str], models: list[str], seed
                 ax.set_xlabel("true annotation")
     axs[0, -1].legend()
     fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix), dpi=200)
-    plt.close(fig)
+    from xairobust.report.figures import save
+
+    save(fig, path.parent, path.name, ["png", "pdf"], FIGURE_DPI)
     return [str(r.path) for r in chosen]
 
 
@@ -357,12 +352,7 @@ class MerReportStage(Stage):
     order = 4
 
     def inputs(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Path]:
-        files: dict[str, Path] = {}
-        for path in find_runs(list(conf.runs)):
-            for rel in ("run.json", "model.safetensors", "robustness.json"):
-                if (path / rel).is_file():
-                    files[f"{path}:{rel}"] = path / rel
-        return files
+        return run_inputs(find_runs(list(conf.runs)))
 
     def identity(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Any]:
         d = cfg.to_dict(conf)

@@ -317,19 +317,11 @@ def write(folder: Path, runs: list[RunRecord], conf: Any, quiet: bool = False) -
 
 def build_visual_report(runs: list[RunRecord], out: Path, conf: Any, quiet: bool = False) -> list[Path]:
     """A report of runs that have visualisations but no scores: only the visual files."""
-    import shutil
-    import tempfile
-
-    from xairobust.report.build import _move_into
+    from xairobust.report.output import move_into, staging
+    from xairobust.validate import mark_folder
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write(staging, runs, conf, quiet)
-        from xairobust.validate import mark_folder
-
+    with staging(out) as folder:
+        write(folder, runs, conf, quiet)
         mark_folder(out, "xairobust report")
-        return _move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return move_into(folder, out)
