@@ -85,7 +85,7 @@ def logits(model, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", METRICS.names())
 def test_metadata_for_reports(name):
     meta = METRICS.meta(name)
-    assert meta["category"] in ("sensitivity", "faithfulness", "complexity", "randomisation", "alignment")
+    assert meta["category"] in ("sensitivity", "faithfulness", "complexity", "randomisation", "alignment", "localisation")
     assert meta["direction"] in ("higher", "lower")
     assert meta["label"]
 

@@ -57,6 +57,8 @@ EXTENDED_METRICS = (
     "mprt",
     "effective_complexity",
     "alignment",
+    # h22metrics: localisation without masks (Focus: one explanation of a mosaic per image)
+    "focus",
 )
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

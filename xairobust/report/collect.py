@@ -52,6 +52,11 @@ class RunRecord:
     def score_file(self, explainer: str) -> Path:
         return self.path / "scores" / f"{explainer}.csv"
 
+    def columns(self) -> dict[str, Any]:
+        """The run's columns in every section's long frame (what a row is compared by)."""
+        return {"setting": self.setting, "label": self.label, "method": self.method, "seed": self.seed,
+                "run": str(self.path)}
+
     def explainers(self) -> list[str]:
         folder = self.path / "scores"
         return sorted(p.stem for p in folder.glob("*.csv")) if folder.is_dir() else []

@@ -27,10 +27,9 @@ import pandas as pd
 
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
-from xairobust.report.collect import run_inputs
 from xairobust.report.render import latex_grid, markdown_grid, tex_escape
 from xairobust.report.stats import adjust_p, paired_test
-from xairobust.runs import find_runs, read_json, read_run_meta, write_text_atomic
+from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic
 from xairobust.stages.attack import verify_robustness
 from xairobust.stages.contract import NOT_IDENTITY, STAGES, Stage, StageIdentity, Written, write_document
 
@@ -285,35 +284,53 @@ def fig_scatter(runs: list[MerRun], emotions: list[str], models: list[str], seed
     return [str(r.path) for r in chosen]
 
 
-def write_report(
-    paths: list[str | Path],
-    out: str | Path,
-    *,
-    eps: float | None = None,
-    unconstrained: bool = False,
-    emotions: tuple[str, ...] = ("tension", "tender"),
-    scatter_models: tuple[str, ...] = ("A2B2E", "A2M2E", "aA2B2E"),
-    scatter_seed: int | None = None,
-    ttest_on: str = "after",
-    pairs: tuple[tuple[str, str], ...] = PAIRS,
-) -> dict[str, Any]:
-    """Write table1.{csv,md,tex}, ttests.{csv,md}, figures/*.{png,pdf} and summary.json under ``out``."""
-    runs = collect(paths, eps, unconstrained)
-    out = Path(out)
+@dataclass
+class MerOptions:
+    """What the MER section renders (write_report's arguments)."""
+
+    paths: list[str | Path]
+    eps: float | None = None
+    unconstrained: bool = False
+    emotions: tuple[str, ...] = ("tension", "tender")
+    scatter_models: tuple[str, ...] = ("A2B2E", "A2M2E", "aA2B2E")
+    scatter_seed: int | None = None
+    ttest_on: str = "after"
+    pairs: tuple[tuple[str, str], ...] = PAIRS
+
+
+@dataclass
+class MerData:
+    runs: list[MerRun]
+    summary: dict[str, Any] = field(default_factory=dict)  # summary.json, filled by render
+
+
+def collect_section(opts: MerOptions) -> MerData:
+    """The runs with a bim-regression result (verified), after checking the options."""
+    if opts.ttest_on not in ("after", "delta"):
+        raise ConfigError(f"report: --ttest-on must be 'after' or 'delta', got '{opts.ttest_on}'")
+    for emo in opts.emotions:
+        if emo not in EMOTIONS:
+            raise ConfigError(f"report: unknown emotion '{emo}' (choose from {', '.join(EMOTIONS)})")
+    return MerData(collect(opts.paths, opts.eps, opts.unconstrained))
+
+
+def render_section(opts: MerOptions, data: MerData, out: Path) -> None:
+    """table1.{csv,md,tex}, ttests.{csv,md}, figures/*.{png,pdf} and summary.json into ``out``."""
+    runs = data.runs
     (out / "figures").mkdir(parents=True, exist_ok=True)
     df = table1(runs)
-    write_text_atomic(out / "table1.csv", df.to_csv(index=False))
-    write_text_atomic(out / "table1.md", table1_markdown(df))
-    write_text_atomic(out / "table1.tex", table1_latex(df))
-    tests = paired_tests(runs, ttest_on, pairs)
-    write_text_atomic(out / "ttests.csv", tests.to_csv(index=False))
-    write_text_atomic(out / "ttests.md", ttests_markdown(tests))
+    (out / "table1.csv").write_text(df.to_csv(index=False))
+    (out / "table1.md").write_text(table1_markdown(df))
+    (out / "table1.tex").write_text(table1_latex(df))
+    tests = paired_tests(runs, opts.ttest_on, opts.pairs)
+    (out / "ttests.csv").write_text(tests.to_csv(index=False))
+    (out / "ttests.md").write_text(ttests_markdown(tests))
     fig_delta_mae(runs, out / "figures" / "delta_mae_box")
-    models = [m for m in scatter_models if any(r.label == m for r in runs)] or _labels(runs)[:3]
-    shown = fig_scatter(runs, list(emotions), models, scatter_seed, out / "figures" / "true_vs_pred")
-    summary = {
+    models = [m for m in opts.scatter_models if any(r.label == m for r in runs)] or _labels(runs)[:3]
+    shown = fig_scatter(runs, list(opts.emotions), models, opts.scatter_seed, out / "figures" / "true_vs_pred")
+    data.summary = {
         "eps": runs[0].entry["eps"],
-        "unconstrained_reference": unconstrained,
+        "unconstrained_reference": opts.unconstrained,
         "runs": [{"path": str(r.path), "label": r.label, "seed": r.seed, **{k: r.entry.get(k) for k in (
             "mae_before", "mae_after", "delta_mae", "corr_before", "corr_after", "snr_db", "eps", "steps")}}
                  for r in runs],
@@ -321,11 +338,25 @@ def write_report(
         "ttests": json.loads(tests.to_json(orient="records")),
         "scatter_runs": shown,
     }
-    # summary.json last, with its provenance block: the runs' files it was computed from.
-    conf = MerReportConfig(eps=eps, unconstrained_reference=unconstrained, emotions=list(emotions),
-                           scatter_models=list(scatter_models), scatter_seed=scatter_seed, ttest_on=ttest_on,
-                           pairs=[f"{a}:{b}" for a, b in pairs], runs=[str(p) for p in paths])
-    write_document(out / "summary.json", Written(summary), MerReportStage().resolve(out, conf))
+    write_json_atomic(out / "summary.json", data.summary)
+
+
+def write_report(paths: list[str | Path], out: str | Path, **options: Any) -> dict[str, Any]:
+    """The ``mer-report`` kind of the report pipeline (its one section, sections/mer.py) into
+    ``out``; ``options`` are :class:`MerOptions` fields. Returns summary.json's content."""
+    from xairobust.report import pipeline
+    from xairobust.report.sections import ReportContext
+
+    ctx = ReportContext([], MerOptions(list(paths), **options))
+    collected = pipeline.collect(ctx, "mer-report")
+    pipeline.render(ctx, Path(out), collected, marker=None)
+    summary = next(d.summary for _, d in collected if isinstance(d, MerData))
+    # summary.json again, with its provenance block: the runs' files it was computed from.
+    o = ctx.conf  # the MerOptions
+    conf = MerReportConfig(eps=o.eps, unconstrained_reference=o.unconstrained, emotions=list(o.emotions),
+                           scatter_models=list(o.scatter_models), scatter_seed=o.scatter_seed, ttest_on=o.ttest_on,
+                           pairs=[f"{a}:{b}" for a, b in o.pairs], runs=[str(p) for p in paths])
+    write_document(Path(out) / "summary.json", Written(summary), MerReportStage().resolve(Path(out), conf))
     return summary
 
 
@@ -344,12 +375,13 @@ class MerReportConfig:
 
 
 @STAGES.register("mer-report")
-class MerReportStage(Stage, name="mer-report", role="report", Config=MerReportConfig, per="report", after=None,
-                            order=4):
+class MerReportStage(Stage, name="mer-report", role="report", Config=MerReportConfig, per="report", after=None, order=4):
     """The report slot of MER zoos (``stages: {report: mer-report}``): Table 1, figures, t-tests."""
 
     def inputs(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Path]:
-        return run_inputs(find_runs(list(conf.runs)))
+        from xairobust.report.sections import report_inputs
+
+        return report_inputs("mer-report", find_runs(list(conf.runs)))  # robustness.json + the per-sample attack files
 
     def outputs(self, run_dir: Path, conf: MerReportConfig) -> list[Path]:
         return [Path(run_dir) / name for name in ("table1.md", "ttests.md", "summary.json")]

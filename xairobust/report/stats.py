@@ -33,7 +33,8 @@ floor, the test is on floor-corrected per-sample values (metric - floor of the s
 ``mean_method`` / ``mean_baseline`` stay the raw means shown in the table.
 
 Comparability: :func:`check_comparable` refuses runs whose scores of one explainer were computed
-with different presets or metric parameters (one line naming two such runs).
+with different presets or metric parameters, or at different precisions (fp32 / bf16, of the
+scores or of the attributions they score): one line naming two such runs.
 """
 
 from __future__ import annotations
@@ -65,11 +66,21 @@ def check_comparable(runs: list, explainers: list[str]) -> None:
 
     for explainer in explainers:
         seen: dict[str, tuple[str, object]] = {}
+        seen_precision: dict[str, str] = {}
         for r in runs:
             path = r.score_file(explainer).with_suffix(".json")
             if not path.is_file():
                 continue
             doc = read_json(path)
+            # bf16 changes values (xairobust.runtime): fp32 and bf16 scores never share a table
+            precision = "/".join(sorted({doc.get("precision", "fp32"), doc.get("explainer_precision", "fp32")}))
+            for other_run, other_precision in seen_precision.items():
+                if other_precision != precision:
+                    raise ConfigError(
+                        f"report: {explainer} scores of {other_run} (precision {other_precision}) and {r.path} (precision"
+                        f" {precision}) were computed at different precisions; re-run explain and score with the same --precision"
+                    )
+            seen_precision.setdefault(str(r.path), precision)
             params = {m: (e or {}).get("params") for m, e in (doc.get("metrics") or {}).items()}
             key = repr((doc.get("preset"), sorted(params.items(), key=lambda kv: kv[0])))
             for other_key, (other_run, other_preset) in seen.items():

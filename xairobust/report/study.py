@@ -20,8 +20,6 @@ import html
 import io
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +183,7 @@ def report_samples(report_dir: Path, long: pd.DataFrame) -> pd.DataFrame | None:
     """The samples the report's tables and tests used (its samples.csv: after --common-correct,
     with each sample's noise floor), floor-subtracted as the report's tests are, with the run
     columns of ``long``; None when the report predates samples.csv."""
-    from xairobust.report.build import SAMPLES_CSV
+    from xairobust.report.sections.scores import SAMPLES_CSV
 
     path = Path(report_dir) / SAMPLES_CSV
     if not path.is_file():
@@ -599,8 +597,9 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
     """Compute every section, then write ``out/index.html``, ``out/figures/*.png``, the study's CSVs
     and ``out/study.json`` (inputs' sha256) -- staged and moved in file by file, like the report."""
     from xairobust.progress import track
+    from xairobust.report.collect import run_inputs
     from xairobust.report.meta import metric_meta, order_metrics
-    from xairobust.report.output import move_into
+    from xairobust.report.output import move_into, staging
 
     if not sections:
         raise ConfigError("study: no report finished, so there is nothing to show")
@@ -616,30 +615,24 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
         c.figures["accuracy"] = accuracy_figure(c.runs, dpi)
     page = render_page(computed, info, metas, out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.study.", dir=out.parent))
-    try:
-        (staging / STUDY_HTML).write_text(page)
-        (staging / "figures").mkdir()
+    with staging(out) as folder:
+        (folder / STUDY_HTML).write_text(page)
+        (folder / "figures").mkdir()
         for c in computed:
             prefix = f"{c.section.name}_" if multi else ""
             for stem, png in c.figures.items():
                 name = stem if stem != "accuracy" or not multi else f"accuracy_{c.section.name}"
-                (staging / "figures" / f"{name}.png").write_bytes(png)
-            c.dose.to_csv(staging / f"{prefix}dose_response.csv", index=False)
-            _confound_frame(c).to_csv(staging / f"{prefix}confound.csv", index=False)
-            c.mono.to_csv(staging / f"{prefix}monotonicity.csv", index=False)
-            c.runs.to_csv(staging / f"{prefix}run_means.csv", index=False)
+                (folder / "figures" / f"{name}.png").write_bytes(png)
+            c.dose.to_csv(folder / f"{prefix}dose_response.csv", index=False)
+            _confound_frame(c).to_csv(folder / f"{prefix}confound.csv", index=False)
+            c.mono.to_csv(folder / f"{prefix}monotonicity.csv", index=False)
+            c.runs.to_csv(folder / f"{prefix}run_means.csv", index=False)
             if not c.counts.empty:
-                c.counts.to_csv(staging / f"{prefix}common_correct.csv", index=False)
-        written = move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                c.counts.to_csv(folder / f"{prefix}common_correct.csv", index=False)
+        written = move_into(folder, out)
     inputs = {}
     for c in computed:
-        for run in c.section.runs:
-            for rel in ("run.json", "model.safetensors", "robustness.json"):
-                if (run / rel).is_file():
-                    inputs[f"{run}:{rel}"] = file_sha256(run / rel)
+        inputs.update({role: file_sha256(path) for role, path in run_inputs(c.section.runs).items()})
         for f in sorted(c.section.report_dir.glob("*.csv")):
             inputs[f"{f}"] = file_sha256(f)
     write_json_atomic(out / STUDY_JSON, {

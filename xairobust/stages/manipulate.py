@@ -47,7 +47,8 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_text_atomic
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity
+from xairobust.runtime import check_precision, prepare_model
+from xairobust.stages.contract import IF_SET, STAGES, Stage, StageIdentity, Written, config_identity, not_identity
 
 # 2: the attacked explainer is the registered explainer with its registered parameters (the
 # same map as `explain` gives under that name); format 1 used a separate differentiable copy
@@ -80,8 +81,11 @@ class ManipulateConfig:
     batch_size: int = not_identity(32)
     device: str = not_identity("auto")
     data_dir: str | None = not_identity(None)
+    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
+    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision, "manipulate")
         require(self.n >= 1, f"manipulate: --n must be >= 1, got {self.n}")
         require(self.eps > 0, f"manipulate: --eps must be > 0, got {self.eps}")
         require(self.steps >= 1, f"manipulate: --steps must be >= 1, got {self.steps}")
@@ -198,8 +202,11 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     vr = info.get("value_range")
     settings = conf.settings(tuple(vr) if vr is not None else None)
     device = pick_device(conf.device)
-    model.to(device).eval()
-    smooth = softplus_copy(model, conf.beta)
+    shape = tuple(info["input_shape"])
+    prepare_model(model.to(device).eval(), shape, conf.precision, conf.channels_last)
+    if reference is not None:
+        prepare_model(reference, shape, conf.precision, conf.channels_last)
+    smooth = softplus_copy(model, conf.beta)  # a deep copy: keeps the layout and precision
     # attack 'model': the "original" network is the --init run, the manipulated one this run.
     original = model if reference is None else reference.to(device).eval()
 
@@ -263,6 +270,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "means": {e: {k: float(v.double().nanmean()) for k, v in r.items()} for e, r in results.items()},
         "cost": cost,
         "batch_size": conf.batch_size,
+        "precision": conf.precision,
         "device": str(device),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256"), "label": meta.get("label")},
         "versions": versions(),

@@ -43,6 +43,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
+from xairobust.runtime import check_precision, prepare_model
 from xairobust.stages.contract import (
     IF_SET,
     STAGES,
@@ -82,8 +83,11 @@ class ScoreConfig:
     # Score all-zero / constant attributions (no ranking of features; sensitivity ratios become
     # inf): counted in the JSON; without it such a file is refused (check_attributions).
     allow_degenerate: bool = field(default=False, metadata=IF_SET)
+    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
+    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision, "score")
         require(self.batch_size >= 1, f"score: --batch-size must be >= 1, got {self.batch_size}")
         require(self.engine in ENGINES, f"score: --engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
         require(self.points_per_pass >= 0, f"score: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")
@@ -252,7 +256,7 @@ def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
     ):
         raise ConfigError("score: --drop-changed compares predicted classes; it has no meaning for a regression model")
     device = pick_device(conf.device)
-    model.to(device).eval()
+    prepare_model(model.to(device).eval(), tuple(tensors["inputs"].shape[1:]), conf.precision, conf.channels_last)
     n = len(tensors["indices"]) if conf.n is None else min(conf.n, len(tensors["indices"]))
     background = tensors.get("background")
     explainer = build_explainer(conf.explainer, attr_meta["params"], None if background is None else background.to(device))
@@ -346,6 +350,9 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
         "n": n,
         "batch_size": conf.batch_size,
         "points_per_pass": ppp,
+        # the scores' precision and that of the attributions they score (report refuses to mix either)
+        "precision": conf.precision,
+        "explainer_precision": attr_meta.get("precision", "fp32"),
         "normalisation": "per sample: a / max|a| of that sample (Quantus' default divides by the batch max)",
         "device": str(device),
         "wall_time_s": round(time.perf_counter() - start, 3),
