@@ -31,6 +31,7 @@ def examples() -> dict[str, str]:
 @pytest.fixture
 def example(monkeypatch):
     """Run one guide block; the entries it registers are removed again afterwards."""
+    import batch_stages  # noqa: F401 - the batch tests' stub stages stay registered after the restore
     for reg in (STAGES, ATTACKS, EXPLAINERS, METRICS):
         reg.names()  # load the real entries first
         monkeypatch.setattr(reg, "_items", dict(reg._items))

@@ -95,6 +95,16 @@ class ScoreEpochConfig:
         return e, s
 
 
+def _legacy_fields(conf: Any) -> dict[str, Any]:
+    """A config as score-epochs first recorded it: every field but device and batch size."""
+    d = cfg.to_dict(conf)
+    for key in ("device", "batch_size", "channels_last"):
+        d.pop(key, None)
+    if d.get("precision") == "fp32":  # added since: counts only when not the default
+        d.pop("precision")
+    return d
+
+
 def epoch_paths(run_dir: Path, explainer: str, epoch: int) -> tuple[Path, Path, Path]:
     """(scores CSV, scores JSON, attributions safetensors) of one epoch."""
     return RunLayout(run_dir).epoch(explainer, epoch)
@@ -115,12 +125,10 @@ class ScoreEpochStage(Stage, name="score-epochs", Config=ScoreEpochConfig, forma
     def identity(self, run_dir: Path, conf: ScoreEpochConfig) -> dict[str, Any]:
         # The two stages' configs as they were first recorded (every field but device and batch
         # size): kept in this form so that stored per-epoch scores stay current.
+        # Fields added to the two configs since (precision at fp32, channels_last) are left out
+        # too, so the hash of every stored epoch stays what it was.
         e, s = conf.configs()
-        identity = {"explain": cfg.to_dict(e), "score": cfg.to_dict(s)}
-        for key in ("device", "batch_size"):
-            identity["explain"].pop(key, None)
-            identity["score"].pop(key, None)
-        return identity
+        return {"explain": _legacy_fields(e), "score": _legacy_fields(s)}
 
     def outputs(self, run_dir: Path, conf: ScoreEpochConfig) -> list[Path]:
         csv_path, json_path, _ = epoch_paths(Path(run_dir), conf.configs()[0].explainer, conf.epoch)
