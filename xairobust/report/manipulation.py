@@ -251,10 +251,14 @@ def write_section(runs: list[Any], folder: Path, baseline: str = "standard", tes
     stats = statistics(df, baseline, test, correction, alpha)
     acc = {(r.setting, r.label): r.clean_accuracy for r in runs}
     md, means = tables(df, stats, baseline, acc, test, alpha)
-    written = [folder / "manipulation.md", folder / "manipulation.csv", folder / "manipulation_stats.csv"]
+    from xairobust.report.samples import MANIPULATION_SAMPLES, with_weights
+
+    written = [folder / "manipulation.md", folder / "manipulation.csv", folder / "manipulation_stats.csv",
+               folder / MANIPULATION_SAMPLES]
     written[0].write_text(summary(means, stats, baseline) + "\n" + md)
     means.to_csv(written[1], index=False)
     stats.to_csv(written[2], index=False)
+    with_weights(df, runs).to_csv(written[3], index=False)  # what the means and stars came from
     if figures:
         (folder / "figures").mkdir(exist_ok=True)
         for (setting, attack, attacked), _ in df.groupby(["setting", "attack", "attacked"], sort=True):

@@ -300,6 +300,11 @@ def write(folder: Path, runs: list[RunRecord], conf: Any, quiet: bool = False) -
         table.to_csv(folder / "visual_table.csv", index=False)
         stats.to_csv(folder / "visual_stats.csv", index=False)
         written += [folder / "visual_table.md", folder / "visual_table.csv", folder / "visual_stats.csv"]
+        if len(items):  # the per-class / per-image values behind the stars (scripts/check_results.py)
+            from xairobust.report.samples import VISUAL_SAMPLES, with_weights
+
+            with_weights(items, runs).to_csv(folder / VISUAL_SAMPLES, index=False)
+            written.append(folder / VISUAL_SAMPLES)
     if getattr(conf, "figures", True):
         (folder / "figures").mkdir(exist_ok=True)
         settings = list(dict.fromkeys(r.setting for r in runs))
