@@ -19,6 +19,7 @@ below it, the values are recomputed from the per-sample file beside it:
 * visualisation tables (``visual_table.csv`` + ``visual_stats.csv``) from ``visual_samples.csv``:
   class FID (mean over classes) and feature distance (mean over images) per run averaged over
   seeds, the tests, the stars;
+* a per-sample file may be committed gzipped (``samples.csv.gz``: large files);
 * every per-sample file names the weights (sha256) of each row's run; where ``report.json``
   recorded the report's inputs, they must be among them.
 
@@ -79,6 +80,14 @@ def not_recheckable_reason(folder: Path) -> str | None:
     """The reason the folder's README gives for not being re-checkable, or None."""
     found = NOT_RECHECKABLE.search(_readme(folder))
     return found.group("reason").rstrip(".") if found else None
+
+
+def _per_sample_file(folder: Path, name: str) -> Path | None:
+    """``name`` in ``folder``, or its gzipped copy (large committed files are kept as ``.csv.gz``)."""
+    for path in (folder / name, folder / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
 
 
 def _missing(where: str, file: str, what: str) -> str:
@@ -174,14 +183,14 @@ def _report_json(folder: Path) -> dict:
 def check_table(folder: Path) -> list[str]:
     """Problems of one report folder (table.csv + stats.csv + samples.csv); [] when it re-checks."""
     where = folder.as_posix()
-    samples_path = folder / "samples.csv"
-    if not samples_path.is_file():
+    samples_path = _per_sample_file(folder, "samples.csv")
+    if samples_path is None:
         return [_missing(where, "samples.csv", "its means and stars")]
     samples = pd.read_csv(samples_path)
     table = pd.read_csv(folder / "table.csv")
     stats = pd.read_csv(folder / "stats.csv")
     report = _report_json(folder)
-    problems = _check_weights(f"{where}/samples.csv", samples, report)
+    problems = _check_weights(samples_path.as_posix(), samples, report)
     alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
 
     # means, sd and n: per-run means, then over the runs (seeds) of each row
@@ -288,14 +297,14 @@ def _check_manipulation_md(where: str, md: str, means: dict, significance: dict,
 def check_manipulation(folder: Path) -> list[str]:
     """manipulation.csv / _stats.csv / .md against manipulation_samples.csv."""
     where = folder.as_posix()
-    samples_path = folder / "manipulation_samples.csv"
-    if not samples_path.is_file():
+    samples_path = _per_sample_file(folder, "manipulation_samples.csv")
+    if samples_path is None:
         return [_missing(where, "manipulation_samples.csv", "the manipulation means and stars")]
     samples = pd.read_csv(samples_path)
     table = pd.read_csv(folder / "manipulation.csv")
     stats = pd.read_csv(folder / "manipulation_stats.csv")
     report = _report_json(folder)
-    problems = _check_weights(f"{where}/manipulation_samples.csv", samples, report)
+    problems = _check_weights(samples_path.as_posix(), samples, report)
     alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
 
     # the table's means pool every sample (and seed) of a label
@@ -326,14 +335,14 @@ VISUAL_MEANS = {"class_fid": "class_fid_mean", "feature_distance": "feature_dist
 def check_visual(folder: Path) -> list[str]:
     """visual_table.csv / visual_stats.csv against visual_samples.csv."""
     where = folder.as_posix()
-    samples_path = folder / "visual_samples.csv"
-    if not samples_path.is_file():
+    samples_path = _per_sample_file(folder, "visual_samples.csv")
+    if samples_path is None:
         return [_missing(where, "visual_samples.csv", "the class FID / feature distance means and stars")]
     samples = pd.read_csv(samples_path)
     table = pd.read_csv(folder / "visual_table.csv")
     stats = pd.read_csv(folder / "visual_stats.csv")
     report = _report_json(folder)
-    problems = _check_weights(f"{where}/visual_samples.csv", samples, report)
+    problems = _check_weights(samples_path.as_posix(), samples, report)
     alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
 
     # a run's value is its mean over classes / images; the table averages the runs (seeds)
@@ -401,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         status, problems = folder_status(folder)
         counts["not" if status.startswith("not") else status] += 1
-        print(f"{'ok  ' if status == 'ok' else status} {folder.as_posix()}")
+        if status.startswith("not"):
+            print(f"n/a  {folder.as_posix()}: {status}")
+        else:
+            print(f"{'ok  ' if status == 'ok' else status} {folder.as_posix()}")
         for line in problems:
             print(f"     {line}")
     print(f"{counts['ok']} of {len(folders)} folders re-check, {counts['not']} not re-checkable, {counts['FAIL']} fail")
