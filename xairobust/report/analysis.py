@@ -46,6 +46,7 @@ from scipy import stats as sst
 
 from xairobust.errors import ConfigError, RunError
 from xairobust.registry import Registry
+from xairobust.report.stats import better_side, mark_significant
 
 LONG_COLUMNS = [
     "run", "setting", "family", "label", "seed", "ladder_param", "ladder_value", "eps", "init",
@@ -259,12 +260,6 @@ def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
 # -- (a) seeds as the unit ------------------------------------------------------------------------
 
 
-def _better(diff: float, direction: str) -> str:
-    if direction not in ("higher", "lower") or not math.isfinite(diff) or diff == 0:
-        return ""
-    return "method" if (diff > 0) == (direction == "higher") else "baseline"
-
-
 def seed_tests(
     frame: pd.DataFrame, baseline: str, *, pairing: str = "auto", correction: str = "holm",
     alpha: float = 0.05, ci_level: float = 0.95,
@@ -285,8 +280,6 @@ def seed_tests(
 
 def _seed_tests(means: pd.DataFrame, baseline: str, pairing: str, correction: str, alpha: float,
                 ci_level: float) -> pd.DataFrame:
-    from xairobust.report.stats import correct as correct_p
-
     rows = []
     for (explainer, setting, metric), part in means.groupby(GROUP, sort=False):
         if baseline not in set(part["label"]):
@@ -298,14 +291,9 @@ def _seed_tests(means: pd.DataFrame, baseline: str, pairing: str, correction: st
             row = {"explainer": explainer, "setting": setting, "metric": metric, "direction": direction,
                    "label": label, "baseline": baseline, "ci_level": ci_level,
                    **_seed_test(a, b, pairing, ci_level)}
-            row["better"] = _better(row["mean_diff"], direction)
+            row["better"] = better_side(row["mean_diff"], direction)
             rows.append(row)
-    out = pd.DataFrame(rows, columns=SEED_TEST_COLUMNS)
-    if len(out):
-        out["p_adjusted"] = correct_p(out["p_value"].to_numpy(float), correction)
-        out["correction"] = correction
-        out["significant"] = out["p_adjusted"] < alpha
-    return out
+    return mark_significant(pd.DataFrame(rows, columns=SEED_TEST_COLUMNS), correction, alpha)
 
 
 def _seed_test(a: pd.Series, b: pd.Series, pairing: str, ci_level: float) -> dict:
@@ -401,8 +389,6 @@ def mixed_effects(
     if missing:
         raise ConfigError(f"mixed model: the frame has no column(s) {', '.join(missing)}")
     from xairobust.progress import track
-    from xairobust.report.stats import correct as correct_p
-
     groups = [(k, p) for k, p in frame.groupby(GROUP, sort=False) if baseline in set(p["label"])]
     rows = []
     for (explainer, setting, metric), part in track(groups, len(groups), "mixed models", quiet):
@@ -410,13 +396,8 @@ def mixed_effects(
         for r in _mixed_one(part.dropna(subset=["value"]), baseline, ci_level, run_effect):
             rows.append({"explainer": explainer, "setting": setting, "metric": metric, "direction": direction,
                          "baseline": baseline, "ci_level": ci_level, **r,
-                         "better": _better(r["estimate"], direction)})
-    out = pd.DataFrame(rows, columns=MIXED_COLUMNS)
-    if len(out):
-        out["p_adjusted"] = correct_p(out["p_value"].to_numpy(float), correction)
-        out["correction"] = correction
-        out["significant"] = out["p_adjusted"] < alpha
-    return out
+                         "better": better_side(r["estimate"], direction)})
+    return mark_significant(pd.DataFrame(rows, columns=MIXED_COLUMNS), correction, alpha)
 
 
 def _mixed_one(part: pd.DataFrame, baseline: str, ci_level: float, run_effect: bool) -> list[dict]:

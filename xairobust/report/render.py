@@ -227,3 +227,19 @@ def html_table(table: Table, caption: dict[str, str]) -> str:
             lines.append(f"<tr><th>{esc(lab)}</th><td>{block.n[lab]}</td>{cells}</tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines) + "\n"
+
+
+def markdown_grid(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A plain Markdown table (header, rule, one line a row) of cells already formatted; the
+    sections whose tables are not a ``Table`` (manipulation, visual, MER) render through it."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(cells) + " |" for cells in rows)]
+
+
+def latex_grid(colspec: str, header: list[str], rows: list[list[str]]) -> str:
+    """A plain booktabs ``tabular`` of cells already in LaTeX (escape text with ``tex_escape``)."""
+    lines = [rf"\begin{{tabular}}{{{colspec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    lines += [" & ".join(cells) + r" \\" for cells in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
