@@ -211,13 +211,15 @@ def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: s
 
 
 def baseline_label(runs: list[Any], baseline: str) -> str:
-    """``baseline`` as a label; when no run has that label, the label of the runs whose method it
-    names, if they share one (e.g. ``standard`` -> ``Standard``)."""
-    labels = {r.label for r in runs}
-    if baseline in labels:
+    """``baseline`` as a row label (the report's resolve_baseline: a label or a method name,
+    case-insensitive); unchanged when it matches none, or several (then no row is tested)."""
+    from xairobust.errors import ConfigError
+    from xairobust.report.build import resolve_baseline
+
+    try:
+        return resolve_baseline(runs, baseline)
+    except ConfigError:
         return baseline
-    by_method = {r.label for r in runs if r.method == baseline}
-    return by_method.pop() if len(by_method) == 1 else baseline
 
 
 def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str = "standard", test: str = "wilcoxon",
