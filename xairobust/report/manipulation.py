@@ -228,6 +228,7 @@ def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str
     """Render the manipulation section of ``runs`` (RunRecords) from ``df`` (:func:`collect`) into
     ``folder`` (a report's staging folder; the sections.manipulation section calls this)."""
     from xairobust.report import figures as figs
+    from xairobust.report.samples import MANIPULATION_SAMPLES, with_weights
 
     baseline = baseline_label(runs, baseline)
     folder = Path(folder)
@@ -237,6 +238,7 @@ def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str
     (folder / "manipulation.md").write_text(summary(means, stats, baseline) + "\n" + md)
     means.to_csv(folder / "manipulation.csv", index=False)
     stats.to_csv(folder / "manipulation_stats.csv", index=False)
+    with_weights(df, runs).to_csv(folder / MANIPULATION_SAMPLES, index=False)  # what the means and stars came from
     if figures:
         (folder / "figures").mkdir(exist_ok=True)
         multi = df["setting"].nunique() > 1
