@@ -133,7 +133,7 @@ class ROADParams:
         p = tuple(float(v) for v in self.percentages)
         require(len(p) >= 1, "--percentages must name at least one percentage")
         require(all(0 < v < 100 for v in p), f"--percentages must lie in (0, 100), got {list(p)}")
-        require(all(a < b for a, b in zip(p, p[1:])), f"--percentages must be strictly increasing, got {list(p)}")
+        require(all(a < b for a, b in zip(p[:-1], p[1:], strict=True)), f"--percentages must be strictly increasing, got {list(p)}")
         require(self.noise >= 0, f"--noise must be >= 0, got {self.noise}")
         self.percentages = p
 
