@@ -9,3 +9,5 @@ nice -n 10 python scripts/bench_score.py --skip-bench --deviation /work/h18d_run
 nice -n 10 python scripts/bench_score.py --models digits_cnn --n 4 --nr-samples 5 --repeats 1 --probe-max 1024 --out $B/issue20_digits_cnn.json > $B/issue20_digits_cnn.txt 2>&1
 nice -n 10 python scripts/bench_explain.py --models digits_cnn,cifar_cnn,resnet18_cifar --explainers ig,saliency,smoothgrad,gradient_shap --reps 2 --out results/bench_explain/issue20_cpu.json > results/bench_explain/issue20_cpu.txt 2>&1
 nice -n 10 python scripts/bench_costs.py --out results/bench_score/issue20_costs.json > results/bench_score/issue20_costs.txt 2>&1
+# run separately, before the chain above (torch.compile, minutes of C++ compilation):
+# nice -n 10 python scripts/bench_explain.py --models cifar_cnn --explainers ig --compile fp32 --out results/bench_explain/cifar_cnn_compile.json > results/bench_explain/cifar_cnn_compile.txt 2>&1
