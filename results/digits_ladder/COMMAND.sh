@@ -1,5 +1,5 @@
 # The command (2 shared CPU cores at load 9-12, jobs at nice 10; wall 37 min 45 s for the batch + page).
-# configs/zoo/digits_ladder.yaml at commit 86ba722 (branch h22study).
+# configs/zoo/digits_ladder.yaml as committed in 70b8053 (branch h22study: IG + sobel).
 # 30 of the 33 trained runs were already in the root (h19study's batch of the same zoo, same
 # identity hashes); retraining two of them from their config.yaml with today's code gave
 # bit-identical weights (see README). All other stages ran here.
