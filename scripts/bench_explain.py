@@ -1,110 +1,144 @@
-"""Explain throughput vs the model's raw forward+backward throughput (issue 4, item 17).
+"""Explain throughput against the machine's limits (issue 4 item 17, issue 20 item 3).
 
-For IG, one call on B samples with S steps runs the model on B*S points; its throughput is
-(inputs x steps) / s. The reference is a plain forward+backward of the same model on a batch
-of B*S inputs (gradient of the summed target logits w.r.t. the inputs), i.e. the work IG
-cannot avoid. Goal: IG >= 85 % of it. Gradient SHAP / Expected Gradients batch B samples x
-n_samples draws into one pass, so their reference is forward+backward at batch B*n_samples.
+For each model (``--models digits_cnn,cifar_cnn,resnet18_cifar``, untrained, seeded; or a trained
+``--run``), in one run:
 
-    PYTHONPATH=. python scripts/bench_explain.py                      # digits_cnn, CPU
-    PYTHONPATH=. python scripts/bench_explain.py --model runs/NAME --batch 16 --steps 50 --device cuda
+* the limits (scripts/bench_limits.py): the best raw fwd+bwd rate over {nchw, channels_last} x
+  {fp32, bf16} x batch sizes (and torch.compile's with ``--compile``), the FLOPs per point, and a
+  dense-matmul probe per dtype as the practical peak;
+* every explainer of ``--explainers`` in each ``--precisions`` (channels_last, as the explain
+  stage runs it), B samples per call: its rate in model points/s (IG: inputs x n_steps; SHAP/EG:
+  inputs x n_samples; gradients: inputs) and its % of each limit -- of the best fp32 layout's raw
+  rate, of the same precision's raw rate, of the best raw rate of any cell, and of the matmul peak.
+
+Explainer timings are the minimum of ``--reps`` calls, interleaved across precisions; process CPU
+time on CPU. Keep runs short on a shared machine:
+
+    PYTHONPATH=. nice -n 10 python scripts/bench_explain.py --models digits_cnn,cifar_cnn,resnet18_cifar --out results/bench_explain/cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import json
+import platform
+import sys
+from pathlib import Path
 
 import torch
 
-from xairobust import config as cfg
-from xairobust.explain.base import sample_seeds
-from xairobust.models.base import create_model
-from xairobust.registry import EXPLAINERS
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_limits as bl  # noqa: E402
+
+from xairobust import config as cfg  # noqa: E402
+from xairobust.explain.base import sample_seeds  # noqa: E402
+from xairobust.metrics.native import points_per_input  # noqa: E402
+from xairobust.models.base import create_model  # noqa: E402
+from xairobust.registry import EXPLAINERS  # noqa: E402
+
+SHAPES = {"digits_cnn": (1, 8, 8), "cifar_cnn": (3, 32, 32), "resnet18_cifar": (3, 32, 32)}
+SIZES = {"digits_cnn": (64, 256, 1024), "cifar_cnn": (32, 64, 128), "resnet18_cifar": (16, 32, 64)}
 
 
-def once(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+def build(name: str, steps: int, samples: int, background: torch.Tensor):
+    cls = EXPLAINERS.get(name)
+    fields = getattr(cls.Params, "__dataclass_fields__", {})
+    params = {k: v for k, v in {"n_steps": steps, "n_samples": samples}.items() if k in fields}
+    e = cls(cfg.build(cls.Params, params, name), background)
+    if hasattr(e, "want_delta"):
+        e.want_delta = False  # IG's convergence delta: an extra forward the explain stage does not need either
+    return e
 
 
-def paired(fn, ref, reps: int, device: torch.device) -> tuple[float, float]:
-    """Median seconds of ``fn`` and ``ref``, timed alternately (a shared machine's load then
-    hits both alike), after one warm-up each."""
-    fn(), ref()
-    a, b = [], []
-    for _ in range(reps):
-        a.append(once(fn, device))
-        b.append(once(ref, device))
-    return statistics.median(a), statistics.median(b)
+def bench_model(model_name: str, args, device: torch.device) -> dict:
+    if args.run:
+        from xairobust.runs import load_run
+
+        model, meta = load_run(args.run, device)
+        shape, k = tuple(meta["dataset"]["info"]["input_shape"]), int(meta["dataset"]["info"]["num_outputs"])
+    else:
+        shape, k = SHAPES[model_name], 10
+        torch.manual_seed(0)
+        model = create_model(model_name, num_outputs=k, in_channels=shape[0], mean=[0.5] * shape[0], std=[0.25] * shape[0])
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    print(f"{model_name}: limits", flush=True)
+    lim = bl.limits(model, shape, device, SIZES.get(model_name, (32, 64, 128)), seconds=args.probe_seconds, compile=args.compile)
+    g = torch.Generator().manual_seed(0)
+    B = args.batch if args.batch else max(1, 64 // (8 if model_name == "resnet18_cifar" else 1))
+    x = torch.rand(B, *shape, generator=g).to(device)
+    t = torch.randint(0, k, (B,), generator=g).to(device)
+    seeds = sample_seeds(0, torch.arange(B))
+    background = torch.rand(32, *shape, generator=g).to(device)
+    models = {p: bl.variant(model, shape, "channels_last", p) for p in args.precisions}
+    rows: dict[str, dict] = {}
+    for name in args.explainers:
+        steps = args.steps if model_name != "resnet18_cifar" else max(4, args.steps // 5)
+        e = build(name, steps, args.shap_samples if model_name != "resnet18_cifar" else max(2, args.shap_samples // 5), background)
+        if hasattr(e, "chunk_size"):
+            e.chunk_size = B
+        points = B * points_per_input(e)
+        times: dict[str, list[float]] = {p: [] for p in args.precisions}
+        for _ in range(args.reps):
+            for p, m in models.items():  # interleaved: the machine's load hits both precisions alike
+                t0 = bl.clock()
+                e.attribute(m, x, t, seeds)
+                bl._sync(device)
+                times[p].append(bl.clock() - t0)
+        row = {"points": points, "points_per_input": points_per_input(e)}
+        for p in args.precisions:
+            best = min(times[p])
+            row[p] = {"seconds": best, "rate": points / best, **bl.shares(points, 0, best, lim, p)}
+        rows[name] = row
+        print(f"  {name}: " + ", ".join(f"{p} {row[p]['rate']:.0f} pts/s ({row[p]['pct_raw_fp32']:.0f} % of best fp32 raw,"
+                                          f" {row[p]['pct_raw_same_precision']:.0f} % of {p} raw)" for p in args.precisions), flush=True)
+    return {"model": model_name, "batch": B, "limits": lim, "explainers": rows}
 
 
-def raw_fwd_bwd(model, x: torch.Tensor, targets: torch.Tensor):
-    def step() -> None:
-        xi = x.detach().requires_grad_()
-        out = model(xi)
-        torch.autograd.grad(out.gather(1, targets[:, None]).sum(), xi)
-
-    return step
+def table(res: dict, precisions: list[str]) -> str:
+    lines = [bl.limits_table(res["model"], res["limits"]),
+             f"  {'explainer':20s} {'prec':5s} {'pts/s':>9s} {'GFLOP/s':>8s} {'%raw fp32':>9s} {'%raw same':>9s} {'%raw best':>9s} {'%peak':>6s}"]
+    for name, row in res["explainers"].items():
+        for p in precisions:
+            r = row[p]
+            lines.append(f"  {name:20s} {p:5s} {r['rate']:9.0f} {r['gflops']:8.1f} {r['pct_raw_fp32']:9.0f} {r['pct_raw_same_precision']:9.0f}"
+                         f" {r['pct_raw_best']:9.0f} {r['pct_peak']:6.1f}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="run directory (default: an untrained digits_cnn)")
-    ap.add_argument("--batch", type=int, default=16, help="samples per IG call")
-    ap.add_argument("--steps", type=int, default=50, help="IG n_steps")
-    ap.add_argument("--shap-samples", type=int, default=50, help="n_samples of gradient_shap / expected_gradients")
-    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--models", default="digits_cnn,cifar_cnn,resnet18_cifar")
+    ap.add_argument("--run", help="a trained run directory (its model replaces --models)")
+    ap.add_argument("--explainers", default="ig,saliency,input_x_gradient,smoothgrad,gradient_shap,expected_gradients")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--batch", type=int, default=0, help="samples per call (default 64; 8 for resnet18_cifar)")
+    ap.add_argument("--steps", type=int, default=20, help="IG n_steps (resnet18_cifar: a fifth)")
+    ap.add_argument("--shap-samples", type=int, default=20, help="n_samples of the sampling explainers (resnet18_cifar: a fifth)")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--probe-seconds", type=float, default=0.3)
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile(model) in the raw matrix")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--width", type=int, default=16, help="digits_cnn width when no --model (16 = the demo model)")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    args.explainers = [e for e in args.explainers.split(",") if e]
+    args.precisions = [p for p in args.precisions.split(",") if p]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.model:
-        from xairobust.runs import load_run
-
-        model, meta = load_run(args.model, device)
-        shape = tuple(meta["dataset"]["info"]["input_shape"])
-        k = int(meta["dataset"]["info"]["num_outputs"])
-    else:
-        torch.manual_seed(0)
-        model = create_model("digits_cnn", num_outputs=10, in_channels=1, mean=[0.5], std=[0.3], width=args.width)
-        model = model.to(device).eval()
-        shape, k = (1, 8, 8), 10
-    for p in model.parameters():
-        p.requires_grad_(False)
-    g = torch.Generator().manual_seed(0)
-    B, S = args.batch, args.steps
-    x = torch.rand(B, *shape, generator=g).to(device)
-    t = torch.randint(0, k, (B,), generator=g).to(device)
-    seeds = sample_seeds(0, torch.arange(B))
-
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"device={device} threads={args.threads} input={shape} params={n_params} batch={B} steps={S}")
-    ig_cls = EXPLAINERS.get("ig")
-    ig = ig_cls(cfg.build(ig_cls.Params, {"n_steps": S}, "ig"))
-    ig.chunk_size = B
-    big = x.repeat_interleave(S, 0)
-    t_ig, t_raw = paired(lambda: ig.attribute(model, x, t, seeds), raw_fwd_bwd(model, big, t.repeat_interleave(S)), args.reps, device)
-    print(f"ig:        {B * S / t_ig:10.0f} inputs*steps/s   raw fwd+bwd at batch {B * S}: {B * S / t_raw:10.0f} inputs/s   ratio {t_raw / t_ig:6.1%}")
-
-    background = torch.rand(100, *shape, generator=g).to(device)
-    n = args.shap_samples
-    ref = raw_fwd_bwd(model, x.repeat_interleave(n, 0), t.repeat_interleave(n))
-    for name in ("gradient_shap", "expected_gradients"):
-        cls = EXPLAINERS.get(name)
-        e = cls(cfg.build(cls.Params, {"n_samples": n}, name), background)
-        e.chunk_size = B
-        t_e, t_raw_n = paired(lambda e=e: e.attribute(model, x, t, seeds), ref, args.reps, device)
-        rate, raw_rate = B * n / t_e, B * n / t_raw_n
-        print(f"{name:18s} {rate:10.0f} inputs*samples/s raw fwd+bwd at batch {B * n}: {raw_rate:10.0f} inputs/s   ratio {rate / raw_rate:6.1%}")
+    clock = bl.set_clock(device)
+    models = ["run"] if args.run else args.models.split(",")
+    results = {"clock": clock, "host": platform.node(), "threads": args.threads, "device": str(device),
+               "torch": torch.__version__, "argv": sys.argv, "models": []}
+    for name in models:
+        res = bench_model(name, args, device)
+        results["models"].append(res)
+        print(table(res, args.precisions), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+        print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,15 @@ On one model (``--models digits_cnn,cifar_cnn``), the same inputs, targets and I
 Repeats are interleaved (probe, native, quantus, probe, ...); the minimum per cell is reported.
 Writes a table to stdout and JSON to ``--out``.
 
+Issue 20 additions: the model is prepared as the score stage prepares it (channels_last for 4-D
+image models); the native engine is timed in every ``--precisions`` (fp32, bf16), Quantus in fp32;
+the limits of scripts/bench_limits.py (best raw fwd+bwd over layouts x precisions x batch sizes,
+torch.compile with ``--compile``, FLOPs per point, a matmul peak per dtype) are measured in the
+same run, and every metric is given as % of each. ``--deviation STD_RUN,PGD_RUN`` runs the real
+explain + score stages on copies of two trained runs in fp32 and in bf16 (same draws) and reports,
+per metric, the per-sample relative error of bf16 and the change in the Standard-vs-PGD paired
+statistic (mean difference, Wilcoxon).
+
     PYTHONPATH=. nice -n 10 python scripts/bench_score.py --n 4 --threads 1 --out results/bench_score/cpu.json
 """
 
@@ -28,8 +37,13 @@ import time
 import warnings
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_limits as bl  # noqa: E402
 
 from xairobust import config as cfg
 from xairobust.explain.base import sample_seeds
@@ -38,6 +52,7 @@ from xairobust.metrics.base import MetricInput
 from xairobust.metrics.presets import PAPER_METRICS
 from xairobust.models.base import create_model
 from xairobust.registry import EXPLAINERS
+from xairobust.runtime import prepare_model
 from xairobust.stages.score import ScoreConfig, build_metrics, make_explain
 
 QUANTUS = {
@@ -60,6 +75,7 @@ def clock() -> float:
 
 SENSITIVITY = ("max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate")
 SHAPES = {"digits_cnn": (1, 8, 8), "cifar_cnn": (3, 32, 32), "resnet18_cifar": (3, 32, 32)}
+LIMIT_SIZES = {"digits_cnn": (64, 256, 1024), "cifar_cnn": (32, 64, 128), "resnet18_cifar": (16, 32, 64)}
 
 
 def make_input(model_name: str, n: int, n_steps: int, device: torch.device, data: str | None, run: str | None) -> MetricInput:
@@ -73,6 +89,7 @@ def make_input(model_name: str, n: int, n_steps: int, device: torch.device, data
         torch.manual_seed(0)
         model = create_model(model_name, num_outputs=10, in_channels=shape[0], mean=[0.5] * shape[0], std=[0.25] * shape[0])
     model.to(device).eval()
+    prepare_model(model, shape)  # channels_last where it applies, as the score stage runs it
     x = None
     if data and shape == (3, 32, 32):
         from xairobust.data.base import get_dataset
@@ -167,20 +184,31 @@ def bench_model(model_name: str, args, device) -> dict:
     inp = make_input(model_name, args.n, args.n_steps, device, args.data_dir, args.run if model_name == args.run_model else None)
     shape = tuple(inp.x.shape[1:])
     ppp = args.points_per_pass or native.default_points_per_pass(inp.model, shape, device)
-    rows: dict[str, dict] = {m: {"native_s": [], "quantus_s": []} for m in PAPER_METRICS}
-    rows["suite"] = {"native_s": [], "quantus_s": []}
+    extra = [p for p in args.precisions if p != "fp32"]  # native_s is fp32 (channels_last)
+    rows: dict[str, dict] = {m: {"native_s": [], "quantus_s": [], **{f"native_{p}_s": [] for p in extra}} for m in [*PAPER_METRICS, "suite"]}
+    print(f"{model_name}: limits", flush=True)
+    machine = bl.limits(inp.model, shape, device, tuple(b for b in LIMIT_SIZES.get(model_name, (32, 64, 128)) if b <= args.probe_max),
+                    seconds=0.3, compile=args.compile)
+    variants = {p: dataclasses.replace(inp, model=bl.variant(inp.model, shape, "channels_last", p)) for p in extra}
     probes = []
     sizes = (16, 32, 64, 128, 256, 512, 1024) if device.type == "cpu" else (64, 256, 1024, 2048, 4096)
     sizes = tuple(b for b in sizes if b <= args.probe_max)
     over = {m: {"nr_samples": args.nr_samples} for m in SENSITIVITY} if args.nr_samples else {}
     for rep in range(args.repeats):
         _, metrics = build_metrics(ScoreConfig(metrics="paper", metric_params=over, batch_size=args.batch_size, points_per_pass=ppp))
+        # one metric set per precision: each has its own shared draws (Max/Avg), never fp32's results
+        others = {p: build_metrics(ScoreConfig(metrics="paper", metric_params=over, batch_size=args.batch_size,
+                                               points_per_pass=ppp, precision=p))[1] for p in extra}
         for name, metric in metrics.items():  # interleaved per metric: probe, native, quantus
             if name in SENSITIVITY or rep == 0:
                 probes.append(probe(inp.model, shape, device, sizes, seconds=0.25))
             t0 = clock()
             metric.score(inp)  # native (avg_sensitivity reads max_sensitivity's shared draws)
             rows[name]["native_s"].append(clock() - t0)
+            for p in extra:
+                t0 = clock()
+                others[p][name].score(variants[p])
+                rows[name][f"native_{p}_s"].append(clock() - t0)
             if name in args.skip_quantus:
                 continue
             sub, scale = inp, 1.0
@@ -192,6 +220,8 @@ def bench_model(model_name: str, args, device) -> dict:
             quantus_call(name, metric, sub, args.batch_size)
             rows[name]["quantus_s"].append((clock() - t0) * scale)
         rows["suite"]["native_s"].append(sum(rows[m]["native_s"][-1] for m in metrics))
+        for p in extra:
+            rows["suite"][f"native_{p}_s"].append(sum(rows[m][f"native_{p}_s"][-1] for m in metrics))
         if not args.skip_quantus:
             rows["suite"]["quantus_s"].append(sum(rows[m]["quantus_s"][-1] for m in metrics))
         print(f"  {model_name} repeat {rep + 1}/{args.repeats} done", flush=True)
@@ -212,6 +242,18 @@ def bench_model(model_name: str, args, device) -> dict:
     rows["suite"]["limit_s"] = total_fb / fb + total_f / fw
     rows["suite"]["points"] = {"fwd_bwd": total_fb, "fwd": total_f}
     for r in rows.values():
+        pts = r.get("points", {"fwd_bwd": 0, "fwd": 0})
+        for p in ["fp32", *extra]:
+            key = "native_s" if p == "fp32" else f"native_{p}_s"
+            best = min(r[key]) if r[key] else None
+            r[f"native_{p}_best_s"] = best
+            r[f"native_{p}_limits"] = bl.shares(pts["fwd_bwd"], pts["fwd"], best, machine, p) if best and (pts["fwd_bwd"] or pts["fwd"]) else {}
+        qb = min(r["quantus_s"]) if r["quantus_s"] else None
+        r["quantus_limits"] = bl.shares(pts["fwd_bwd"], pts["fwd"], qb, machine, "fp32") if qb and (pts["fwd_bwd"] or pts["fwd"]) else {}
+        for p in extra:
+            b = r[f"native_{p}_best_s"]
+            r[f"speedup_native_{p}_vs_quantus"] = qb / b if qb and b else None
+            r[f"speedup_native_{p}_vs_fp32"] = min(r["native_s"]) / b if r["native_s"] and b else None
         r["native_best_s"] = min(r["native_s"]) if r["native_s"] else None
         r["quantus_best_s"] = min(r["quantus_s"]) if r["quantus_s"] else None
         nb, qb, lim = r["native_best_s"], r["quantus_best_s"], r.get("limit_s", 0)
@@ -222,7 +264,7 @@ def bench_model(model_name: str, args, device) -> dict:
     return {"model": model_name, "n": args.n, "nr_samples": args.nr_samples or 200, "quantus_n": args.quantus_n or args.n, "ig_steps": args.n_steps, "points_per_pass": ppp, "batch_size": args.batch_size,
             "probe_best": {"fwd_bwd_points_per_s": fb, "fwd_points_per_s": fw,
                            "fwd_bwd_best_batch": probes[-1]["fwd_bwd"]["best_batch"]},
-            "probes": probes, "metrics": rows}
+            "probes": probes, "limits": machine, "precisions": ["fp32", *extra], "metrics": rows}
 
 
 def table(res: dict) -> str:
@@ -238,6 +280,104 @@ def table(res: dict) -> str:
         lines.append(f"{name:26s} {f(r['native_best_s'], '9.2f')} {f(r['quantus_best_s'], '10.2f')} {f(r.get('limit_s'), '8.2f')}"
                      f" {f(r['speedup_vs_quantus'], '8.2f')} {f(r['native_pct_of_limit'], '10.0f')} {f(r['quantus_pct_of_limit'], '11.0f')}")
     lines.append("avg_sensitivity (native): shares max_sensitivity's perturbed explanations; its time is counted there")
+    lines.append(bl.limits_table(res["model"], res["limits"]))
+    lines.append(f"  {'metric':26s} {'engine/prec':12s} {'s':>8s} {'x quantus':>9s} {'GFLOP/s':>8s} {'%raw fp32':>9s} {'%raw same':>9s}"
+                 f" {'%raw best':>9s} {'%peak':>6s}")
+    for name, r in res["metrics"].items():
+        if name == "avg_sensitivity":
+            continue
+        cells = [(f"native/{p}", r.get(f"native_{p}_best_s"), r.get(f"native_{p}_limits") or {}) for p in res["precisions"]]
+        cells.append(("quantus/fp32", r.get("quantus_best_s"), r.get("quantus_limits") or {}))
+        for label, sec, sh in cells:
+            if sec is None:
+                continue
+            qb = r.get("quantus_best_s")
+            sp = f"{qb / sec:9.2f}" if qb and not label.startswith("quantus") else f"{'-':>9s}"
+            def g(k, fmt):
+                return format(sh[k], fmt) if k in sh else "-"
+            lines.append(f"  {name:26s} {label:12s} {sec:8.2f} {sp} {g('gflops', '8.1f'):>8s} {g('pct_raw_fp32', '9.0f'):>9s}"
+                         f" {g('pct_raw_same_precision', '9.0f'):>9s} {g('pct_raw_best', '9.0f'):>9s} {g('pct_peak', '6.1f'):>6s}")
+    return "\n".join(lines)
+
+
+def deviation(runs: list[str], args) -> dict:
+    """bf16 vs fp32 through the real explain + score stages (IG, paper preset) on copies of two runs.
+
+    Same samples, same seeds, same perturbation draws: only the precision differs. Per metric: the
+    per-sample relative error |bf16 - fp32| / |fp32| (pooled over both runs), and the Standard-vs-PGD
+    paired statistic (mean of PGD - Standard, Wilcoxon) in each precision."""
+    import shutil
+
+    import pandas as pd
+    from scipy import stats as sst
+
+    from xairobust.runs import load_tensors
+    from xairobust.stages.explain import ExplainConfig, explain
+    from xairobust.stages.score import ScoreConfig, score
+
+    if len(runs) != 2:
+        raise SystemExit("error: --deviation takes two run directories, STD_RUN,PGD_RUN")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_deviation_"))
+    over = {m: {"nr_samples": args.nr_samples} for m in SENSITIVITY} if args.nr_samples else {}
+    vals: dict[tuple[str, int], pd.DataFrame] = {}
+    attrs: dict[tuple[str, int], dict] = {}
+    cpu: dict[str, float] = {}
+    for p in ("fp32", "bf16"):
+        for i, run in enumerate(runs):
+            d = tmp / p / f"run{i}"
+            shutil.copytree(run, d, ignore=shutil.ignore_patterns("attributions", "scores", "manipulation", "visualisations"))
+            t0 = time.process_time()
+            explain(d, ExplainConfig(explainer="ig", params={"n_steps": args.n_steps}, n=args.deviation_n, device=args.device,
+                                     data_dir=args.data_dir, precision=p), quiet=True)
+            score(d, ScoreConfig(explainer="ig", metrics="paper", metric_params=over, device=args.device, precision=p), quiet=True)
+            cpu[f"{p}/run{i}"] = round(time.process_time() - t0, 2)
+            vals[(p, i)] = pd.read_csv(d / "scores" / "ig.csv").pivot(index="index", columns="metric", values="value")
+            attrs[(p, i)] = load_tensors(d / "attributions" / "ig.safetensors")
+            print(f"  deviation: {p} run {i} done ({cpu[f'{p}/run{i}']} s CPU)", flush=True)
+    out: dict = {"runs": runs, "n": args.deviation_n, "ig_steps": args.n_steps, "nr_samples": args.nr_samples or 200,
+                 "cpu_s": cpu, "metrics": {}}
+    for i in range(2):
+        a32, a16 = attrs[("fp32", i)]["attributions"], attrs[("bf16", i)]["attributions"]
+        rel = ((a16 - a32).flatten(1).norm(dim=1) / a32.flatten(1).norm(dim=1).clamp_min(1e-30)).numpy()
+        out[f"ig_attribution_rel_l2_run{i}"] = {"median": float(np.median(rel)), "max": float(rel.max())}
+        out[f"targets_changed_run{i}"] = int((attrs[("fp32", i)]["targets"] != attrs[("bf16", i)]["targets"]).sum())
+    for m in vals[("fp32", 0)].columns:
+        f = [vals[("fp32", i)][m].to_numpy() for i in range(2)]
+        b = [vals[("bf16", i)][m].to_numpy() for i in range(2)]
+        rel = np.concatenate([np.abs(bb - ff) / np.maximum(np.abs(ff), 1e-12) for ff, bb in zip(f, b)])
+        absdev = np.concatenate([np.abs(bb - ff) for ff, bb in zip(f, b)])
+        row = {"rel_err_median": float(np.nanmedian(rel)), "rel_err_p90": float(np.nanpercentile(rel, 90)),
+               "rel_err_max": float(np.nanmax(rel)), "abs_dev_mean": float(np.nanmean(absdev))}
+        for p, (s0, s1) in (("fp32", f), ("bf16", b)):
+            diff = s1 - s0
+            ok = np.isfinite(diff)
+            w = sst.wilcoxon(diff[ok]) if ok.sum() > 1 and np.any(diff[ok] != 0) else None
+            row[p] = {"mean_diff_pgd_minus_std": float(diff[ok].mean()), "wilcoxon_statistic": None if w is None else float(w.statistic),
+                      "p_value": None if w is None else float(w.pvalue)}
+        md32 = row["fp32"]["mean_diff_pgd_minus_std"]
+        row["mean_diff_change"] = row["bf16"]["mean_diff_pgd_minus_std"] - md32
+        row["mean_diff_change_rel"] = row["mean_diff_change"] / abs(md32) if md32 else None
+        row["bf16_deviation_exceeds_method_difference"] = bool(row["abs_dev_mean"] > abs(md32))
+        out["metrics"][m] = row
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def deviation_table(dev: dict) -> str:
+    lines = [f"bf16 vs fp32 (explain + score stages, IG-{dev['ig_steps']}, n={dev['n']}, {dev['nr_samples']} perturbations),"
+             f" runs {dev['runs'][0]} (std) / {dev['runs'][1]} (pgd)"]
+    for i in range(2):
+        a = dev[f"ig_attribution_rel_l2_run{i}"]
+        lines.append(f"  run{i}: IG attribution rel. L2 error median {a['median']:.2e} max {a['max']:.2e};"
+                     f" explained targets changed {dev[f'targets_changed_run{i}']}")
+    lines.append(f"  {'metric':26s} {'rel med':>8s} {'rel p90':>8s} {'rel max':>8s} {'|dev|':>9s} {'diff fp32':>10s} {'diff bf16':>10s}"
+                 f" {'p fp32':>8s} {'p bf16':>8s}  dev>diff")
+    for m, r in dev["metrics"].items():
+        def pv(x):
+            return f"{x:8.3g}" if x is not None else f"{'-':>8s}"
+        lines.append(f"  {m:26s} {r['rel_err_median']:8.1e} {r['rel_err_p90']:8.1e} {r['rel_err_max']:8.1e} {r['abs_dev_mean']:9.2e}"
+                     f" {r['fp32']['mean_diff_pgd_minus_std']:10.3e} {r['bf16']['mean_diff_pgd_minus_std']:10.3e}"
+                     f" {pv(r['fp32']['p_value'])} {pv(r['bf16']['p_value'])}  {'YES' if r['bf16_deviation_exceeds_method_difference'] else 'no'}")
     return "\n".join(lines)
 
 
@@ -259,6 +399,12 @@ def main() -> None:
     ap.add_argument("--probe-max", type=int, default=4096, help="largest batch size the limit probe tries")
     ap.add_argument("--quantus-n", type=int, default=0, help="time Quantus' sensitivity metrics on this many samples, scaled to n")
     ap.add_argument("--skip-quantus", default="", help="comma-separated metrics not to time through Quantus")
+    ap.add_argument("--precisions", default="fp32,bf16", help="precisions the native engine is timed in (fp32 always)")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile(model) in the raw limit matrix")
+    ap.add_argument("--deviation", default="", help="STD_RUN,PGD_RUN: bf16-vs-fp32 deviation of every metric through the"
+                    " real explain + score stages on copies of these trained runs (needs --data-dir for CIFAR)")
+    ap.add_argument("--deviation-n", type=int, default=16)
+    ap.add_argument("--skip-bench", action="store_true", help="only the --deviation part")
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "bench_score.json"))
     args = ap.parse_args()
     args.skip_quantus = set(filter(None, args.skip_quantus.split(",")))
@@ -267,10 +413,15 @@ def main() -> None:
     args.clock = args.clock or ("cpu" if device.type == "cpu" else "wall")
     CLOCK["fn"] = time.process_time if args.clock == "cpu" else time.perf_counter
     results = {"clock": args.clock, "host": platform.node(), "threads": args.threads, "device": str(device), "torch": torch.__version__, "models": []}
-    for name in args.models.split(","):
+    args.precisions = [p for p in args.precisions.split(",") if p]
+    results["argv"] = sys.argv
+    for name in ([] if args.skip_bench else args.models.split(",")):
         res = bench_model(name, args, device)
         results["models"].append(res)
         print(table(res), flush=True)
+    if args.deviation:
+        results["deviation"] = deviation(args.deviation.split(","), args)
+        print(deviation_table(results["deviation"]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     print(f"written {args.out}")

@@ -7,6 +7,7 @@ that loop over it) never sees these fake metrics.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def write_run(
     run = root / name
     run.mkdir(parents=True)
     weights = run / "model.safetensors"  # stand-in weights: the provenance chain starts here
-    save_tensors(weights, {"w": torch.full((2,), float(seed)), "tag": torch.tensor([hash(name) % 1000])})
+    save_tensors(weights, {"w": torch.full((2,), float(seed)), "tag": torch.tensor([zlib.crc32(name.encode()) % 1000])})
     meta = {"format": 1, "label": label, "method": {"name": method or label, "params": params or {}}, "seed": seed,
             "dataset": {"name": dataset}, "model": {"name": model}, "clean_accuracy": clean,
             "weights_sha256": file_sha256(weights)}

@@ -142,3 +142,55 @@ def test_regression_fields_against_direct_formulas():
     snr = np.mean(10 * np.log10((x.numpy() ** 2).sum(1) / ((adv - x).numpy() ** 2).sum(1)))
     assert f["snr_db"] == pytest.approx(snr, rel=1e-5)
     assert f["robust_accuracy"] is None
+
+
+# -- the attack stage dispatches through the ATTACKS registry -----------------------------------
+
+
+def test_default_identities_are_unchanged_by_the_registry_dispatch():
+    """Hashes of the stage identity and of the pgd/autoattack entry settings, captured on the code
+    before `--attack NAME` (637b125): existing robustness.json entries stay current."""
+    from xairobust.provenance import config_hash
+    from xairobust.stages.attack import AttackStage, _settings
+
+    for kw, want in (({}, ("7544b5a2", "45754872", "479ac9eb")),
+                     ({"norm": "l2", "eps": 0.5, "steps": 7, "restarts": 2}, ("608ccd20", "758b52a3", "cead0d7a")),
+                     ({"autoattack": False, "n": None}, ("a2bf04a9", "2b0800a6", "1f1e5e8e"))):
+        c = AttackConfig(**kw)
+        got = (config_hash(AttackStage().identity(None, c)), config_hash(_settings(c, "pgd", c.n)),
+               config_hash(_settings(c, "autoattack", c.n)))
+        assert got == want, kw
+
+
+def test_a_sub_attack_alone_equals_pyautoattack_run_directly(run):
+    """`--attack apgd-ce`: one robustness.json entry whose robust accuracy is the reference
+    package's APGD-CE with the standard version's settings on the same inputs and seed."""
+    from pyautoattack import AutoAttack
+
+    conf = AttackConfig(attack="apgd-ce", norm="linf", eps=0.1, n=16, batch_size=16, seed=2)
+    data = json.loads(attack(run, conf, quiet=True).read_text())
+    (entry,) = data["results"]
+    assert entry["attack"] == "apgd-ce" and data["headline"] == "apgd-ce"
+    model, _ = load_run(run)
+    model.eval()
+    split = get_dataset("digits", "test")
+    x, y = split.inputs(torch.arange(16)), split.targets(torch.arange(16))
+    ref = AutoAttack(model, attacks=["apgd-ce"], version="custom", norm="Linf", eps=0.1, seed=2, device="cpu")
+    ref.verbose = False
+    ref.apgd.n_restarts = 1  # the standard version's setting
+    x_adv, _ = ref.run_standard_evaluation(x, y, batch_size=16)
+    with torch.no_grad():
+        want = float((model(x_adv).argmax(1) == y).float().mean())
+    assert entry["robust_accuracy"] == pytest.approx(want, abs=1e-12)
+    assert entry["robust_accuracy"] <= entry["clean_accuracy"]
+
+
+def test_unknown_or_unfit_attacks_are_one_line_errors(run):
+    from click.testing import CliRunner
+
+    from xairobust.cli import main
+
+    r = CliRunner().invoke(main, ["attack", "--run", str(run), "--attack", "apgd-cee"])
+    assert r.exit_code != 0 and "Did you mean 'apgd-ce'" in str(r.exception) and "\n" not in str(r.exception)
+    with pytest.raises(ConfigError, match="bim-regression has its own options"):
+        AttackConfig(attack="bim-regression")

@@ -24,7 +24,9 @@ from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.stages.score import make_explain
 
 N = 6
-SMALL = {"nr_samples": 4, "nr_runs": 6}
+# ROAD: 5 percentages instead of 50, and noise 0.3 instead of 0.01 so that its draws visibly change
+# predictions of an untrained net (the seed tests), and batch-size dependence would show
+SMALL = {"nr_samples": 4, "nr_runs": 6, "percentages": "10,30,50,70,90", "noise": 0.3}
 # every metric that re-explains perturbed inputs (the seven's three, Relative Input/Output/Representation Stability)
 SENSITIVITY = tuple(n for n in METRICS.names() if METRICS.meta(n).get("category") == "sensitivity")
 # A small configuration of each explainer where it has one (keeps the test at seconds).
@@ -99,6 +101,14 @@ def fixed_draws(metric, inp: MetricInput) -> None:
         metric.subsets_override = quantus_subsets(inp, p.nr_runs, metric.size(inp))
 
 
+def score_or_skip(metric, inp: MetricInput) -> np.ndarray:
+    """The metric's scores; a skip where the Quantus path cannot score this input (ROAD on 3 channels)."""
+    try:
+        return metric.score(inp)
+    except QuantusRefused as err:
+        pytest.skip(str(err))
+
+
 def reexplainable(name: str) -> bool:
     """Explainers that declare re-explaining expensive (LIME, KernelSHAP) are left out of the sensitivity metrics."""
     return getattr(EXPLAINERS.get(name), "reexplain_cost", "cheap") != "expensive"
@@ -139,7 +149,7 @@ def test_engines_agree_on_identical_draws(name, explainer, setup):
 def test_batch_size_and_pass_size_do_not_change_scores(name, engine, setup):
     model, shape = setup
     inp = make_input(model, shape, "expected_gradients")
-    ref = make_metric(name, engine, 64, 4096).score(inp)
+    ref = score_or_skip(make_metric(name, engine, 64, 4096), inp)
     assert np.isfinite(ref).all()
     for size, ppp in ((1, 8), (4, 33)):
         # float32 batched forwards: 1e-5 relative to the scale of the values (see above)
@@ -150,7 +160,7 @@ def test_batch_size_and_pass_size_do_not_change_scores(name, engine, setup):
 @pytest.mark.parametrize("name", METRICS.names())
 def test_same_seed_same_scores_other_seed_other_draws(name, engine, setup):
     model, shape = setup
-    first = make_metric(name, engine).score(make_input(model, shape, "ig", seed=5))
+    first = score_or_skip(make_metric(name, engine), make_input(model, shape, "ig", seed=5))
     np.testing.assert_array_equal(make_metric(name, engine).score(make_input(model, shape, "ig", seed=5)), first)
     other = make_metric(name, engine).score(make_input(model, shape, "ig", seed=6))
     random_metric = name in (*SENSITIVITY, "faithfulness_correlation") or bool(METRICS.meta(name).get("draws"))

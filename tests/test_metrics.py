@@ -19,7 +19,9 @@ from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.stages.score import make_explain
 
 N = 10  # batch sizes 1, 7 and 64 give 10 chunks, 7 + 3, and one chunk
-SMALL = {"nr_samples": 4, "nr_runs": 6}
+# ROAD: 5 percentages instead of 50, and noise 0.3 instead of 0.01 so that its draws visibly change
+# predictions of an untrained net (the seed tests), and batch-size dependence would show
+SMALL = {"nr_samples": 4, "nr_runs": 6, "percentages": "10,30,50,70,90", "noise": 0.3}
 
 
 def small_params(name: str, **override) -> object:
@@ -83,7 +85,7 @@ def logits(model, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name", METRICS.names())
 def test_metadata_for_reports(name):
     meta = METRICS.meta(name)
-    assert meta["category"] in ("sensitivity", "faithfulness", "complexity", "randomisation", "alignment")
+    assert meta["category"] in ("sensitivity", "faithfulness", "complexity", "randomisation", "alignment", "localisation")
     assert meta["direction"] in ("higher", "lower")
     assert meta["label"]
 

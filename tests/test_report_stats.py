@@ -9,13 +9,21 @@ from report_fake import fake_registry, write_run, zoo
 from scipy import stats as sst
 
 from xairobust.report import ReportConfig, build_report
-from xairobust.report.stats import bonferroni, cohens_dz, holm, rank_biserial
+from xairobust.report.stats import adjust_p, cohens_dz, rank_biserial
 
 
 def _stats(tmp_path, **conf) -> pd.DataFrame:
     build_report([tmp_path / "runs"], tmp_path / "out", ReportConfig(figures=False, **conf), quiet=True,
                  registry=fake_registry())
     return pd.read_csv(tmp_path / "out" / "stats.csv", keep_default_na=False, na_values=[""])
+
+
+def holm(p):
+    return adjust_p(p, "holm")
+
+
+def bonferroni(p):
+    return adjust_p(p, "bonferroni")
 
 
 def test_holm_known_example():
@@ -26,6 +34,7 @@ def test_holm_known_example():
     # NaN p-values are not comparisons: they stay NaN and do not count in m
     np.testing.assert_allclose(holm(np.array([0.02, np.nan, 0.04])), [0.04, np.nan, 0.04])
     np.testing.assert_allclose(holm(np.array([0.5, 0.9])), [1.0, 1.0])
+    np.testing.assert_array_equal(adjust_p(p, "none"), p)
 
 
 def test_holm_matches_statsmodels():

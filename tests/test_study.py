@@ -210,3 +210,52 @@ def test_cli_dry_run_shows_the_grid_and_the_page(tmp_path):
     assert "NsLoss_lam=3.0_s1" in out.stdout and "JacobReg_lam=0.2_s0" in out.stdout
     assert f"study: would write {tmp_path / 'r' / 'results' / 'digits_ladder' / 'index.html'}" in out.stdout.replace("\n", "")
     assert not (tmp_path / "r").exists()
+
+
+def test_study_numbers_are_the_reports_floor_subtracted_ones(tmp_path):
+    """A stochastic explainer's noise floor: the report tests metric - floor; the study page's run
+    means, dose-response and seed tests are the same numbers (read from the report), not raw ones."""
+    runs = []
+    for eps in EPS[:3]:
+        for seed in SEEDS[:2]:
+            run = _ladder_run(tmp_path / "runs", eps, seed)
+            path = run / "scores" / "saliency.json"
+            doc = json.loads(path.read_text())
+            floor = (0.3 + eps + 0.01 * np.arange(N)).tolist()  # large, and different per rung
+            doc["metrics"] = {"max_sensitivity": {"diagnostics": {"noise_floor": {"per_sample": floor}}},
+                              "sparseness": {"diagnostics": {}}}
+            path.write_text(json.dumps(doc))
+            runs.append(run)
+    report_dir = tmp_path / "results" / "floor" / "digits"
+    build_report(runs, report_dir, ReportConfig(baseline="PGD eps=0", figures=False), quiet=True)
+    section = Section(name="digits", report_dir=report_dir, runs=runs, baseline="PGD eps=0", common_correct=False,
+                      n_boot=0)
+    build_study([section], tmp_path / "results" / "floor", StudyInfo(name="floor"), quiet=True)
+    # Independently: each run's mean of (value - floor) from the report's per-sample file.
+    samples = pd.read_csv(report_dir / "samples.csv")
+    ms = samples[samples["metric"] == "max_sensitivity"]
+    want = (ms["value"] - ms["floor"]).groupby(ms["run"]).mean()
+    raw = ms.groupby("run")["value"].mean()
+    assert (want - raw).abs().min() > 0.29  # the floor matters here
+    got = pd.read_csv(tmp_path / "results" / "floor" / "run_means.csv")
+    got = got[got["metric"] == "max_sensitivity"].set_index("run")["mean"]
+    np.testing.assert_allclose(got.loc[want.index].to_numpy(), want.to_numpy(), rtol=1e-12)
+    # Dose-response: the report's file, byte for byte the same rows.
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "floor" / "dose_response.csv"),
+                                  pd.read_csv(report_dir / "dose_response.csv"))
+
+
+def test_study_zoo_turns_on_common_correct_and_the_mixed_model_unless_the_zoo_sets_them():
+    from dataclasses import dataclass, field
+
+    from xairobust.report.study import study_zoo
+
+    @dataclass
+    class Zoo:
+        report: dict = field(default_factory=dict)
+
+    assert study_zoo(Zoo(), True).report == {"common_correct": True, "mixed": True}
+    assert study_zoo(Zoo(), False).report == {"common_correct": False, "mixed": True}
+    own = Zoo(report={"mixed": False, "common_correct": False})
+    assert study_zoo(own, True).report == {"mixed": False, "common_correct": False}
+    assert own.report == {"mixed": False, "common_correct": False}  # a copy: the zoo is not touched

@@ -1,4 +1,4 @@
-"""AutoAttack (Croce & Hein 2020, standard version) through the ``pyautoattack`` package.
+"""AutoAttack (Croce & Hein 2020, standard version) and each of its four sub-attacks through ``pyautoattack``.
 
 ``pyautoattack`` packages the reference implementation (APGD-CE, APGD-T, FAB-T, Square) and
 runs offline on CPU. We chose it over torchattacks' copy, which pins ``requests~=2.25.1`` and
@@ -68,6 +68,13 @@ def autoattack(
     Targeted sub-attacks use ``min(9, num_classes - 1)`` target classes (9 is the standard
     setting for >= 10 classes; fewer classes have fewer possible targets).
     """
+    return _run(model, x, y, norm, eps, num_classes, value_range, seed, batch_size, device, None)
+
+
+def _run(model: nn.Module, x: Tensor, y: Tensor, norm: Norm, eps: float, num_classes: int,
+         value_range: tuple[float, float] | None, seed: int, batch_size: int, device: torch.device | str,
+         only: str | None) -> Tensor:
+    """The standard version, or only its sub-attack ``only`` with the standard version's settings."""
     check_applicable(tuple(x.shape[1:]), norm, value_range, num_classes)
     AutoAttack = _load()
     adversary = AutoAttack(model, norm=_NORM_NAMES[norm], eps=eps, version="standard", seed=seed, device=device)
@@ -76,9 +83,45 @@ def autoattack(
     targets = min(9, num_classes - 1)
     adversary.apgd_targeted.n_target_classes = targets
     adversary.fab.n_target_classes = targets
+    if only is not None:
+        adversary.attacks_to_run = [only]
     with eval_mode(model):
         x_adv, _ = adversary.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
     return x_adv.detach()
 
 
-ATTACKS.register("autoattack", label="AutoAttack", norms=tuple(_NORM_NAMES))(autoattack)
+# ``applicable``: what the attack stage checks before it attacks anything (a one-line refusal up
+# front instead of a failure after minutes of PGD).
+autoattack.applicable = check_applicable  # type: ignore[attr-defined]
+ATTACKS.register("autoattack", label="AutoAttack", norms=tuple(_NORM_NAMES), task="classification")(autoattack)
+
+# The standard version's four sub-attacks, each a registered attack of its own (``xairobust attack
+# --attack apgd-ce``), run with exactly the settings they have inside the standard version.
+COMPONENTS = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
+
+
+def _component(name: str):
+    def run(
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        norm: Norm,
+        eps: float,
+        num_classes: int,
+        value_range: tuple[float, float] | None = (0.0, 1.0),
+        seed: int = 0,
+        batch_size: int = 250,
+        device: torch.device | str = "cpu",
+    ) -> Tensor:
+        return _run(model, x, y, norm, eps, num_classes, value_range, seed, batch_size, device, name)
+
+    run.__name__ = run.__qualname__ = name.replace("-", "_")
+    run.__doc__ = f"AutoAttack's {COMPONENTS[name]} alone, with the standard version's settings for it."
+    run.applicable = check_applicable  # type: ignore[attr-defined]
+    return run
+
+
+for _name, _label in COMPONENTS.items():
+    ATTACKS.register(_name, label=f"{_label} (AutoAttack)", norms=tuple(_NORM_NAMES), task="classification")(
+        _component(_name))

@@ -1,8 +1,10 @@
 """Projected gradient descent (Madry et al.) under an L-inf or L2 budget, in the model's input space.
 
 ``pgd_attack`` is the single implementation used by PGD adversarial training
-(``xairobust.training.pgd``) and by robust evaluation (``xairobust.stages.attack``), so the
-threat model a model was trained against is exactly the one it is evaluated with.
+(``xairobust.training.pgd``) and by robust evaluation (``xairobust.stages.attack``, through
+``pgd_worst_of_restarts``, the registered ``pgd``), so the threat model a model was trained
+against is exactly the one it is evaluated with. Its loop is the one perturbation core,
+``xairobust.perturb.projected_ascent``.
 """
 
 from __future__ import annotations
@@ -59,16 +61,26 @@ def pgd_worst_of_restarts(
     x: Tensor,
     y: Tensor,
     *,
-    restarts: int,
+    norm: Norm,
+    eps: float,
+    step_size: float,
+    steps: int,
+    restarts: int = 1,
     task: str = "classification",
-    **kwargs,
+    random_start: bool = True,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Run ``pgd_attack`` ``restarts`` times and keep, per sample, the most damaging result.
 
     Classification: an input counts as broken if any restart misclassifies it (the first such
-    adversarial input is kept). Regression: the restart with the largest loss is kept.
+    adversarial input is kept). Regression: the restart with the largest loss is kept. With one
+    restart this is ``pgd_attack`` (same draws, same result). Registered as ``pgd``: the attack
+    stage's PGD.
     """
-    loss_fn: LossFn = kwargs.get("loss_fn", nn.functional.cross_entropy)
+    kwargs = {"norm": norm, "eps": eps, "step_size": step_size, "steps": steps, "random_start": random_start,
+              "loss_fn": loss_fn, "value_range": value_range, "generator": generator}
     best = x.detach().clone()
     best_score: Tensor | None = None
     with eval_mode(model):
@@ -88,4 +100,4 @@ def pgd_worst_of_restarts(
     return best
 
 
-ATTACKS.register("pgd", label="PGD", norms=NORMS)(pgd_attack)
+ATTACKS.register("pgd", label="PGD", norms=NORMS)(pgd_worst_of_restarts)

@@ -38,7 +38,7 @@ def stage_order(slot: str) -> float:
             return float(cls.order)
     return 3.5
 # Config fields that do not change a stage's results (left out of job keys).
-NOT_IDENTITY = ("device", "data_dir", "out", "quiet")
+NOT_IDENTITY = ("device", "data_dir", "out", "quiet", "channels_last")  # channels_last: speed only (xairobust.runtime)
 
 
 @dataclass
@@ -99,6 +99,8 @@ def identity(conf: Any) -> dict[str, Any]:
     d = cfg.to_dict(conf)
     for k in NOT_IDENTITY:
         d.pop(k, None)
+    if d.get("precision") == "fp32":  # the default adds nothing, so job keys of before stay valid (runtime.identity_part)
+        d.pop("precision")
     return d
 
 

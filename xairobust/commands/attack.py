@@ -1,4 +1,4 @@
-"""``xairobust attack``: robust accuracy of a run under PGD (+ AutoAttack) -> robustness.json."""
+"""``xairobust attack``: robust accuracy of a run under a registered attack (PGD + AutoAttack by default) -> robustness.json."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from xairobust.cli_util import config_option, model_options, merged_config, pars
                                  "allow_extra_args": True})
 @config_option
 @model_options()
-@click.option("--attack", "attack_name", type=click.Choice(["pgd", "bim-regression"]), default=None,
-              help="pgd (default: PGD + AutoAttack) or bim-regression (regression runs: MAE/corr before and after;"
-                   " extra options --max-iter, --corr-threshold, --mse-threshold, --unconstrained-reference).")
+@click.option("--attack", "attack_name", default=None,
+              help="A registered attack (`xairobust list attacks`): pgd (default: PGD + AutoAttack), autoattack,"
+                   " apgd-ce, apgd-t, fab-t or square (one AutoAttack sub-attack alone), or bim-regression"
+                   " (regression runs: MAE/corr before and after; extra options --max-iter, --corr-threshold,"
+                   " --mse-threshold, --unconstrained-reference).")
 @click.option("--norm", help="Threat model: linf or l2.")
 @click.option("--eps", help="Radius in the model's input space, e.g. 0.1 or 8/255.")
 @click.option("--steps", type=int, help="PGD iterations (default 10).")
@@ -61,7 +63,7 @@ def attack(ctx: click.Context, config_path: str | None, quiet: bool, model_ref,
         return
     if extra:
         raise ConfigError(f"attack: unknown option --{next(iter(extra)).replace('_', '-')} for --attack {attack_name}")
-    conf = cfg.build(AttackConfig, data, config_path or "attack")
+    conf = cfg.build(AttackConfig, {**data, "attack": attack_name}, config_path or "attack")
     path = run_attack(run, conf, quiet=quiet)
     summary = json.loads(path.read_text())
     for entry in summary["results"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
+from xairobust.runtime import runtime_options
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
@@ -22,6 +23,7 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @click.option("--batch-size", type=int, help="Samples per explainer call (memory only).")
 @click.option("--points-per-pass", type=int, help="Model points per explainer pass, e.g. IG samples x steps (0 = auto from memory; speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
+@runtime_options
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
 @click.pass_context

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
+from xairobust.runtime import runtime_options
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
@@ -30,6 +31,7 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @click.option("--seed", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--device", help="auto (default), cpu, cuda, ...")
+@runtime_options
 @click.option("--data-dir", help="Where datasets live.")
 @quiet_option
 @click.pass_context

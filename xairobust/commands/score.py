@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xairobust.cli_util import ModelRef, config_option, merged_config, model_options, quiet_option
+from xairobust.runtime import runtime_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,7 @@ from xairobust.cli_util import ModelRef, config_option, merged_config, model_opt
 @click.option("--engine", type=click.Choice(["native", "quantus"]), help="native (default: torch, batched, capped passes) or quantus (the reference path).")
 @click.option("--points-per-pass", type=int, help="Model points per pass (0 = auto from a memory budget; speed only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
+@runtime_options
 @click.option("--out", help="With several --model: folder for their comparison (table.tex/.md/.csv, stats.csv,"
               " figures/), written by the report pipeline (`xairobust report`).")
 @click.option("--baseline", help="With --out: the run label or method every other run is tested against"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
+from xairobust.runtime import runtime_options
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
 
@@ -29,6 +30,7 @@ def _check_params(params: dict, kind: str, command: click.Command) -> None:
 @click.option("--seed", type=int, help="Seed of every draw (default 0).")
 @click.option("--batch-size", type=int, help="Images per PGD batch (memory only).")
 @click.option("--device", help="auto (default), cpu, cuda, ...")
+@runtime_options
 @click.option("--data-dir", help="Where datasets live.")
 @click.option("--fid", "with_fid", is_flag=True, help="Then compute FID / feature distance (options of `xairobust fid`).")
 @click.option("--extractor", help="With --fid: inception (default) or run:<RUN>.")

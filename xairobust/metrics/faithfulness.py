@@ -95,6 +95,34 @@ def value_range(inp: MetricInput) -> tuple[float, float]:
     return tuple(inp.value_range) if inp.value_range is not None else (0.0, 1.0)  # Quantus' uniform_low/high
 
 
+def require_cumulative(baseline: str) -> None:
+    require(baseline in CUMULATIVE_BASELINES, "--baseline must be black or white (kept fixed by cumulative replacement)")
+
+
+def reference_uniform(inp: MetricInput, name: str, count: int) -> np.ndarray:
+    """(N, count) the U(value range) values the Quantus path draws per sample for metric ``name``:
+    Quantus draws them from the global numpy RNG, which that path seeds per sample."""
+    lo, hi = value_range(inp)
+    return np.stack([
+        np.random.RandomState(sample_global_seed(inp.seed, name, inp.indices[i])).uniform(lo, hi, count) for i in range(len(inp.x))
+    ])
+
+
+def replacement_values(inp: MetricInput, name: str, baseline: str, x_all: Tensor, count: int, override: np.ndarray | None) -> Tensor:
+    """(N, count) native replacement values: ``uniform`` drawn from each sample's own stream (or the
+    given ``override``, the tests' identical draws), any other baseline its per-sample value."""
+    n, device = len(x_all), x_all.device
+    if baseline != "uniform":  # the same value for every replacement
+        return native.baseline_values(x_all, baseline)[:, None].expand(n, count)
+    if override is not None:
+        return torch.as_tensor(override, device=device, dtype=x_all.dtype).reshape(n, count)
+    lo, hi = value_range(inp)
+    return torch.stack([
+        torch.rand(count, generator=native.generator(device, inp.seed, native.NATIVE_TAGS[name], int(j)), device=device)
+        for j in inp.indices
+    ]).to(x_all.dtype) * (hi - lo) + lo
+
+
 # --- shared native pieces ---------------------------------------------------------------------
 
 
@@ -251,7 +279,7 @@ class PixelFlippingParams:
 
     def __post_init__(self) -> None:
         require(self.features_in_step >= 0, f"--features-in-step must be >= 0, got {self.features_in_step}")
-        require(self.baseline in CUMULATIVE_BASELINES, "--baseline must be black or white (kept fixed by cumulative replacement)")
+        require_cumulative(self.baseline)
 
 
 @register("pixel_flipping", category="faithfulness", direction="lower", label="PF",
@@ -296,7 +324,7 @@ class RegionParams:
     def __post_init__(self) -> None:
         require(self.patch_size >= 0, f"--patch-size must be >= 0, got {self.patch_size}")
         require(self.regions_evaluation >= 1, f"--regions-evaluation must be >= 1, got {self.regions_evaluation}")
-        require(self.baseline in CUMULATIVE_BASELINES, "--baseline must be black or white (kept fixed by cumulative replacement)")
+        require_cumulative(self.baseline)
 
 
 class _Regions(_Faithfulness):
@@ -387,7 +415,7 @@ class SelectivityParams:
 
     def __post_init__(self) -> None:
         require(self.patch_size >= 0, f"--patch-size must be >= 0, got {self.patch_size}")
-        require(self.baseline in CUMULATIVE_BASELINES, "--baseline must be black or white (kept fixed by cumulative replacement)")
+        require_cumulative(self.baseline)
 
 
 @register("selectivity", category="faithfulness", direction="lower", label="Sel",
@@ -455,13 +483,8 @@ class MonotonicityCorrelation(_Faithfulness):
     def reference_draws(self, inp: MetricInput) -> np.ndarray:
         """The uniform values the Quantus path draws for each sample (its global seed, in its
         order: step by step, one value per replacement)."""
-        lo, hi = value_range(inp)
         t, k = self.steps(inp), self.params.nr_samples
-        out = []
-        for i in range(len(inp.x)):
-            rng = np.random.RandomState(sample_global_seed(inp.seed, self.name(), inp.indices[i]))
-            out.append(rng.uniform(lo, hi, t * k).reshape(t, k))
-        return np.stack(out)
+        return reference_uniform(inp, self.name(), t * k).reshape(-1, t, k)
 
     def score_native(self, inp: MetricInput) -> np.ndarray:
         n = len(inp.x)
@@ -476,17 +499,8 @@ class MonotonicityCorrelation(_Faithfulness):
         device = inp.device
         x_all = torch.as_tensor(inp.x, device=device).reshape(n, -1)
         steps_t = torch.as_tensor(step_of, device=device)
-        if self.params.baseline == "uniform":
-            if self.draws_override is not None:
-                values = torch.as_tensor(self.draws_override, device=device, dtype=x_all.dtype).reshape(n, t * k)
-            else:
-                lo, hi = value_range(inp)
-                values = torch.stack([
-                    torch.rand(t * k, generator=native.generator(device, inp.seed, native.NATIVE_TAGS[self.name()], int(j)), device=device)
-                    for j in inp.indices
-                ]).to(x_all.dtype) * (hi - lo) + lo
-        else:  # the same value for every replacement (features outside the step are intact)
-            values = native.baseline_values(x_all, self.params.baseline)[:, None].expand(n, t * k)
+        # one value per replacement (features outside the step are intact)
+        values = replacement_values(inp, self.name(), self.params.baseline, x_all, t * k, self.draws_override)
 
         def build(idx: Tensor, rows: Tensor, pairs: Tensor) -> Tensor:
             sample = idx[rows]
@@ -550,12 +564,8 @@ class Infidelity(_Faithfulness):
 
     def reference_draws(self, inp: MetricInput) -> np.ndarray:
         """The uniform values the Quantus path draws per sample: repetition by repetition, one per patch."""
-        lo, hi = value_range(inp)
         k, m = self.repetitions(), self.patches(inp)
-        return np.stack([
-            np.random.RandomState(sample_global_seed(inp.seed, self.name(), inp.indices[i])).uniform(lo, hi, k * m).reshape(k, m)
-            for i in range(len(inp.x))
-        ])
+        return reference_uniform(inp, self.name(), k * m).reshape(-1, k, m)
 
     def score_native(self, inp: MetricInput) -> np.ndarray:
         n = len(inp.x)
@@ -568,17 +578,7 @@ class Infidelity(_Faithfulness):
         a_all = torch.as_tensor(inp.a, device=device).reshape(n, -1).double()
         patch_t = torch.as_tensor(patch_of, device=device)
         steps_t = patch_t[None].expand(n, -1)  # raster order: patch j is replaced at step j
-        if self.params.baseline == "uniform":
-            if self.draws_override is not None:
-                values = torch.as_tensor(self.draws_override, device=device, dtype=x_all.dtype).reshape(n, k, m)
-            else:
-                lo, hi = value_range(inp)
-                values = torch.stack([
-                    torch.rand(k * m, generator=native.generator(device, inp.seed, native.NATIVE_TAGS["infidelity"], int(j)), device=device)
-                    for j in inp.indices
-                ]).to(x_all.dtype).view(n, k, m) * (hi - lo) + lo
-        else:
-            values = native.baseline_values(x_all, self.params.baseline)[:, None, None].expand(n, k, m)
+        values = replacement_values(inp, self.name(), self.params.baseline, x_all, k * m, self.draws_override).reshape(n, k, m)
 
         def perturbed(idx: Tensor, rows: Tensor, pairs: Tensor) -> Tensor:
             sample = idx[rows]

@@ -49,11 +49,16 @@ EXTENDED_METRICS = (
     # faithfulness beyond the two (h18c): MoRF - LeRF region areas, 2 x 64 forward passes per image
     # at the auto patch size (no gradients), cheap beside one IG explanation
     "region_perturbation_symmetric",
+    # h22metrics: ROAD (MoRF), removal without the out-of-distribution baseline (noisy linear
+    # imputation), ~1.5x one IG explanation per CIFAR-10 image at its 50 percentages
+    "road",
     # h18d: one per new family -- randomisation (MPRT: one re-explanation per layer), complexity
     # (Effective Complexity) and alignment (no model pass)
     "mprt",
     "effective_complexity",
     "alignment",
+    # h22metrics: localisation without masks (Focus: one explanation of a mosaic per image)
+    "focus",
 )
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

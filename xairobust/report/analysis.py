@@ -46,6 +46,7 @@ from scipy import stats as sst
 
 from xairobust.errors import ConfigError, RunError
 from xairobust.registry import Registry
+from xairobust.report.stats import better_side, mark_significant
 
 LONG_COLUMNS = [
     "run", "setting", "family", "label", "seed", "ladder_param", "ladder_value", "eps", "init",
@@ -259,12 +260,6 @@ def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
 # -- (a) seeds as the unit ------------------------------------------------------------------------
 
 
-def _better(diff: float, direction: str) -> str:
-    if direction not in ("higher", "lower") or not math.isfinite(diff) or diff == 0:
-        return ""
-    return "method" if (diff > 0) == (direction == "higher") else "baseline"
-
-
 def seed_tests(
     frame: pd.DataFrame, baseline: str, *, pairing: str = "auto", correction: str = "holm",
     alpha: float = 0.05, ci_level: float = 0.95,
@@ -285,8 +280,6 @@ def seed_tests(
 
 def _seed_tests(means: pd.DataFrame, baseline: str, pairing: str, correction: str, alpha: float,
                 ci_level: float) -> pd.DataFrame:
-    from xairobust.report.stats import correct as correct_p
-
     rows = []
     for (explainer, setting, metric), part in means.groupby(GROUP, sort=False):
         if baseline not in set(part["label"]):
@@ -298,14 +291,9 @@ def _seed_tests(means: pd.DataFrame, baseline: str, pairing: str, correction: st
             row = {"explainer": explainer, "setting": setting, "metric": metric, "direction": direction,
                    "label": label, "baseline": baseline, "ci_level": ci_level,
                    **_seed_test(a, b, pairing, ci_level)}
-            row["better"] = _better(row["mean_diff"], direction)
+            row["better"] = better_side(row["mean_diff"], direction)
             rows.append(row)
-    out = pd.DataFrame(rows, columns=SEED_TEST_COLUMNS)
-    if len(out):
-        out["p_adjusted"] = correct_p(out["p_value"].to_numpy(float), correction)
-        out["correction"] = correction
-        out["significant"] = out["p_adjusted"] < alpha
-    return out
+    return mark_significant(pd.DataFrame(rows, columns=SEED_TEST_COLUMNS), correction, alpha)
 
 
 def _seed_test(a: pd.Series, b: pd.Series, pairing: str, ci_level: float) -> dict:
@@ -401,8 +389,6 @@ def mixed_effects(
     if missing:
         raise ConfigError(f"mixed model: the frame has no column(s) {', '.join(missing)}")
     from xairobust.progress import track
-    from xairobust.report.stats import correct as correct_p
-
     groups = [(k, p) for k, p in frame.groupby(GROUP, sort=False) if baseline in set(p["label"])]
     rows = []
     for (explainer, setting, metric), part in track(groups, len(groups), "mixed models", quiet):
@@ -410,13 +396,8 @@ def mixed_effects(
         for r in _mixed_one(part.dropna(subset=["value"]), baseline, ci_level, run_effect):
             rows.append({"explainer": explainer, "setting": setting, "metric": metric, "direction": direction,
                          "baseline": baseline, "ci_level": ci_level, **r,
-                         "better": _better(r["estimate"], direction)})
-    out = pd.DataFrame(rows, columns=MIXED_COLUMNS)
-    if len(out):
-        out["p_adjusted"] = correct_p(out["p_value"].to_numpy(float), correction)
-        out["correction"] = correction
-        out["significant"] = out["p_adjusted"] < alpha
-    return out
+                         "better": better_side(r["estimate"], direction)})
+    return mark_significant(pd.DataFrame(rows, columns=MIXED_COLUMNS), correction, alpha)
 
 
 def _mixed_one(part: pd.DataFrame, baseline: str, ci_level: float, run_effect: bool) -> list[dict]:
@@ -626,92 +607,6 @@ def apply_floor(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out.loc[has, "value"] = out.loc[has, "value"] - out.loc[has, "floor"]
     return out
-
-
-def _fmt(v: float, digits: int = 3) -> str:
-    return "–" if not math.isfinite(v) else f"{v:.{digits}g}"
-
-
-def seed_section_markdown(
-    seeds: pd.DataFrame, mixed: pd.DataFrame | None, *, baseline: str, correction: str, alpha: float,
-    counts: pd.DataFrame | None = None, floor: bool = False, ci_level: float = 0.95,
-    dose: pd.DataFrame | None = None,
-) -> str:
-    """seeds.md: the seeds-as-unit table (and the mixed model's, when fitted), captions naming the unit."""
-    from xairobust.report.render import CORRECTION_NAMES, md_escape
-
-    corr = CORRECTION_NAMES[correction]
-    level = f"{100 * ci_level:g} %"
-    restricted = ""
-    if counts is not None and len(counts):
-        each = md_escape(", ".join(f"{r.explainer} {r.setting}: {r.n_common_correct} of {r.n_samples_before}"
-                                   for r in counts.itertuples(index=False)))
-        restricted = f" Only the samples every model of the comparison classifies correctly are used ({each})."
-    floor_note = (" Sensitivity metrics of stochastic explainers are the metric minus the sample's noise floor."
-                  if floor else "")
-    images_only = len(seeds) and (seeds["unit"] == "images only").all()
-    lines = ["### Seeds as the unit", ""]
-    if images_only:
-        lines += [f"Every method has one training seed here: {ONE_SEED_NOTE}. There is no between-seed test; the"
-                  " stars of table.md are about images.", ""]
-    lines += [
-        "Each run's mean over its test samples is one observation (n = seeds); each method is compared with"
-        f" {md_escape(baseline)}: paired t-test on seeds where the two share seeds (same seed: same initialisation),"
-        f" Welch's t-test otherwise; Δ = method − {md_escape(baseline)} with its {level} CI (t)."
-        f" \\*: {corr} p < {alpha:g} over all rows — **the stars are about training runs (seeds), not images**."
-        + restricted + floor_note,
-        "",
-        f"| Explainer | Setting | Metric | Method | seeds (m/b) | test | Δ [{level} CI] | p ({correction}) | |",
-        "| :-- | :-- | :-- | :-- | --: | :-- | --: | --: | :-- |",
-    ]
-    for r in seeds.itertuples(index=False):
-        ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
-        test = r.test if r.unit == "seeds" and math.isfinite(r.p_value) else (r.note or "–")
-        lines.append("| " + " | ".join([
-            md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), md_escape(r.label),
-            f"{r.n_seeds_method}/{r.n_seeds_baseline}", md_escape(test), _fmt(r.mean_diff) + ci,
-            _fmt(r.p_adjusted), "\\*" if r.significant else ""]) + " |")
-    if mixed is not None and len(mixed):
-        formula = mixed["formula"].iloc[0] if mixed["formula"].nunique() == 1 else "per row (mixed.csv)"
-        lines += [
-            "", "### Mixed model over all samples", "",
-            f"One REML mixed model per explainer, setting and metric over every sample of every run: `{formula}`"
-            " (statsmodels MixedLM, crossed random effects); Δ = the method's fixed effect (difference from"
-            f" {md_escape(baseline)}) with a {level} Wald CI that accounts for seed, run and image variance."
-            f" \\*: {corr} p < {alpha:g} — the stars are about methods, with seeds and images both as sources"
-            " of variance." + restricted + floor_note,
-            "",
-            f"| Explainer | Setting | Metric | Method | n obs | seeds | Δ [{level} CI] | p ({correction}) | |",
-            "| :-- | :-- | :-- | :-- | --: | --: | --: | --: | :-- |",
-        ]
-        for r in mixed.itertuples(index=False):
-            ci = f" [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if math.isfinite(r.ci_low) else ""
-            lines.append("| " + " | ".join([
-                md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), md_escape(r.label),
-                str(r.n_obs), str(r.n_seeds), _fmt(r.estimate) + ci, _fmt(r.p_adjusted),
-                "\\*" if r.significant else ""]) + " |")
-    if dose is not None and np.isfinite(dose["spearman"].to_numpy(float)).any():
-        method = dose["corr_ci_method"].iloc[0] or "no CI"
-        lines += [
-            "", "### Dose-response over runs", "",
-            "Points are runs: robust accuracy (robustness.json) against the run's mean of the metric. Spearman and"
-            f" Kendall (tau-b) with {level} CIs ({md_escape(method)}); slope: OLS change of the metric per +10 points"
-            " of robust accuracy with its t CI; adjusted: the same with clean accuracy as a covariate."
-            + restricted + floor_note,
-            "",
-            "| Explainer | Setting | Metric | runs | Spearman [CI] | Kendall [CI] | slope / +10 pts [CI] |"
-            " adjusted for clean acc. [CI] | |",
-            "| :-- | :-- | :-- | --: | --: | --: | --: | --: | :-- |",
-        ]
-        for r in dose.itertuples(index=False):
-            def ci(v, lo, hi):
-                return _fmt(v) + (f" [{_fmt(lo)}, {_fmt(hi)}]" if math.isfinite(lo) else "")
-            lines.append("| " + " | ".join([
-                md_escape(r.explainer), md_escape(r.setting), md_escape(r.metric), str(r.n_runs),
-                ci(r.spearman, r.spearman_ci_low, r.spearman_ci_high), ci(r.kendall, r.kendall_ci_low, r.kendall_ci_high),
-                ci(r.slope_per10, r.slope_ci_low, r.slope_ci_high), ci(r.adj_slope_per10, r.adj_ci_low, r.adj_ci_high),
-                md_escape(r.adjustment_note or r.note)]) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def restrict_common_correct(scores: pd.DataFrame, runs: list, explainers: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -52,6 +52,11 @@ class RunRecord:
     def score_file(self, explainer: str) -> Path:
         return self.path / "scores" / f"{explainer}.csv"
 
+    def columns(self) -> dict[str, Any]:
+        """The run's columns in every section's long frame (what a row is compared by)."""
+        return {"setting": self.setting, "label": self.label, "method": self.method, "seed": self.seed,
+                "run": str(self.path)}
+
     def explainers(self) -> list[str]:
         folder = self.path / "scores"
         return sorted(p.stem for p in folder.glob("*.csv")) if folder.is_dir() else []
@@ -355,3 +360,24 @@ def _verify_epoch_scores(run_dir: Path, epoch: int, csv_path: Path) -> None:
         raise StaleError(f"{csv_path} records no checkpoint it was computed on; recompute it with `{hint}`")
     if not ckpt.is_file() or file_sha256(ckpt) != sha:
         raise StaleError(f"{csv_path} is stale: {ckpt} changed or is gone since it was scored; recompute it with `{hint}`")
+
+
+RUN_FILES = ("run.json", "model.safetensors", "robustness.json")
+RUN_FOLDERS = ("scores", "attributions", "manipulation", "visualisations")
+
+
+def run_inputs(run_paths: list[Path], folders: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Every file a report reads from its runs, by role ``<run>:<file>`` (hashed into its
+    provenance): each run's RUN_FILES, plus the CSV/JSON/safetensors files under ``folders``."""
+    files: dict[str, Path] = {}
+    for path in run_paths:
+        for rel in RUN_FILES:
+            if (path / rel).is_file():
+                files[f"{path}:{rel}"] = path / rel
+        for folder in folders:
+            if (path / folder).is_dir():
+                for f in sorted((path / folder).rglob("*")):
+                    if f.is_file() and f.suffix in (".csv", ".json", ".safetensors"):
+                        files[f"{path}:{f.relative_to(path)}"] = f
+    return files
+

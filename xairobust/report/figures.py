@@ -42,6 +42,25 @@ def save(fig: plt.Figure, folder: Path, stem: str, formats: list[str], dpi: int)
     return paths
 
 
+def image_grid(n_rows: int, n_cols: int, figsize: tuple[float, float], frames: bool = True):
+    """(figure, axes[n_rows, n_cols]) for a grid of images: no ticks; no frames unless ``frames``.
+    The one grid of the report's image figures (attributions, manipulation, visualisation)."""
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=figsize, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not frames:
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+    return fig, axes
+
+
+def show_image(ax, x: np.ndarray, **kwargs) -> None:
+    """One (C, H, W) / (H, W) image on ``ax`` in [0, 1] (grey for one channel)."""
+    img, cmap = _image(x)
+    ax.imshow(img, cmap=cmap, vmin=0, vmax=1, **kwargs)
+
+
 def _image(x: np.ndarray) -> tuple[np.ndarray, str | None]:
     """(H, W[, 3]) image in [0, 1] for display and the colormap (None for RGB)."""
     if x.ndim == 3 and x.shape[0] == 3:
@@ -120,7 +139,7 @@ def attribution_grid(
     if not cols:
         return None, "the runs explained no test sample in common"
     nrows, ncols = 1 + len(chosen), len(cols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols + 1.2, 1.5 * nrows), squeeze=False)
+    fig, axes = image_grid(nrows, ncols, (1.5 * ncols + 1.2, 1.5 * nrows))
     first = chosen[0][2]
     pos = {int(i): k for k, i in enumerate(first["indices"])}
     for j, idx in enumerate(cols):
@@ -137,9 +156,6 @@ def attribution_grid(
             axes[i, j].imshow(gray, cmap="gray", vmin=0, vmax=1)
             axes[i, j].imshow(_overlay(_heat(data["attributions"][k])))
         axes[i, 0].set_ylabel(f"{label}\n{explainer}", fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
     fig.tight_layout()
     return fig, ""
 

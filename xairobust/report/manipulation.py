@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from xairobust.report.meta import MetricMeta
+from xairobust.report.tables import order_rows
 
 # (measure, column label, direction) in table order; direction "higher" = resisted better.
 COLUMNS: list[tuple[str, str, str | None]] = [
@@ -73,8 +74,7 @@ def collect(runs: list[Any]) -> pd.DataFrame:
             df = read_manipulation_csv(doc.with_suffix(".csv"), d)
             df.insert(0, "attack", attack)
             df.insert(1, "attacked", attacked)
-            df["setting"], df["label"], df["method"], df["seed"], df["run"] = r.setting, r.label, r.method, r.seed, str(r.path)
-            frames.append(df)
+            frames.append(df.assign(**r.columns()))
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
@@ -111,10 +111,6 @@ def statistics(df: pd.DataFrame, baseline: str, test: str, correction: str, alph
     return compare_to_baseline(part, metas, baseline=baseline, test=test, correction=correction, alpha=alpha)
 
 
-def _order(labels: list[str], baseline: str) -> list[str]:
-    return ([baseline] if baseline in labels else []) + sorted(lab for lab in labels if lab != baseline)
-
-
 def tables(df: pd.DataFrame, stats: pd.DataFrame, baseline: str, accuracy: dict[tuple[str, str], float],
            test: str, alpha: float) -> tuple[str, pd.DataFrame]:
     """(markdown, means frame) of every (setting, attack, attacked, scored explainer)."""
@@ -129,7 +125,7 @@ def tables(df: pd.DataFrame, stats: pd.DataFrame, baseline: str, accuracy: dict[
         title = f"{attack} attack on {attacked}" + ("" if explainer == attacked else f", scored with {explainer}")
         md += [f"**{setting}: {title}** (mean ± sd over {part['index'].nunique()} test samples)", "",
                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for label in _order(list(dict.fromkeys(part["label"])), baseline):
+        for label in order_rows(list(dict.fromkeys(part["label"])), baseline, []):
             mine = part[part["label"] == label]
             cells = [label, f"{accuracy.get((setting, label), math.nan):.3f}"]
             row = {"setting": setting, "attack": attack, "attacked": attacked, "explainer": explainer, "label": label}
@@ -162,7 +158,7 @@ def summary(means: pd.DataFrame, stats: pd.DataFrame, baseline: str) -> str:
         for part in (whole[whole["attack"] != "model"], whole[whole["attack"] == "model"]):
             if part.empty:
                 continue
-            labels = _order(list(dict.fromkeys(part["label"])), baseline)
+            labels = order_rows(list(dict.fromkeys(part["label"])), baseline, [])
             shown = [(m, n) for m, n in SUMMARY if m in part and part[m].notna().any()]
             head = ["Attack / explainer"] + [f"{name} {lab}" for _, name in shown for lab in labels]
             out += [f"**{setting}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -182,19 +178,17 @@ def summary(means: pd.DataFrame, stats: pd.DataFrame, baseline: str) -> str:
 def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: str, n_images: int = 3):
     """Figure: per method (rows), for n images: original image, original map, manipulated image,
     manipulated map (maps: |attribution| summed over channels, each scaled to its own max)."""
-    import matplotlib.pyplot as plt
-
-    from xairobust.report.figures import _image
+    from xairobust.report.figures import image_grid, show_image
     from xairobust.runs import load_tensors
 
     mine = {r.label: r for r in runs if r.setting == setting
             and (r.path / "manipulation" / f"{attack}_{explainer}.safetensors").is_file()}
-    labels = _order(list(mine), baseline)
+    labels = order_rows(list(mine), baseline, [])
     if not labels:
         return None
     data = {lab: load_tensors(mine[lab].path / "manipulation" / f"{attack}_{explainer}.safetensors") for lab in labels}
     n = min(n_images, min(len(d["inputs"]) for d in data.values()))
-    fig, axes = plt.subplots(len(labels), 4 * n, figsize=(1.3 * 4 * n, 1.4 * len(labels) + 0.4), squeeze=False)
+    fig, axes = image_grid(len(labels), 4 * n, (1.3 * 4 * n, 1.4 * len(labels) + 0.4))
     titles = ["image", "map", "manip. image", "manip. map"]
     for i, lab in enumerate(labels):
         d = data[lab]
@@ -204,13 +198,10 @@ def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: s
                 ax = axes[i, 4 * j + c]
                 arr = t.float().numpy()
                 if c % 2 == 0:
-                    img, cmap = _image(arr)
-                    ax.imshow(img, cmap=cmap)
+                    show_image(ax, arr)
                 else:
                     m = np.abs(arr).sum(0) if arr.ndim == 3 else np.abs(arr)
                     ax.imshow(m / (m.max() or 1.0), cmap="hot", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
                 if i == 0:
                     ax.set_title(titles[c], fontsize=7)
             axes[i, 0].set_ylabel(lab, fontsize=8)
@@ -220,54 +211,58 @@ def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: s
 
 
 def baseline_label(runs: list[Any], baseline: str) -> str:
-    """``baseline`` as a label; when no run has that label, the label of the runs whose method it
-    names, if they share one (e.g. ``standard`` -> ``Standard``)."""
-    labels = {r.label for r in runs}
-    if baseline in labels:
+    """``baseline`` as a row label (the report's resolve_baseline: a label or a method name,
+    case-insensitive); unchanged when it matches none, or several (then no row is tested)."""
+    from xairobust.errors import ConfigError
+    from xairobust.report.build import resolve_baseline
+
+    try:
+        return resolve_baseline(runs, baseline)
+    except ConfigError:
         return baseline
-    by_method = {r.label for r in runs if r.method == baseline}
-    return by_method.pop() if len(by_method) == 1 else baseline
 
 
-def write_section(runs: list[Any], folder: Path, baseline: str = "standard", test: str = "wilcoxon",
+def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str = "standard", test: str = "wilcoxon",
                   correction: str = "holm", alpha: float = 0.05, figures: bool = True,
-                  formats: tuple[str, ...] = ("png",), dpi: int = 150, mark: bool = False) -> list[Path]:
-    """Write the manipulation section for ``runs`` (RunRecords) into ``folder``; [] when none.
-
-    ``mark``: first write the owner marker into ``folder`` (the standalone command writes there
-    directly; a full report writes into a staging folder it marks itself)."""
+                  formats: tuple[str, ...] = ("png",), dpi: int = 150) -> None:
+    """Render the manipulation section of ``runs`` (RunRecords) from ``df`` (:func:`collect`) into
+    ``folder`` (a report's staging folder; the sections.manipulation section calls this)."""
     from xairobust.report import figures as figs
+    from xairobust.report.samples import MANIPULATION_SAMPLES, with_weights
 
-    df = collect(runs)
-    if df.empty:
-        return []
     baseline = baseline_label(runs, baseline)
     folder = Path(folder)
-    if mark:
-        from xairobust.validate import mark_folder
-
-        mark_folder(folder, "xairobust manipulation-report")
-    folder.mkdir(parents=True, exist_ok=True)
     stats = statistics(df, baseline, test, correction, alpha)
     acc = {(r.setting, r.label): r.clean_accuracy for r in runs}
     md, means = tables(df, stats, baseline, acc, test, alpha)
-    written = [folder / "manipulation.md", folder / "manipulation.csv", folder / "manipulation_stats.csv"]
-    written[0].write_text(summary(means, stats, baseline) + "\n" + md)
-    means.to_csv(written[1], index=False)
-    stats.to_csv(written[2], index=False)
+    (folder / "manipulation.md").write_text(summary(means, stats, baseline) + "\n" + md)
+    means.to_csv(folder / "manipulation.csv", index=False)
+    stats.to_csv(folder / "manipulation_stats.csv", index=False)
+    with_weights(df, runs).to_csv(folder / MANIPULATION_SAMPLES, index=False)  # what the means and stars came from
     if figures:
         (folder / "figures").mkdir(exist_ok=True)
+        multi = df["setting"].nunique() > 1
         for (setting, attack, attacked), _ in df.groupby(["setting", "attack", "attacked"], sort=True):
             fig = grid(runs, setting, attack, attacked, baseline)
             if fig is not None:
-                multi = df["setting"].nunique() > 1
                 stem = f"manipulation_{attack}_{attacked}" + (f"_{figs.slug(setting)}" if multi else "")
-                written += figs.save(fig, folder / "figures", stem, list(formats), dpi)
-    return written
+                figs.save(fig, folder / "figures", stem, list(formats), dpi)
 
 
-def report(run_dirs: list[str | Path], out: str | Path, **kwargs: Any) -> list[Path]:
-    """Standalone: the manipulation section of ``run_dirs`` written into ``out``."""
+def report(run_dirs: list[str | Path], out: str | Path, baseline: str = "standard", test: str = "wilcoxon",
+           correction: str = "holm", alpha: float = 0.05, figures: bool = True,
+           formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
+    """Standalone (``xairobust manipulation-report``): the report pipeline's manipulation section
+    alone, written into ``out``; [] when no run has manipulation results."""
+    from xairobust.report import pipeline
+    from xairobust.report.build import ReportConfig
     from xairobust.report.collect import collect_runs
+    from xairobust.report.sections import ReportContext
 
-    return write_section(collect_runs(list(run_dirs)), Path(out), mark=True, **kwargs)
+    conf = ReportConfig(baseline=baseline, test=test, correction=correction, alpha=alpha,  # type: ignore[arg-type]
+                        figures=figures, formats=list(formats), dpi=dpi, controls=False)
+    ctx = ReportContext(collect_runs(list(run_dirs)), conf)
+    collected = pipeline.collect(ctx, "manipulation-report")
+    if all(data is None for _, data in collected):
+        return []
+    return pipeline.render(ctx, Path(out), collected, marker="xairobust manipulation-report")

@@ -28,7 +28,9 @@ import pandas as pd
 from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
-from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic, write_text_atomic
+from xairobust.report.render import latex_grid, markdown_grid, tex_escape
+from xairobust.report.stats import adjust_p, paired_test
+from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic
 from xairobust.stages.attack import verify_robustness
 from xairobust.stages.contract import STAGES, Stage
 
@@ -135,26 +137,21 @@ def _pm(mean: float, std: float, digits: int = 2) -> str:
 
 
 def table1_markdown(df: pd.DataFrame) -> str:
-    lines = ["| System | Avg. Corr. | MAE | ΔMAE | Corr. after | SNR (dB) | seeds |", "|---|---|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        lines.append(
-            f"| {r['system']} | {_pm(r['avg_corr_mean'], r['avg_corr_std'])} | {_pm(r['mae_mean'], r['mae_std'])}"
-            f" | {_pm(r['delta_mae_mean'], r['delta_mae_std'], 4)} | {_pm(r['corr_after_mean'], r['corr_after_std'])}"
-            f" | {_pm(r['snr_db_mean'], r['snr_db_std'], 1)} | {r['seeds']} |"
-        )
-    return "\n".join(lines) + "\n"
+    head = ["System", "Avg. Corr.", "MAE", "ΔMAE", "Corr. after", "SNR (dB)", "seeds"]
+    rows = [[str(r["system"]), _pm(r["avg_corr_mean"], r["avg_corr_std"]), _pm(r["mae_mean"], r["mae_std"]),
+             _pm(r["delta_mae_mean"], r["delta_mae_std"], 4), _pm(r["corr_after_mean"], r["corr_after_std"]),
+             _pm(r["snr_db_mean"], r["snr_db_std"], 1), str(r["seeds"])] for _, r in df.iterrows()]
+    return "\n".join(markdown_grid(head, rows)) + "\n"
 
 
 def table1_latex(df: pd.DataFrame) -> str:
     def pm(m: float, s: float, d: int = 2) -> str:
         return "--" if np.isnan(m) else f"${m:.{d}f} \\pm {s:.{d}f}$"
 
-    lines = [r"\begin{tabular}{lccc}", r"\toprule", r"System & Avg.\ Corr. & MAE & $\Delta$MAE \\", r"\midrule"]
-    for _, r in df.iterrows():
-        lines.append(f"{r['system']} & {pm(r['avg_corr_mean'], r['avg_corr_std'])} & {pm(r['mae_mean'], r['mae_std'])}"
-                     f" & {pm(r['delta_mae_mean'], r['delta_mae_std'], 4)} \\\\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    head = ["System", r"Avg.\ Corr.", "MAE", r"$\Delta$MAE"]
+    rows = [[tex_escape(r["system"]), pm(r["avg_corr_mean"], r["avg_corr_std"]), pm(r["mae_mean"], r["mae_std"]),
+             pm(r["delta_mae_mean"], r["delta_mae_std"], 4)] for _, r in df.iterrows()]
+    return latex_grid("lccc", head, rows)
 
 
 def per_sample_statistic(run: MerRun, on: str) -> np.ndarray:
@@ -167,20 +164,16 @@ def per_sample_statistic(run: MerRun, on: str) -> np.ndarray:
 
 
 def paired_tests(runs: list[MerRun], on: str = "after", pairs=PAIRS, alpha: float = 0.05) -> pd.DataFrame:
-    """Two-sided paired t-tests with Bonferroni correction over the pairs that can be tested."""
-    from scipy import stats
-
+    """Two-sided paired t-tests (the report's ``paired_test``, scipy's ttest_rel) with Bonferroni
+    correction (the report's ``adjust_p``) over the pairs that can be tested."""
     if on not in ("after", "delta"):
         raise ConfigError(f"report: --ttest-on must be 'after' or 'delta', got '{on}'")
     by = {(r.label, r.seed): r for r in runs}
-    testable = []
+    rows = []
     for a, b in pairs:
         seeds = sorted({s for (lab, s) in by if lab == a} & {s for (lab, s) in by if lab == b})
-        if seeds:
-            testable.append((a, b, seeds))
-    rows = []
-    m = len(testable)
-    for a, b, seeds in testable:
+        if not seeds:
+            continue
         xa, xb = [], []
         for s in seeds:
             ra, rb = by[(a, s)], by[(b, s)]
@@ -189,15 +182,13 @@ def paired_tests(runs: list[MerRun], on: str = "after", pairs=PAIRS, alpha: floa
             xa.append(per_sample_statistic(ra, on))
             xb.append(per_sample_statistic(rb, on))
         va, vb = np.concatenate(xa), np.concatenate(xb)
-        res = stats.ttest_rel(va, vb)
-        p = float(res.pvalue)
-        rows.append({
-            "a": a, "b": b, "on": on, "seeds": len(seeds), "n": len(va), "df": len(va) - 1,
-            "t": float(res.statistic), "p": p, "p_bonferroni": min(1.0, p * m),
-            "mean_a": float(va.mean()), "mean_b": float(vb.mean()),
-            "significant": bool(p * m < alpha),
-        })
-    return pd.DataFrame(rows)
+        t, p, _ = paired_test(va, vb, "ttest")
+        rows.append({"a": a, "b": b, "on": on, "seeds": len(seeds), "n": len(va), "df": len(va) - 1,
+                     "t": t, "p": p, "mean_a": float(va.mean()), "mean_b": float(vb.mean())})
+    frame = pd.DataFrame(rows, columns=["a", "b", "on", "seeds", "n", "df", "t", "p", "mean_a", "mean_b"])
+    frame.insert(frame.columns.get_loc("p") + 1, "p_bonferroni", adjust_p(frame["p"].to_numpy(float), "bonferroni"))
+    frame["significant"] = frame["p_bonferroni"] < alpha
+    return frame
 
 
 def ttests_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
@@ -212,6 +203,9 @@ def ttests_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
             f" (Bonferroni {r['p_bonferroni']:.3g}){' *' if r['significant'] else ''}"
         )
     return "\n".join(lines) + "\n"
+
+
+FIGURE_DPI = 200
 
 
 def _plt():
@@ -237,9 +231,9 @@ def fig_delta_mae(runs: list[MerRun], path: Path) -> None:
     ax.set_ylabel("ΔMAE (after − before attack)")
     ax.set_title("Impact of the BIM attack (lower = more robust)")
     fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix), dpi=200)
-    plt.close(fig)
+    from xairobust.report.figures import save
+
+    save(fig, path.parent, path.name, ["png", "pdf"], FIGURE_DPI)
 
 
 def fig_scatter(runs: list[MerRun], emotions: list[str], models: list[str], seed: int | None, path: Path) -> list[str]:
@@ -285,41 +279,59 @@ def fig_scatter(runs: list[MerRun], emotions: list[str], models: list[str], seed
                 ax.set_xlabel("true annotation")
     axs[0, -1].legend()
     fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix), dpi=200)
-    plt.close(fig)
+    from xairobust.report.figures import save
+
+    save(fig, path.parent, path.name, ["png", "pdf"], FIGURE_DPI)
     return [str(r.path) for r in chosen]
 
 
-def write_report(
-    paths: list[str | Path],
-    out: str | Path,
-    *,
-    eps: float | None = None,
-    unconstrained: bool = False,
-    emotions: tuple[str, ...] = ("tension", "tender"),
-    scatter_models: tuple[str, ...] = ("A2B2E", "A2M2E", "aA2B2E"),
-    scatter_seed: int | None = None,
-    ttest_on: str = "after",
-    pairs: tuple[tuple[str, str], ...] = PAIRS,
-) -> dict[str, Any]:
-    """Write table1.{csv,md,tex}, ttests.{csv,md}, figures/*.{png,pdf} and summary.json under ``out``."""
-    runs = collect(paths, eps, unconstrained)
-    out = Path(out)
+@dataclass
+class MerOptions:
+    """What the MER section renders (write_report's arguments)."""
+
+    paths: list[str | Path]
+    eps: float | None = None
+    unconstrained: bool = False
+    emotions: tuple[str, ...] = ("tension", "tender")
+    scatter_models: tuple[str, ...] = ("A2B2E", "A2M2E", "aA2B2E")
+    scatter_seed: int | None = None
+    ttest_on: str = "after"
+    pairs: tuple[tuple[str, str], ...] = PAIRS
+
+
+@dataclass
+class MerData:
+    runs: list[MerRun]
+    summary: dict[str, Any] = field(default_factory=dict)  # summary.json, filled by render
+
+
+def collect_section(opts: MerOptions) -> MerData:
+    """The runs with a bim-regression result (verified), after checking the options."""
+    if opts.ttest_on not in ("after", "delta"):
+        raise ConfigError(f"report: --ttest-on must be 'after' or 'delta', got '{opts.ttest_on}'")
+    for emo in opts.emotions:
+        if emo not in EMOTIONS:
+            raise ConfigError(f"report: unknown emotion '{emo}' (choose from {', '.join(EMOTIONS)})")
+    return MerData(collect(opts.paths, opts.eps, opts.unconstrained))
+
+
+def render_section(opts: MerOptions, data: MerData, out: Path) -> None:
+    """table1.{csv,md,tex}, ttests.{csv,md}, figures/*.{png,pdf} and summary.json into ``out``."""
+    runs = data.runs
     (out / "figures").mkdir(parents=True, exist_ok=True)
     df = table1(runs)
-    write_text_atomic(out / "table1.csv", df.to_csv(index=False))
-    write_text_atomic(out / "table1.md", table1_markdown(df))
-    write_text_atomic(out / "table1.tex", table1_latex(df))
-    tests = paired_tests(runs, ttest_on, pairs)
-    write_text_atomic(out / "ttests.csv", tests.to_csv(index=False))
-    write_text_atomic(out / "ttests.md", ttests_markdown(tests))
+    (out / "table1.csv").write_text(df.to_csv(index=False))
+    (out / "table1.md").write_text(table1_markdown(df))
+    (out / "table1.tex").write_text(table1_latex(df))
+    tests = paired_tests(runs, opts.ttest_on, opts.pairs)
+    (out / "ttests.csv").write_text(tests.to_csv(index=False))
+    (out / "ttests.md").write_text(ttests_markdown(tests))
     fig_delta_mae(runs, out / "figures" / "delta_mae_box")
-    models = [m for m in scatter_models if any(r.label == m for r in runs)] or _labels(runs)[:3]
-    shown = fig_scatter(runs, list(emotions), models, scatter_seed, out / "figures" / "true_vs_pred")
-    summary = {
+    models = [m for m in opts.scatter_models if any(r.label == m for r in runs)] or _labels(runs)[:3]
+    shown = fig_scatter(runs, list(opts.emotions), models, opts.scatter_seed, out / "figures" / "true_vs_pred")
+    data.summary = {
         "eps": runs[0].entry["eps"],
-        "unconstrained_reference": unconstrained,
+        "unconstrained_reference": opts.unconstrained,
         "runs": [{"path": str(r.path), "label": r.label, "seed": r.seed, **{k: r.entry.get(k) for k in (
             "mae_before", "mae_after", "delta_mae", "corr_before", "corr_after", "snr_db", "eps", "steps")}}
                  for r in runs],
@@ -327,8 +339,19 @@ def write_report(
         "ttests": json.loads(tests.to_json(orient="records")),
         "scatter_runs": shown,
     }
-    write_json_atomic(out / "summary.json", summary)
-    return summary
+    write_json_atomic(out / "summary.json", data.summary)
+
+
+def write_report(paths: list[str | Path], out: str | Path, **options: Any) -> dict[str, Any]:
+    """The ``mer-report`` kind of the report pipeline (its one section, sections/mer.py) into
+    ``out``; ``options`` are :class:`MerOptions` fields. Returns summary.json's content."""
+    from xairobust.report import pipeline
+    from xairobust.report.sections import ReportContext
+
+    ctx = ReportContext([], MerOptions(list(paths), **options))
+    collected = pipeline.collect(ctx, "mer-report")
+    pipeline.render(ctx, Path(out), collected, marker=None)
+    return next(d.summary for _, d in collected if isinstance(d, MerData))
 
 
 @dataclass
@@ -357,12 +380,9 @@ class MerReportStage(Stage):
     order = 4
 
     def inputs(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Path]:
-        files: dict[str, Path] = {}
-        for path in find_runs(list(conf.runs)):
-            for rel in ("run.json", "model.safetensors", "robustness.json"):
-                if (path / rel).is_file():
-                    files[f"{path}:{rel}"] = path / rel
-        return files
+        from xairobust.report.sections import report_inputs
+
+        return report_inputs("mer-report", find_runs(list(conf.runs)))  # robustness.json + the per-sample attack files
 
     def identity(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Any]:
         d = cfg.to_dict(conf)

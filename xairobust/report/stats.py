@@ -33,7 +33,8 @@ floor, the test is on floor-corrected per-sample values (metric - floor of the s
 ``mean_method`` / ``mean_baseline`` stay the raw means shown in the table.
 
 Comparability: :func:`check_comparable` refuses runs whose scores of one explainer were computed
-with different presets or metric parameters (one line naming two such runs).
+with different presets or metric parameters, or at different precisions (fp32 / bf16, of the
+scores or of the attributions they score): one line naming two such runs.
 """
 
 from __future__ import annotations
@@ -65,11 +66,21 @@ def check_comparable(runs: list, explainers: list[str]) -> None:
 
     for explainer in explainers:
         seen: dict[str, tuple[str, object]] = {}
+        seen_precision: dict[str, str] = {}
         for r in runs:
             path = r.score_file(explainer).with_suffix(".json")
             if not path.is_file():
                 continue
             doc = read_json(path)
+            # bf16 changes values (xairobust.runtime): fp32 and bf16 scores never share a table
+            precision = "/".join(sorted({doc.get("precision", "fp32"), doc.get("explainer_precision", "fp32")}))
+            for other_run, other_precision in seen_precision.items():
+                if other_precision != precision:
+                    raise ConfigError(
+                        f"report: {explainer} scores of {other_run} (precision {other_precision}) and {r.path} (precision"
+                        f" {precision}) were computed at different precisions; re-run explain and score with the same --precision"
+                    )
+            seen_precision.setdefault(str(r.path), precision)
             params = {m: (e or {}).get("params") for m, e in (doc.get("metrics") or {}).items()}
             key = repr((doc.get("preset"), sorted(params.items(), key=lambda kv: kv[0])))
             for other_key, (other_run, other_preset) in seen.items():
@@ -105,32 +116,36 @@ def attach_floors(scores: pd.DataFrame, runs: list, explainers: list[str]) -> pd
     return out
 
 
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values; NaN entries stay NaN and do not count in m."""
+CORRECTIONS = {"holm": "holm", "bonferroni": "bonferroni", "none": None}  # ours -> statsmodels' method
+
+
+def adjust_p(p: np.ndarray, method: str) -> np.ndarray:
+    """Family-wise adjusted p-values (statsmodels ``multipletests``) of every report section.
+
+    NaN entries (no test was possible) stay NaN and do not count in the family's size m;
+    ``none`` returns the p-values unchanged.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    if method not in CORRECTIONS:
+        from xairobust.errors import ConfigError
+
+        raise ConfigError(f"report: correction must be one of {', '.join(CORRECTIONS)}, got '{method}'")
     p = np.asarray(p, dtype=float)
-    out = np.full_like(p, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    m = len(valid)
-    if m == 0:
-        return out
-    order = valid[np.argsort(p[valid], kind="stable")]
-    scaled = (m - np.arange(m)) * p[order]
-    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    out = p.copy()
+    valid = ~np.isnan(p)
+    if CORRECTIONS[method] is not None and valid.any():
+        out[valid] = multipletests(p[valid], method=CORRECTIONS[method])[1]
     return out
 
 
-def bonferroni(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=float)
-    m = int((~np.isnan(p)).sum())
-    return np.minimum(1.0, p * m)
-
-
-def correct(p: np.ndarray, method: str) -> np.ndarray:
-    if method == "holm":
-        return holm(p)
-    if method == "bonferroni":
-        return bonferroni(p)
-    return np.asarray(p, dtype=float).copy()
+def mark_significant(frame: pd.DataFrame, correction: str, alpha: float, p_column: str = "p_value") -> pd.DataFrame:
+    """``frame`` with p_adjusted / correction / significant over all its rows (one family)."""
+    if len(frame):
+        frame["p_adjusted"] = adjust_p(frame[p_column].to_numpy(float), correction)
+        frame["correction"] = correction
+        frame["significant"] = frame["p_adjusted"] < alpha
+    return frame
 
 
 def rank_biserial(d: np.ndarray) -> float:
@@ -200,7 +215,8 @@ def paired_samples(
     return joined["m"].to_numpy(float), joined["b"].to_numpy(float), False, used
 
 
-def _better(diff: float, direction: str | None) -> str:
+def better_side(diff: float, direction: str | None) -> str:
+    """'method' / 'baseline': which side a difference (method - baseline) favours; '' when neither."""
     if direction not in ("higher", "lower") or not math.isfinite(diff) or diff == 0:
         return ""
     return "method" if (diff > 0) == (direction == "higher") else "baseline"
@@ -258,15 +274,10 @@ def compare_to_baseline(
                 "statistic": stat, "p_value": p, "rank_biserial": rb, "cohens_dz": dz,
                 "effect_size": rb if test == "wilcoxon" else dz,
                 "effect_measure": "rank_biserial" if test == "wilcoxon" else "cohens_dz",
-                "better": _better(mean_diff, meta.direction),
+                "better": better_side(mean_diff, meta.direction),
                 "ci_low": lo, "ci_high": hi, "ci_level": ci_level if bootstrap else math.nan,
                 "note": note,
                 "floor_corrected": False, "mean_floor_method": math.nan, "mean_floor_baseline": math.nan,
                 **floors,
             })
-    frame = pd.DataFrame(rows, columns=STATS_COLUMNS)
-    if len(frame):
-        frame["p_adjusted"] = correct(frame["p_value"].to_numpy(float), correction)
-        frame["correction"] = correction
-        frame["significant"] = frame["p_adjusted"] < alpha
-    return frame
+    return mark_significant(pd.DataFrame(rows, columns=STATS_COLUMNS), correction, alpha)

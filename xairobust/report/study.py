@@ -20,8 +20,6 @@ import html
 import io
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +46,15 @@ def analysis() -> Any:
     return module
 
 
-def has_common_correct() -> bool:
-    """Whether the report can restrict its tables to the common-correct samples."""
+def _report_fields() -> set[str]:
     from xairobust.report.build import ReportConfig
 
-    return "common_correct" in {f.name for f in dataclasses.fields(ReportConfig)}
+    return {f.name for f in dataclasses.fields(ReportConfig)}
+
+
+def has_common_correct() -> bool:
+    """Whether the report can restrict its tables to the common-correct samples."""
+    return "common_correct" in _report_fields()
 
 
 @dataclass
@@ -177,18 +179,43 @@ def _study_meta(runs: list[Path], long: pd.DataFrame) -> dict[str, Any]:
             "labels": list(dict.fromkeys(long["label"])), "explainers": list(dict.fromkeys(long["explainer"]))}
 
 
+def report_samples(report_dir: Path, long: pd.DataFrame) -> pd.DataFrame | None:
+    """The samples the report's tables and tests used (its samples.csv: after --common-correct,
+    with each sample's noise floor), floor-subtracted as the report's tests are, with the run
+    columns of ``long``; None when the report predates samples.csv."""
+    from xairobust.report.sections.scores import SAMPLES_CSV
+
+    path = Path(report_dir) / SAMPLES_CSV
+    if not path.is_file():
+        return None
+    got = pd.read_csv(path, usecols=lambda c: c in ("run", "explainer", "metric", "index", "value", "floor"))
+    keys = ["run", "explainer", "metric", "sample"]
+    got = got.rename(columns={"index": "sample"})
+    if "floor" not in got.columns:
+        got["floor"] = np.nan
+    per_sample = long.drop(columns=["value", "floor"]).drop_duplicates(keys)
+    frame = got.merge(per_sample, on=keys, how="left", validate="one_to_one")
+    return analysis().apply_floor(frame[long.columns]).reset_index(drop=True)
+
+
 def compute(section: Section) -> _Computed:
+    """Every number of a section. One source with its report: the samples are the report's
+    (samples.csv), floor-subtracted like the report's tests, and every statistic the report wrote
+    (seed_stats.csv, mixed.csv, dose_response.csv, common_correct.csv) is read, not recomputed."""
     A = analysis()
-    long = A.collect_long([str(p) for p in section.runs])
-    if section.common_correct:
+    long = A.apply_floor(A.collect_long([str(p) for p in section.runs]))
+    used = report_samples(section.report_dir, long)
+    if used is not None:
+        counts = _read_or(section.report_dir / "common_correct.csv", pd.DataFrame) if section.common_correct else pd.DataFrame()
+    elif section.common_correct:
         used, counts = A.common_correct(long, by=("explainer", "setting"))
     else:
         used, counts = long, pd.DataFrame()
     kw = {"ci_level": section.ci_level, "alpha": section.alpha}
-    dose = A.dose_response(used, seed=section.seed, n_boot=section.n_boot, **kw)
+    d = section.report_dir
+    dose = _read_or(d / "dose_response.csv", lambda: A.dose_response(used, seed=section.seed, n_boot=section.n_boot, **kw))
     # Every image: only its slope is shown (the confound table), so no bootstrap.
     dose_all = A.dose_response(long, seed=section.seed, n_boot=0, **kw) if section.common_correct else dose
-    d = section.report_dir
     seeds = _read_or(d / "seed_stats.csv", lambda: A.seed_tests(used, section.baseline, correction=section.correction, **kw))
     mixed = _read_or(d / "mixed.csv", lambda: A.mixed_effects(used, section.baseline, correction=section.correction, **kw))
     runs = A.run_means(used)
@@ -642,8 +669,9 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
     """Compute every section, then write ``out/index.html``, ``out/figures/*.png``, the study's CSVs
     and ``out/study.json`` (inputs' sha256) -- staged and moved in file by file, like the report."""
     from xairobust.progress import track
-    from xairobust.report.build import _move_into
+    from xairobust.report.collect import run_inputs
     from xairobust.report.meta import metric_meta, order_metrics
+    from xairobust.report.output import move_into, staging
 
     if not sections:
         raise ConfigError("study: no report finished, so there is nothing to show")
@@ -662,30 +690,24 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
         c.figures["accuracy"] = accuracy_figure(c.runs, dpi)
     page = render_page(computed, info, metas, out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.study.", dir=out.parent))
-    try:
-        (staging / STUDY_HTML).write_text(page)
-        (staging / "figures").mkdir()
+    with staging(out) as folder:
+        (folder / STUDY_HTML).write_text(page)
+        (folder / "figures").mkdir()
         for c in computed:
             prefix = f"{c.section.name}_" if multi else ""
             for stem, png in c.figures.items():
                 name = stem if stem != "accuracy" or not multi else f"accuracy_{c.section.name}"
-                (staging / "figures" / f"{name}.png").write_bytes(png)
-            c.dose.to_csv(staging / f"{prefix}dose_response.csv", index=False)
-            _confound_frame(c).to_csv(staging / f"{prefix}confound.csv", index=False)
-            c.mono.to_csv(staging / f"{prefix}monotonicity.csv", index=False)
-            c.runs.to_csv(staging / f"{prefix}run_means.csv", index=False)
+                (folder / "figures" / f"{name}.png").write_bytes(png)
+            c.dose.to_csv(folder / f"{prefix}dose_response.csv", index=False)
+            _confound_frame(c).to_csv(folder / f"{prefix}confound.csv", index=False)
+            c.mono.to_csv(folder / f"{prefix}monotonicity.csv", index=False)
+            c.runs.to_csv(folder / f"{prefix}run_means.csv", index=False)
             if not c.counts.empty:
-                c.counts.to_csv(staging / f"{prefix}common_correct.csv", index=False)
-        written = _move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                c.counts.to_csv(folder / f"{prefix}common_correct.csv", index=False)
+        written = move_into(folder, out)
     inputs = {}
     for c in computed:
-        for run in c.section.runs:
-            for rel in ("run.json", "model.safetensors", "robustness.json"):
-                if (run / rel).is_file():
-                    inputs[f"{run}:{rel}"] = file_sha256(run / rel)
+        inputs.update({role: file_sha256(path) for role, path in run_inputs(c.section.runs).items()})
         for f in sorted(c.section.report_dir.glob("*.csv")):
             inputs[f"{f}"] = file_sha256(f)
     write_json_atomic(out / STUDY_JSON, {
@@ -702,11 +724,13 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
 
 
 def study_zoo(zoo: Any, common_correct: bool) -> Any:
-    """The zoo with ``common_correct`` set in its report block (unless the file sets it): a study's
-    tables use the common-correct images by default. Returns a copy; the zoo file is not touched."""
+    """The zoo with ``common_correct`` (and the mixed model) set in its report block unless the file
+    sets them: a study's tables use the common-correct images by default. Returns a copy."""
     import sys
 
     report = dict(zoo.report)
+    if "mixed" in _report_fields():
+        report.setdefault("mixed", True)  # the mixed model is part of every study page (the report's mixed.csv)
     if has_common_correct():
         report.setdefault("common_correct", common_correct)
     elif common_correct:

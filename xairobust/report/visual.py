@@ -22,7 +22,6 @@ Each method is shown by its run with the lowest seed in figures; table values av
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +46,6 @@ def has_visual(runs: list[RunRecord]) -> bool:
     return any((r.path / FOLDER / f"{k}.json").is_file() for r in runs for k in KINDS)
 
 
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def _by_label(runs: list[RunRecord], rows: list[str]) -> list[RunRecord]:
     """One run per label (lowest seed), in row order."""
     out = []
@@ -61,7 +56,7 @@ def _by_label(runs: list[RunRecord], rows: list[str]) -> list[RunRecord]:
     return out
 
 
-def _load(run: RunRecord, kind: str) -> dict[str, np.ndarray] | None:
+def load(run: RunRecord, kind: str) -> dict[str, np.ndarray] | None:
     """The run's visualisation of ``kind`` (provenance verified: stale -> one-line error), or None."""
     from xairobust.stages.visualize import load_visualisation
 
@@ -73,29 +68,19 @@ def _load(run: RunRecord, kind: str) -> dict[str, np.ndarray] | None:
 
 
 def _grid(n_rows: int, n_cols: int, size: float = 1.3):
-    import matplotlib
+    from xairobust.report.figures import image_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 1.2, size * n_rows + 0.3), squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-    return fig, axes
+    return image_grid(n_rows, n_cols, (size * n_cols + 1.2, size * n_rows + 0.3), frames=False)
 
 
 def _show(ax, x: np.ndarray) -> None:
-    from xairobust.report.figures import _image
+    from xairobust.report.figures import show_image
 
-    img, cmap = _image(x)
-    ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    show_image(ax, x, interpolation="nearest")
 
 
 def inversion_figure(runs: list[RunRecord], rows: list[str], n_images: int):
-    data = [(r.label, d) for r in _by_label(runs, rows) if (d := _load(r, "inversion")) is not None]
+    data = [(r.label, d) for r in _by_label(runs, rows) if (d := load(r, "inversion")) is not None]
     if not data:
         return None
     common = set(data[0][1]["indices"].tolist())
@@ -122,7 +107,7 @@ def inversion_figure(runs: list[RunRecord], rows: list[str], n_images: int):
 
 
 def generation_figure(runs: list[RunRecord], rows: list[str], n_images: int):
-    data = [(r.label, d) for r in _by_label(runs, rows) if (d := _load(r, "generation")) is not None]
+    data = [(r.label, d) for r in _by_label(runs, rows) if (d := load(r, "generation")) is not None]
     if not data:
         return None
     classes = sorted(set.intersection(*[set(d["classes"].tolist()) for _, d in data]))[: max(n_images, 10)]
@@ -144,7 +129,7 @@ def generation_figure(runs: list[RunRecord], rows: list[str], n_images: int):
 
 
 def feature_figure(runs: list[RunRecord], rows: list[str], n_images: int):
-    data = [(r.label, d) for r in _by_label(runs, rows) if (d := _load(r, "feature")) is not None]
+    data = [(r.label, d) for r in _by_label(runs, rows) if (d := load(r, "feature")) is not None]
     if not data:
         return None
     k = min(n_images, min(d["topk_images"].shape[1] for _, d in data))
@@ -222,8 +207,7 @@ def visual_frames(runs: list[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 **timing,
             })
             for row in frame.itertuples(index=False):
-                items.append({"explainer": extractor, "setting": r.setting, "label": r.label, "method": r.method,
-                              "seed": r.seed, "run": str(r.path), "index": int(row.index), "target": row.target,
+                items.append({"explainer": extractor, **r.columns(), "index": int(row.index), "target": row.target,
                               "metric": row.metric, "value": float(row.value)})
     return pd.DataFrame(items), pd.DataFrame(summary)
 
@@ -280,16 +264,14 @@ def visual_table(summary: pd.DataFrame, stats: pd.DataFrame, baseline: str, orde
     return pd.DataFrame(rows), "\n".join(md)
 
 
-def write(folder: Path, runs: list[RunRecord], conf: Any, quiet: bool = False) -> list[Path]:
-    """Write the visual figures and table into ``folder`` (the report's staging folder)."""
+def write(folder: Path, runs: list[RunRecord], frames: tuple[pd.DataFrame, pd.DataFrame], conf: Any) -> None:
+    """Write the visual figures and table into ``folder`` (the report's staging folder), from
+    ``frames`` = :func:`visual_frames` (the sections.visual section calls this)."""
     from xairobust.report import figures as figs
     from xairobust.report.stats import compare_to_baseline
     from xairobust.report.tables import order_rows
 
-    if not has_visual(runs):
-        return []
-    written: list[Path] = []
-    items, summary = visual_frames(runs)
+    items, summary = frames
     if len(summary):
         stats = pd.DataFrame()
         if len(items):
@@ -299,8 +281,11 @@ def write(folder: Path, runs: list[RunRecord], conf: Any, quiet: bool = False) -
         (folder / "visual_table.md").write_text(md)
         table.to_csv(folder / "visual_table.csv", index=False)
         stats.to_csv(folder / "visual_stats.csv", index=False)
-        written += [folder / "visual_table.md", folder / "visual_table.csv", folder / "visual_stats.csv"]
-    if getattr(conf, "figures", True):
+        if len(items):  # the per-class / per-image values behind the stars (scripts/check_results.py)
+            from xairobust.report.samples import VISUAL_SAMPLES, with_weights
+
+            with_weights(items, runs).to_csv(folder / VISUAL_SAMPLES, index=False)
+    if conf.figures:
         (folder / "figures").mkdir(exist_ok=True)
         settings = list(dict.fromkeys(r.setting for r in runs))
         for setting in settings:
@@ -311,25 +296,4 @@ def write(folder: Path, runs: list[RunRecord], conf: Any, quiet: bool = False) -
                                ("feature", feature_figure)):
                 fig = make(mine, rows, conf.grid_images)
                 if fig is not None:
-                    written += figs.save(fig, folder / "figures", f"visual_{kind}{suffix}", list(conf.formats), conf.dpi)
-    return written
-
-
-def build_visual_report(runs: list[RunRecord], out: Path, conf: Any, quiet: bool = False) -> list[Path]:
-    """A report of runs that have visualisations but no scores: only the visual files."""
-    import shutil
-    import tempfile
-
-    from xairobust.report.build import _move_into
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write(staging, runs, conf, quiet)
-        from xairobust.validate import mark_folder
-
-        mark_folder(out, "xairobust report")
-        return _move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                    figs.save(fig, folder / "figures", f"visual_{kind}{suffix}", list(conf.formats), conf.dpi)

@@ -1,12 +1,18 @@
-"""The attack stage: robust accuracy of a trained run under PGD and AutoAttack -> robustness.json.
+"""The attack stage: robust accuracy of a trained run under registered attacks -> robustness.json.
 
+``attack`` names an entry of the ``ATTACKS`` registry (``xairobust list attacks``): ``pgd`` (the
+default: PGD, plus AutoAttack's standard version unless ``autoattack`` is off), ``autoattack``,
+or one of its sub-attacks alone (``apgd-ce``, ``apgd-t``, ``fab-t``, ``square``). Each attack
+is called through the registry with the keywords its signature asks for.
 ``runs/<run>/robustness.json`` keeps one entry per (attack, norm, eps); re-running one attack
 replaces only its entry, and re-running it with the same settings on the same weights is a
-no-op. The headline ``robust_accuracy`` is AutoAttack's when it was run, else PGD's.
+no-op. The headline ``robust_accuracy`` is AutoAttack's when it was run, else PGD's, else that
+of the attack just run.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -17,13 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xairobust.attacks.pgd import pgd_worst_of_restarts
 from xairobust.config import require
 from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import mean_pearson
 from xairobust.perturb import DEFAULT_EPS, default_step_size
 from xairobust.progress import make_progress
+from xairobust.registry import ATTACKS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic
 from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, stamp_inputs
 
@@ -35,6 +41,7 @@ FORMAT = 2  # 2: every entry carries the provenance (weights sha256) it was comp
 class AttackConfig:
     """Keys of ``xairobust attack --config``; radii live in the model's input space."""
 
+    attack: str = "pgd"  # a registered attack; pgd = PGD (+ AutoAttack unless autoattack is false)
     norm: Literal["linf", "l2"] = "linf"
     eps: float = DEFAULT_EPS
     steps: int = 10
@@ -57,6 +64,10 @@ class AttackConfig:
         require(self.restarts >= 1, f"attack: --restarts must be >= 1, got {self.restarts}")
         require(self.n is None or self.n >= 1, f"attack: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"attack: --batch-size must be >= 1, got {self.batch_size}")
+        require(self.attack != "bim-regression",
+                "attack: bim-regression has its own options and stage: `xairobust attack --attack bim-regression`")
+        norms = ATTACKS.meta(self.attack).get("norms", ())  # unknown names: a one-line ConfigError
+        require(self.norm in norms, f"attack: {self.attack} takes --norm {' or '.join(norms)}, not {self.norm}")
 
     def resolved_step_size(self) -> float:
         return self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
@@ -210,10 +221,13 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
     weights = stamp_inputs(stage.inputs(run_dir, conf), run_dir)
     entries = current_entries(run_dir, weights)
     todo = stage.attacks(conf, classification)
-    if conf.autoattack and classification:
-        from xairobust.attacks.autoattack import check_applicable
-
-        check_applicable(tuple(info.input_shape), conf.norm, info.value_range, info.num_outputs)
+    for name in todo:
+        want = ATTACKS.meta(name).get("task")  # None: any task (PGD takes the task's loss)
+        if want is not None and want != info.task:
+            raise ConfigError(f"attack: {name} attacks {want} models; this run is {info.task}")
+        check = getattr(ATTACKS.get(name), "applicable", None)
+        if check is not None:  # fail before minutes of PGD, not after
+            check(tuple(info.input_shape), conf.norm, info.value_range, info.num_outputs)
     wanted = {name: entry_identity("attack", FORMAT, _settings(conf, name, conf.n), weights) for name in todo}
     pending = [name for name in todo if find_current(entries, wanted[name]) is None]
     if not pending:
@@ -234,19 +248,12 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
                     clean_correct += int((model(x).argmax(1) == y).sum())
             for name in pending:
                 t0 = time.perf_counter()
-                if name == "pgd":
-                    adv = pgd_worst_of_restarts(
-                        model, x, y, restarts=conf.restarts, task=info.task,
-                        norm=conf.norm, eps=conf.eps, step_size=conf.resolved_step_size(), steps=conf.steps,
-                        random_start=conf.random_start, loss_fn=loss_fn, value_range=info.value_range,
-                        generator=generator,
-                    )
-                else:
-                    from xairobust.attacks.autoattack import autoattack
-
-                    adv = autoattack(model, x, y, norm=conf.norm, eps=conf.eps, num_classes=info.num_outputs,
-                                     value_range=info.value_range, seed=conf.seed, batch_size=conf.batch_size,
-                                     device=device)
+                adv = _run_attack(name, model, x, y, {
+                    "norm": conf.norm, "eps": conf.eps, "steps": conf.steps, "step_size": conf.resolved_step_size(),
+                    "restarts": conf.restarts, "random_start": conf.random_start, "loss_fn": loss_fn,
+                    "task": info.task, "value_range": info.value_range, "generator": generator,
+                    "num_classes": info.num_outputs, "seed": conf.seed, "batch_size": conf.batch_size, "device": device,
+                })
                 seconds[name] += time.perf_counter() - t0
                 if classification:
                     with torch.no_grad():
@@ -275,10 +282,18 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
     return out_path
 
 
+def _run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, pool: dict[str, Any]) -> Tensor:
+    """The registered attack ``name`` on one batch, given the keywords of ``pool`` its signature names."""
+    fn = ATTACKS.get(name)
+    params = inspect.signature(fn).parameters
+    return fn(model, x, y, **{k: v for k, v in pool.items() if k in params})
+
+
 def _summary(entries: list[dict[str, Any]], conf: AttackConfig, classification: bool, clean: float | None) -> dict[str, Any]:
     """The headline numbers for the (norm, eps) just attacked (the entries are added by the writer)."""
     here = [e for e in entries if e["norm"] == conf.norm and math.isclose(e["eps"], conf.eps, rel_tol=1e-9)]
-    head = next((e for e in here if e["attack"] == "autoattack"), None) or next(e for e in here if e["attack"] == "pgd")
+    head = (next((e for e in here if e["attack"] == "autoattack"), None)
+            or next((e for e in here if e["attack"] == "pgd"), None) or here[-1])
     return {
         "clean_accuracy": clean,
         "robust_accuracy": head.get("robust_accuracy"),
@@ -317,7 +332,10 @@ class AttackStage(Stage):
 
     @staticmethod
     def attacks(conf: AttackConfig, classification: bool | None) -> list[str]:
-        """PGD always; AutoAttack too when asked for and the task is classification (None: unknown)."""
+        """``pgd``: PGD, and AutoAttack too when asked for and the task is classification (None:
+        unknown); any other registered attack: that one alone."""
+        if conf.attack != "pgd":
+            return [conf.attack]
         return ["pgd"] + (["autoattack"] if conf.autoattack and classification is not False else [])
 
     def is_current(self, run_dir: Path, conf: AttackConfig, resolved: StageIdentity | None = None) -> bool:

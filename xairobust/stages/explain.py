@@ -34,6 +34,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors, write_json_atomic
+from xairobust.runtime import check_precision, identity_part, prepare_model, usual_layout
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs
 
 FORMAT = 1
@@ -56,8 +57,11 @@ class ExplainConfig:
     points_per_pass: int = 0
     device: str = "auto"
     data_dir: str | None = None
+    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
+    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision, "explain")
         require(self.n >= 1, f"explain: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"explain: --batch-size must be >= 1, got {self.batch_size}")
         require(self.points_per_pass >= 0, f"explain: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")
@@ -79,6 +83,7 @@ class ExplainConfig:
             "selection": self.selection,
             "seed": self.seed,
             "background_size": self.background_size,
+            **identity_part(self.precision),
         }
 
 
@@ -183,6 +188,7 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
     indices = select_indices(labels, len(test), conf.n, conf.selection, conf.seed)
     x = test.inputs(indices)
     y = test.targets(indices)
+    prepare_model(model, tuple(x.shape[1:]), conf.precision, conf.channels_last)
 
     background = None
     if wants_background(conf.explainer, params):
@@ -246,6 +252,7 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
         ),
         "extras": {k: _summary(v) for k, v in extras.items()},
         "batch_size": conf.batch_size,
+        "precision": conf.precision,
         "device": str(device),
         "wall_time_s": round(wall, 3),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256")},
@@ -278,7 +285,7 @@ def _attribute_all(
         for s in range(0, len(x), batch_size):
             sl = slice(s, s + batch_size)
             a = explainer.attribute(model, x[sl].to(device), targets[sl].to(device), seeds[sl])
-            outs.append(a.detach().float().cpu())
+            outs.append(usual_layout(a.detach().float().cpu()))
             for k, v in explainer.extras().items():
                 extras.setdefault(k, []).append(v.detach().float().cpu())
             progress.advance(task, len(x[sl]))

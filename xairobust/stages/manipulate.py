@@ -46,6 +46,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic, write_text_atomic
+from xairobust.runtime import check_precision, identity_part, prepare_model
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs
 
 # 2: the attacked explainer is the registered explainer with its registered parameters (the
@@ -79,8 +80,11 @@ class ManipulateConfig:
     batch_size: int = 32
     device: str = "auto"
     data_dir: str | None = None
+    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
+    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision, "manipulate")
         require(self.n >= 1, f"manipulate: --n must be >= 1, got {self.n}")
         require(self.eps > 0, f"manipulate: --eps must be > 0, got {self.eps}")
         require(self.steps >= 1, f"manipulate: --steps must be >= 1, got {self.steps}")
@@ -101,10 +105,10 @@ class ManipulateConfig:
 
     def identity(self, explainer_params: dict[str, Any]) -> dict[str, Any]:
         d = cfg.to_dict(self)
-        for k in ("device", "data_dir", "batch_size", "params"):
+        for k in ("device", "data_dir", "batch_size", "params", "channels_last", "precision"):
             d.pop(k)
         d["params"] = explainer_params
-        return d
+        return {**d, **identity_part(self.precision)}  # fp32 adds nothing: identities of before stay valid
 
 
 def manipulation_paths(run_dir: Path, attack: str, explainer: str) -> tuple[Path, Path, Path]:
@@ -215,8 +219,11 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     vr = info.get("value_range")
     settings = conf.settings(tuple(vr) if vr is not None else None)
     device = pick_device(conf.device)
-    model.to(device).eval()
-    smooth = softplus_copy(model, conf.beta)
+    shape = tuple(info["input_shape"])
+    prepare_model(model.to(device).eval(), shape, conf.precision, conf.channels_last)
+    if reference is not None:
+        prepare_model(reference, shape, conf.precision, conf.channels_last)
+    smooth = softplus_copy(model, conf.beta)  # a deep copy: keeps the layout and precision
     # attack 'model': the "original" network is the --init run, the manipulated one this run.
     original = model if reference is None else reference.to(device).eval()
 
@@ -280,6 +287,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "means": {e: {k: float(v.double().nanmean()) for k, v in r.items()} for e, r in results.items()},
         "cost": cost,
         "batch_size": conf.batch_size,
+        "precision": conf.precision,
         "device": str(device),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256"), "label": meta.get("label")},
         "provenance": resolved.block(),

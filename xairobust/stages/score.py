@@ -42,6 +42,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
+from xairobust.runtime import check_precision, identity_part, prepare_model
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs, verify_chain
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
 from xairobust.validate import check_attributions, degenerate_rows, score_finite_rows
@@ -72,8 +73,11 @@ class ScoreConfig:
     # Score all-zero / constant attributions (no ranking of features; sensitivity ratios become
     # inf): counted in the JSON; without it such a file is refused (check_attributions).
     allow_degenerate: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
+    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision, "score")
         require(self.batch_size >= 1, f"score: --batch-size must be >= 1, got {self.batch_size}")
         require(self.engine in ENGINES, f"score: --engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
         require(self.points_per_pass >= 0, f"score: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")
@@ -243,7 +247,7 @@ def _prepare(run_dir: Path, conf: ScoreConfig, metrics: dict[str, Metric]):
     ):
         raise ConfigError("score: --drop-changed compares predicted classes; it has no meaning for a regression model")
     device = pick_device(conf.device)
-    model.to(device).eval()
+    prepare_model(model.to(device).eval(), tuple(tensors["inputs"].shape[1:]), conf.precision, conf.channels_last)
     n = len(tensors["indices"]) if conf.n is None else min(conf.n, len(tensors["indices"]))
     background = tensors.get("background")
     explainer = build_explainer(conf.explainer, attr_meta["params"], None if background is None else background.to(device))
@@ -303,6 +307,7 @@ class ScoreStage(Stage):
             "engine": conf.engine,
             **({"allow_nonfinite": True} if conf.allow_nonfinite else {}),
             **({"allow_degenerate": True} if conf.allow_degenerate else {}),
+            **identity_part(conf.precision),
         }
 
     def outputs(self, run_dir: Path, conf: ScoreConfig) -> list[Path]:
@@ -355,6 +360,9 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
         "n": n,
         "batch_size": conf.batch_size,
         "points_per_pass": ppp,
+        # the scores' precision and that of the attributions they score (report refuses to mix either)
+        "precision": conf.precision,
+        "explainer_precision": attr_meta.get("precision", "fp32"),
         "normalisation": "per sample: a / max|a| of that sample (Quantus' default divides by the batch max)",
         "device": str(device),
         "wall_time_s": round(time.perf_counter() - start, 3),

@@ -37,6 +37,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import VISUALISATIONS
 from xairobust.runs import WEIGHTS, load_run, load_tensors, read_run_meta, require_run, save_tensors, write_json_atomic
+from xairobust.runtime import check_precision, identity_part, prepare_model
 from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs, verify_chain
 
 FORMAT = 1
@@ -63,8 +64,11 @@ class VisualizeConfig:
     # metrics never race the visualisations they read.
     kinds: list[str] = field(default_factory=list)
     fid: dict = field(default_factory=dict)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
+    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision, "visualize")
         require(self.n >= 1, f"visualize: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"visualize: --batch-size must be >= 1, got {self.batch_size}")
         for k in [self.kind, *self.kinds]:
@@ -136,6 +140,7 @@ class VisualizeStage(Stage):
         return {
             "kind": conf.kind, "preset": conf.preset, "params": cfg.to_dict(params), "n": conf.n,
             "classes": list(conf.classes), "units": list(conf.units), "layer": conf.layer, "seed": conf.seed,
+            **identity_part(conf.precision),
         }
 
     def outputs(self, run_dir: Path, conf: VisualizeConfig) -> list[Path]:
@@ -185,6 +190,7 @@ def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, qu
     ds = meta["dataset"]
     test = get_dataset(ds["name"], "test", conf.data_dir, **ds.get("kwargs", {}))
     example = test.inputs(torch.tensor([0])).to(device)
+    prepare_model(model, tuple(example.shape[1:]), conf.precision, conf.channels_last)
     vis = cls()
     with eval_mode(model, freeze=True):  # the objectives are functions of the input alone
         rep = Representation(model, example, conf.layer)
@@ -213,6 +219,7 @@ def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, qu
         "summary": summary,
         "value_range": list(test.info.value_range) if test.info.value_range else None,
         "batch_size": conf.batch_size,
+        "precision": conf.precision,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "wall_time_s": round(wall, 3),

@@ -129,7 +129,7 @@ class Representation:
         rep, self._captured = self._captured, None
         if rep is None:
             raise ConfigError(f"visualize: module '{self.name}' was not called in the forward pass; pick another --layer")
-        return rep.flatten(1), logits
+        return rep.flatten(1).float(), logits  # float: a bf16 model's activation (a no-op in fp32)
 
     def units(self, x: Tensor) -> Tensor:
         """One activation per unit: feature-map layers (N, C, H, W) are averaged over space, so a

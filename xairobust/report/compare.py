@@ -1,0 +1,86 @@
+"""The compare step of the report pipeline: the score comparison, computed once from the runs'
+scores and shared by the sections that show it (scores, seeds, sanity). Sections render; this
+module and the statistics it calls (stats.py, analysis.py) are where numbers are computed."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from xairobust.report.collect import collect_scores, resolve_explainers, run_frame, verify_run
+from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
+from xairobust.report.output import warn
+from xairobust.report.sections import ReportContext
+from xairobust.report.stats import FLOOR, attach_floors, check_comparable, compare_to_baseline
+from xairobust.report.tables import summarise
+
+
+@dataclass
+class Comparison:
+    """Every number the score sections show."""
+
+    explainers: list[str]
+    scores: pd.DataFrame  # long per-sample frame (floors beside values; common-correct when asked)
+    counts: pd.DataFrame | None  # common-correct counts; None when --common-correct is off
+    metas: dict[str, MetricMeta]
+    ordered: list[MetricMeta]
+    summary: pd.DataFrame  # per (explainer, setting, label, metric): mean/std over runs (tables.summarise)
+    stats: pd.DataFrame  # stats.csv: every method against the baseline, per sample
+    seed_stats: pd.DataFrame  # seed_stats.csv: seeds as the unit
+    mixed: pd.DataFrame | None  # mixed.csv (--mixed)
+    dose: pd.DataFrame | None  # dose_response.csv; None with fewer than 3 runs with a robust accuracy
+
+    @property
+    def floor(self) -> bool:
+        return bool(self.scores[FLOOR].notna().any())
+
+
+def compare(ctx: ReportContext) -> Comparison | None:
+    """The comparison of ``ctx.runs``' scores (None for a report of visualisations only).
+
+    Resolves ``--baseline`` to a row label (``ctx.conf`` is replaced by the resolved config).
+    """
+    from xairobust.report import analysis, visual
+    from xairobust.report.build import resolve_baseline
+
+    runs, conf = ctx.runs, ctx.conf
+    if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only
+        return None
+    explainers = resolve_explainers(runs, list(conf.explainer))
+    for run in runs:
+        verify_run(run, explainers)  # nothing computed from other weights reaches the tables
+    baseline = resolve_baseline(runs, conf.baseline)
+    if baseline != conf.baseline:
+        ctx.conf = conf = dataclasses.replace(conf, baseline=baseline)
+    scores, notes = collect_scores(runs, explainers)
+    check_comparable(runs, explainers)  # one preset / metric parameters per table (issue 14)
+    scores = attach_floors(scores, runs, explainers)  # noise floors beside values, floor-corrected tests
+    counts = None
+    if conf.common_correct:  # the clean-accuracy confound (issue 19): common-correct samples only
+        scores, counts = analysis.restrict_common_correct(scores, runs, explainers)
+    for note in notes:
+        warn(note)
+    metas = {name: metric_meta(name, ctx.registry) for name in dict.fromkeys(scores["metric"])}
+    for m in metas.values():
+        if m.direction is None:
+            warn(f"metric '{m.name}' is not registered with a direction; no arrow or best/second marks")
+    stats = compare_to_baseline(
+        scores, metas, baseline=conf.baseline, test=conf.test, correction=conf.correction, alpha=conf.alpha,
+        pairing=conf.pairing, bootstrap=conf.bootstrap, ci_level=conf.ci_level, seed=conf.seed,
+    )
+    if stats.empty:
+        warn(f"no '{conf.baseline}' scores to compare with (--baseline) in any setting; stats.csv has no rows")
+    seed_frame = analysis.apply_floor(analysis.long_frame(runs, scores, ctx.registry))
+    seed_stats = analysis.seed_tests(seed_frame, conf.baseline, correction=conf.correction, alpha=conf.alpha,
+                                     ci_level=conf.ci_level)
+    mixed = (analysis.mixed_effects(seed_frame, conf.baseline, ci_level=conf.ci_level, correction=conf.correction,
+                                    alpha=conf.alpha, quiet=ctx.quiet) if conf.mixed else None)
+    dose: Any = analysis.dose_response(seed_frame, n_boot=2000, ci_level=conf.ci_level, seed=conf.seed, alpha=conf.alpha)
+    if not dose["spearman"].notna().any():
+        dose = None  # fewer than 3 runs with a robust accuracy: no dose-response
+    return Comparison(explainers=explainers, scores=scores, counts=counts, metas=metas,
+                      ordered=order_metrics(list(metas.values())), summary=summarise(scores, run_frame(runs)),
+                      stats=stats, seed_stats=seed_stats, mixed=mixed, dose=dose)
