@@ -207,7 +207,8 @@ def test_cli_dry_run_shows_the_grid_and_the_page(tmp_path):
     out = CliRunner().invoke(main, ["study", "digits_ladder", "--dry-run", "--root", str(tmp_path / "r")])
     assert out.exit_code == 0, out.output
     assert "train digits_digits_cnn_PGD_eps=0.025_s2" in out.stdout
-    assert "NsLoss_lam=3.0_s1" in out.stdout and "JacobReg_lam=0.2_s0" in out.stdout
+    assert "NsLoss_lam=0.1_s1" in out.stdout and "JacobReg_lam=0.2_s0" in out.stdout
+    assert "NsLoss_lam=3.0" not in out.stdout  # the rung that collapsed to chance is off the ladder
     assert f"study: would write {tmp_path / 'r' / 'results' / 'digits_ladder' / 'index.html'}" in out.stdout.replace("\n", "")
     assert not (tmp_path / "r").exists()
 
@@ -233,12 +234,12 @@ def test_study_numbers_are_the_reports_floor_subtracted_ones(tmp_path):
     build_study([section], tmp_path / "results" / "floor", StudyInfo(name="floor"), quiet=True)
     # Independently: each run's mean of (value - floor) from the report's per-sample file.
     samples = pd.read_csv(report_dir / "samples.csv")
-    ms = samples[samples["metric"] == "max_sensitivity"]
+    ms = samples[(samples["metric"] == "max_sensitivity") & (samples["explainer"] == "saliency")]
     want = (ms["value"] - ms["floor"]).groupby(ms["run"]).mean()
     raw = ms.groupby("run")["value"].mean()
     assert (want - raw).abs().min() > 0.29  # the floor matters here
     got = pd.read_csv(tmp_path / "results" / "floor" / "run_means.csv")
-    got = got[got["metric"] == "max_sensitivity"].set_index("run")["mean"]
+    got = got[(got["metric"] == "max_sensitivity") & (got["explainer"] == "saliency")].set_index("run")["mean"]
     np.testing.assert_allclose(got.loc[want.index].to_numpy(), want.to_numpy(), rtol=1e-12)
     # Dose-response: the report's file, byte for byte the same rows.
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "floor" / "dose_response.csv"),
