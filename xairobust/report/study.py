@@ -183,7 +183,7 @@ def report_samples(report_dir: Path, long: pd.DataFrame) -> pd.DataFrame | None:
     """The samples the report's tables and tests used (its samples.csv: after --common-correct,
     with each sample's noise floor), floor-subtracted as the report's tests are, with the run
     columns of ``long``; None when the report predates samples.csv."""
-    from xairobust.report.sections.scores import SAMPLES_CSV
+    from xairobust.report.samples import SAMPLES_CSV
 
     path = Path(report_dir) / SAMPLES_CSV
     if not path.is_file():
