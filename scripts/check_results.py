@@ -4,20 +4,34 @@
     python scripts/check_results.py               # every folder under results/
     python scripts/check_results.py results/X ...  # some folders
 
-For each folder it checks that the README records the command that produced it, and for every
-report table below it (a folder with ``table.csv`` and ``stats.csv``) that:
+Every folder must record the command that produced it (a ``COMMAND.sh``, or a ``README.md`` that
+names an ``xairobust`` / ``python`` / ``pytest`` / script command). Then, for every starred table
+below it, the values are recomputed from the per-sample file beside it:
 
-* ``samples.csv`` (written by ``xairobust report``) is there and names the weights (sha256) of
-  every run, the same hashes ``report.json`` recorded as the report's inputs;
-* each table cell's mean, sd and n equal the per-run means of ``samples.csv`` averaged over runs;
-* each test in ``stats.csv`` gives the same p value when recomputed here with scipy.stats on the
-  pairs built from ``samples.csv``, the same multiplicity-adjusted p (statsmodels' multipletests)
-  and the same decision, and every starred cell of ``table.csv`` is a significant test.
+* score tables (``table.csv`` + ``stats.csv``, written by ``xairobust report``) from
+  ``samples.csv``: each cell's mean, sd and n (per-run means, then over the runs), each test's p
+  value recomputed here with scipy.stats on the pairs built from the samples, the
+  multiplicity-adjusted p (statsmodels' multipletests over the file), the decision, every star;
+* manipulation tables (``manipulation.csv`` + ``manipulation_stats.csv``, written by
+  ``xairobust report`` / ``manipulation-report``) from ``manipulation_samples.csv``: each mean
+  (over every sample of a label), the tests as above (one family per section) and every value
+  and star of ``manipulation.md``'s tables;
+* visualisation tables (``visual_table.csv`` + ``visual_stats.csv``) from ``visual_samples.csv``:
+  class FID (mean over classes) and feature distance (mean over images) per run averaged over
+  seeds, the tests, the stars;
+* a per-sample file may be committed gzipped (``samples.csv.gz``: large files);
+* every per-sample file names the weights (sha256) of each row's run; where ``report.json``
+  recorded the report's inputs, they must be among them.
 
 This file re-implements the pairing on purpose instead of importing the report package: it is an
-independent check of the numbers, not a second run of the same code. A folder whose starred
-values have no per-sample file (a manipulation or visualisation table, or a report made before
-samples.csv existed) fails with a line saying so. Exit status 1 when any folder fails.
+independent check of the numbers, not a second run of the same code.
+
+A value that differs is a FAIL. A starred table without its per-sample file (MER ``ttests.csv``
+has none; older folders predate them) is a FAIL too, unless the folder's README says plainly why
+it cannot be re-checked, in a line ``Not re-checkable: <reason>``; the folder is then reported as
+``not re-checkable: <reason>`` (never as ok), while whatever it does have is still checked.
+Exit status: 0 when every folder re-checks, 1 when any fails, 3 when none fails but some are not
+re-checkable.
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ from scipy import stats as sst
 from statsmodels.stats.multitest import multipletests
 
 RTOL = 1e-9  # values are written with full precision; only summation order may differ
-STAR_FILES = ("manipulation_stats.csv", "visual_stats.csv", "ttests.csv")  # starred, per-sample-free today
+MISSING = "no per-sample file"  # marks a problem that a README's "Not re-checkable:" line can explain
 KEYS = ["explainer", "setting", "label"]
 
 
@@ -46,18 +60,46 @@ def _close(a: float, b: float) -> bool:
     return bool(np.isclose(a, b, rtol=RTOL, atol=1e-12))
 
 
-def _records_command(folder: Path) -> bool:
+COMMAND = re.compile(r"(^|\s|`)(xairobust|python\s+(-m\s+\S+|scripts/|\S+\.py)|pytest|bash\s+scripts/|\S+\.sh\b)")
+NOT_RECHECKABLE = re.compile(r"^[\s>*_-]*not re-checkable[*_]*:[*_]*\s*(?P<reason>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def _readme(folder: Path) -> str:
     readme = folder / "README.md"
-    if not readme.is_file():
-        return False
-    text = readme.read_text(errors="replace")
-    return bool(re.search(r"(^|\s|`)(xairobust|python\s+scripts/|bash\s+scripts/|\S+\.sh\b|python\s+\S+\.py)", text))
+    return readme.read_text(errors="replace") if readme.is_file() else ""
+
+
+def _records_command(folder: Path) -> bool:
+    command = folder / "COMMAND.sh"
+    if command.is_file() and COMMAND.search(command.read_text(errors="replace")):
+        return True
+    return bool(COMMAND.search(_readme(folder)))
+
+
+def not_recheckable_reason(folder: Path) -> str | None:
+    """The reason the folder's README gives for not being re-checkable, or None."""
+    found = NOT_RECHECKABLE.search(_readme(folder))
+    return found.group("reason").rstrip(".") if found else None
+
+
+def _per_sample_file(folder: Path, name: str) -> Path | None:
+    """``name`` in ``folder``, or its gzipped copy (large committed files are kept as ``.csv.gz``)."""
+    for path in (folder / name, folder / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _missing(where: str, file: str, what: str) -> str:
+    return f"{where}: {MISSING} ({file}): {what} cannot be recomputed"
 
 
 def _pairs(part: pd.DataFrame, label: str, baseline: str, matched: bool, pairing: str) -> tuple[np.ndarray, np.ndarray]:
     """The (method, baseline) value pairs of one test, built from the per-sample rows."""
-    m = part[part["label"] == label].pivot_table(index=["seed", "index"], values="v", aggfunc="first")["v"]
-    b = part[part["label"] == baseline].pivot_table(index=["seed", "index"], values="v", aggfunc="first")["v"]
+    # groupby, not pivot_table: pivot_table drops an all-NaN column, and a metric that is undefined
+    # for every sample (e.g. a constant control map's faithfulness) must give empty pairs, not a KeyError.
+    m = part[part["label"] == label].groupby(["seed", "index"])["v"].first()
+    b = part[part["label"] == baseline].groupby(["seed", "index"])["v"].first()
     if matched:
         both = pd.concat([m.rename("m"), b.rename("b")], axis=1, join="inner").dropna()
         if pairing == "mean":
@@ -79,26 +121,79 @@ def _p_value(x: np.ndarray, y: np.ndarray, test: str) -> float:
         return float((sst.wilcoxon(x, y) if test == "wilcoxon" else sst.ttest_rel(x, y)).pvalue)
 
 
+def _check_weights(where: str, samples: pd.DataFrame, report: dict) -> list[str]:
+    """Every row names its run's weights; where report.json recorded its inputs, among them."""
+    if "weights_sha256" not in samples.columns:
+        return [f"{where}: no weights_sha256 column: the values do not say which model produced them"]
+    problems = []
+    shas = samples["weights_sha256"]
+    if shas.isna().any() or not shas.dropna().astype(str).str.fullmatch("[0-9a-f]{64}").all():
+        problems.append(f"{where}: rows without the weights sha256 of their run")
+    if samples.groupby("run")["weights_sha256"].nunique().gt(1).any():
+        problems.append(f"{where}: one run with two weights sha256")
+    recorded = {v["sha256"] for k, v in (report.get("provenance", {}).get("inputs") or {}).items()
+                if k.endswith(":model.safetensors")}
+    if recorded and not set(shas.dropna()) <= recorded:
+        problems.append(f"{where}: weights sha256 not among the inputs report.json recorded")
+    return problems
+
+
+def _check_tests(where: str, samples: pd.DataFrame, stats: pd.DataFrame, alpha: float) -> tuple[list[str], dict]:
+    """Recompute every test of ``stats`` (one multiplicity family) from ``samples``.
+
+    Returns (problems, {(explainer, setting, method, metric): recomputed significance})."""
+    problems: list[str] = []
+    p_values = []
+    for r in stats.itertuples(index=False):
+        part = samples[(samples["explainer"] == r.explainer) & (samples["setting"] == r.setting)
+                       & (samples["metric"] == r.metric)]
+        floor_corrected = bool(getattr(r, "floor_corrected", False)) and "floor" in part.columns
+        part = part.assign(v=part["value"] - part["floor"] if floor_corrected else part["value"])
+        x, y = _pairs(part, r.method, r.baseline, bool(r.seed_matched), str(r.pairing))
+        p = _p_value(x, y, r.test)
+        p_values.append(p)
+        if len(x) != r.n_pairs or not _close(p, float(r.p_value)):
+            problems.append(f"{where}: {r.explainer} {r.method} vs {r.baseline} {r.metric}: p {r.p_value} on"
+                            f" {r.n_pairs} pairs, the samples give {p} on {len(x)}")
+    significance: dict = {}
+    if not len(stats):
+        return problems, significance
+    p_arr = np.asarray(p_values, float)
+    adjusted = np.full(len(p_arr), math.nan)
+    finite = np.isfinite(p_arr)
+    method = str(stats["correction"].iloc[0])
+    if finite.any():
+        adjusted[finite] = p_arr[finite] if method == "none" else multipletests(p_arr[finite], method=method)[1]
+    for r, adj in zip(stats.itertuples(index=False), adjusted, strict=True):
+        significant = bool(np.isfinite(adj) and adj < alpha)
+        significance[(r.explainer, r.setting, r.method, r.metric)] = significant
+        if not _close(float(adj), float(r.p_adjusted)) or significant != bool(r.significant):
+            problems.append(f"{where}: {r.explainer} {r.method} {r.metric}: adjusted p {r.p_adjusted}"
+                            f" (significant {r.significant}), recomputed {adj} ({significant})")
+    return problems, significance
+
+
+def _report_json(folder: Path) -> dict:
+    for here in (folder, *folder.parents):
+        if (here / "report.json").is_file():
+            return json.loads((here / "report.json").read_text())
+        if here.name == "results":
+            break
+    return {}
+
+
 def check_table(folder: Path) -> list[str]:
     """Problems of one report folder (table.csv + stats.csv + samples.csv); [] when it re-checks."""
     where = folder.as_posix()
-    samples_path = folder / "samples.csv"
-    if not samples_path.is_file():
-        return [f"{where}: no samples.csv: its means and stars cannot be recomputed (regenerate with xairobust report)"]
+    samples_path = _per_sample_file(folder, "samples.csv")
+    if samples_path is None:
+        return [_missing(where, "samples.csv", "its means and stars")]
     samples = pd.read_csv(samples_path)
     table = pd.read_csv(folder / "table.csv")
     stats = pd.read_csv(folder / "stats.csv")
-    problems: list[str] = []
-
-    if samples["weights_sha256"].isna().any():
-        problems.append(f"{where}/samples.csv: rows without the weights sha256 of their run")
-    report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").is_file() else {}
-    recorded = {v["sha256"] for k, v in (report.get("provenance", {}).get("inputs") or {}).items()
-                if k.endswith(":model.safetensors")}
-    if recorded and not set(samples["weights_sha256"].dropna()) <= recorded:
-        problems.append(f"{where}/samples.csv: weights sha256 not among the inputs report.json recorded")
-    identity = report.get("provenance", {}).get("identity", {})
-    alpha = float(identity.get("alpha", 0.05))
+    report = _report_json(folder)
+    problems = _check_weights(samples_path.as_posix(), samples, report)
+    alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
 
     # means, sd and n: per-run means, then over the runs (seeds) of each row
     per_run = samples.groupby([*KEYS, "seed", "run", "metric"], sort=False)["value"].mean().reset_index()
@@ -115,47 +210,194 @@ def check_table(folder: Path) -> list[str]:
             if got is not None and not _close(float(got), float(value)):
                 problems.append(f"{where}/table.csv: {label} {metric} {what} is {got}, samples.csv gives {value}")
 
-    # the tests, their adjustment, and the stars
-    p_values = []
-    for r in stats.itertuples(index=False):
-        part = samples[(samples["explainer"] == r.explainer) & (samples["setting"] == r.setting)
-                       & (samples["metric"] == r.metric)]
-        floor_corrected = bool(getattr(r, "floor_corrected", False)) and "floor" in part.columns
-        part = part.assign(v=part["value"] - part["floor"] if floor_corrected else part["value"])
-        x, y = _pairs(part, r.method, r.baseline, bool(r.seed_matched), str(r.pairing))
-        p = _p_value(x, y, r.test)
-        p_values.append(p)
-        if len(x) != r.n_pairs or not _close(p, float(r.p_value)):
-            problems.append(f"{where}/stats.csv: {r.method} vs {r.baseline} {r.metric}: p {r.p_value} on {r.n_pairs}"
-                            f" pairs, samples.csv gives {p} on {len(x)}")
-    if len(stats):
-        p_arr = np.asarray(p_values, float)
-        adjusted = np.full(len(p_arr), math.nan)
-        finite = np.isfinite(p_arr)
-        method = str(stats["correction"].iloc[0])
-        if finite.any():
-            adjusted[finite] = p_arr[finite] if method == "none" else multipletests(p_arr[finite], method=method)[1]
-        for r, adj in zip(stats.itertuples(index=False), adjusted, strict=True):
-            significant = bool(np.isfinite(adj) and adj < alpha)
-            if not _close(float(adj), float(r.p_adjusted)) or significant != bool(r.significant):
-                problems.append(f"{where}/stats.csv: {r.method} {r.metric}: adjusted p {r.p_adjusted}"
-                                f" (significant {r.significant}), recomputed {adj} ({significant})")
-            col = f"{r.metric}_significant"
-            row = table[(table["explainer"] == r.explainer) & (table["setting"] == r.setting) & (table["method"] == r.method)]
-            if col in table.columns and len(row) and bool(row.iloc[0][col]) != significant:
-                problems.append(f"{where}/table.csv: {r.method} {r.metric} star is {row.iloc[0][col]}, recomputed {significant}")
+    tests, significance = _check_tests(f"{where}/stats.csv", samples, stats, alpha)
+    problems += tests
+    for (explainer, setting, method, metric), significant in significance.items():
+        col = f"{metric}_significant"
+        row = table[(table["explainer"] == explainer) & (table["setting"] == setting) & (table["method"] == method)]
+        if col in table.columns and len(row) and bool(row.iloc[0][col]) != significant:
+            problems.append(f"{where}/table.csv: {method} {metric} star is {row.iloc[0][col]}, recomputed {significant}")
+    return problems
+
+
+# manipulation.md's column names -> metric (the report's COLUMNS / SUMMARY, written out again here)
+MANIPULATION_LABELS = {
+    "Spearman": "spearman", "Top-1%": "topk_1", "Top-5%": "topk_5", "Top-10%": "topk_10", "SSIM": "ssim",
+    "CoM shift": "com_shift", "ρ(target) before": "target_spearman_before", "ρ(target)": "target_spearman",
+    "Δρ(target)": "target_gain", "FSR": "fooled", "Pred. kept": "pred_unchanged", "‖δ‖∞": "norm_linf",
+    "‖δ‖₂": "norm_l2", "Top-10% ↑": "topk_10", "Spearman ↑": "spearman", "FSR ↓": "fooled",
+    "Δρ(target) ↓": "target_gain",
+}
+TITLE = re.compile(r"^\*\*(?P<setting>.+?): (?P<attack>\S+) attack on (?P<attacked>[^,*]+?)"
+                   r"(?:, scored with (?P<explainer>[^*]+?))?\*\* \(mean")
+CELL = re.compile(r"^(?P<value>-?[0-9.]+|nan)(?: ± (?:-?[0-9.]+|nan))?(?P<star>\*?)$")
+
+
+def _key(attack: str, attacked: str, explainer: str) -> str:
+    return f"{attack}/{attacked}" + ("" if explainer == attacked else f"→{explainer}")
+
+
+def _md_cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _check_manipulation_md(where: str, md: str, means: dict, significance: dict, labels: list[str]) -> list[str]:
+    """Every value and star of manipulation.md's summary and per-attack tables."""
+    problems, lines = [], md.splitlines()
+    checked = 0
+
+    def compare(key: str, setting: str, label: str, metric: str, cell: str) -> None:
+        nonlocal checked
+        found = CELL.match(cell)
+        if cell in ("–", "") or not found:
+            return
+        checked += 1
+        want = means.get((setting, key, label, metric))
+        if want is None or f"{want:.3f}" != found["value"]:
+            problems.append(f"{where}: {setting} {key} {label} {metric} shows {found['value']}, the samples give {want}")
+        if bool(found["star"]) != significance.get((key, setting, label, metric), False):
+            problems.append(f"{where}: {setting} {key} {label} {metric}: star {bool(found['star'])},"
+                            f" recomputed {significance.get((key, setting, label, metric), False)}")
+
+    setting = None
+    for i, line in enumerate(lines):
+        title = TITLE.match(line)
+        plain = re.fullmatch(r"\*\*(.+)\*\*", line.strip())
+        if title:  # a per-attack table: rows = labels, columns = metrics
+            setting = title["setting"]
+            explainer = (title["explainer"] or title["attacked"]).strip()
+            key = _key(title["attack"], title["attacked"].strip(), explainer)
+            head = _md_cells(lines[i + 2])
+            metrics = [MANIPULATION_LABELS.get(h.rstrip(" ↑↓").strip()) for h in head[2:]]
+            for row in lines[i + 4:]:
+                if not row.startswith("|"):
+                    break
+                cells = _md_cells(row)
+                for metric, cell in zip(metrics, cells[2:], strict=False):
+                    if metric:
+                        compare(key, setting, cells[0], metric, cell)
+        elif plain and i + 2 < len(lines) and lines[i + 2].startswith("| Attack / explainer"):
+            setting = plain.group(1)  # a summary table: columns = "<metric name> <label>"
+            head = _md_cells(lines[i + 2])[1:]
+            columns = []
+            for h in head:
+                lab = next((lab for lab in sorted(labels, key=len, reverse=True) if h.endswith(" " + lab)), None)
+                name = h[: -len(lab) - 1] if lab else h
+                columns.append((MANIPULATION_LABELS.get(name), lab))
+            for row in lines[i + 4:]:
+                if not row.startswith("|"):
+                    break
+                cells = _md_cells(row)
+                for (metric, lab), cell in zip(columns, cells[1:], strict=False):
+                    if metric and lab:
+                        compare(cells[0], setting, lab, metric, cell)
+    if not checked:
+        problems.append(f"{where}: no table values found to check")
+    return problems
+
+
+def check_manipulation(folder: Path) -> list[str]:
+    """manipulation.csv / _stats.csv / .md against manipulation_samples.csv."""
+    where = folder.as_posix()
+    samples_path = _per_sample_file(folder, "manipulation_samples.csv")
+    if samples_path is None:
+        return [_missing(where, "manipulation_samples.csv", "the manipulation means and stars")]
+    samples = pd.read_csv(samples_path)
+    table = pd.read_csv(folder / "manipulation.csv")
+    stats = pd.read_csv(folder / "manipulation_stats.csv")
+    report = _report_json(folder)
+    problems = _check_weights(samples_path.as_posix(), samples, report)
+    alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
+
+    # the table's means pool every sample (and seed) of a label
+    samples["key"] = [_key(a, b, c) for a, b, c in zip(samples["attack"], samples["attacked"], samples["explainer"], strict=True)]
+    means = samples.groupby(["setting", "key", "label", "metric"])["value"].mean().to_dict()
+    for r in table.to_dict("records"):
+        key = _key(r["attack"], r["attacked"], r["explainer"])
+        for metric in (c for c in table.columns if c in MANIPULATION_LABELS.values()):
+            want = means.get((r["setting"], key, r["label"], metric))
+            got = r[metric]
+            if want is None and pd.isna(got):
+                continue
+            if want is None or not _close(float(got), float(want)):
+                problems.append(f"{where}/manipulation.csv: {key} {r['label']} {metric} is {got}, the samples give {want}")
+
+    tested = samples.assign(explainer=samples["key"])
+    tests, significance = _check_tests(f"{where}/manipulation_stats.csv", tested, stats, alpha)
+    problems += tests
+    if (folder / "manipulation.md").is_file():
+        problems += _check_manipulation_md(f"{where}/manipulation.md", (folder / "manipulation.md").read_text(),
+                                           means, significance, list(samples["label"].unique()))
+    return problems
+
+
+VISUAL_MEANS = {"class_fid": "class_fid_mean", "feature_distance": "feature_distance_mean"}
+
+
+def check_visual(folder: Path) -> list[str]:
+    """visual_table.csv / visual_stats.csv against visual_samples.csv."""
+    where = folder.as_posix()
+    samples_path = _per_sample_file(folder, "visual_samples.csv")
+    if samples_path is None:
+        return [_missing(where, "visual_samples.csv", "the class FID / feature distance means and stars")]
+    samples = pd.read_csv(samples_path)
+    table = pd.read_csv(folder / "visual_table.csv")
+    stats = pd.read_csv(folder / "visual_stats.csv")
+    report = _report_json(folder)
+    problems = _check_weights(samples_path.as_posix(), samples, report)
+    alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
+
+    # a run's value is its mean over classes / images; the table averages the runs (seeds)
+    per_run = samples.groupby(["explainer", "setting", "label", "run", "metric"])["value"].mean()
+    cells = per_run.groupby(level=["explainer", "setting", "label", "metric"]).mean()
+    for (extractor, setting, label, metric), want in cells.items():
+        row = table[(table["extractor"] == extractor) & (table["setting"] == setting) & (table["method"] == label)]
+        column = VISUAL_MEANS.get(metric)
+        if row.empty or column not in table.columns:
+            problems.append(f"{where}/visual_table.csv: no cell for {extractor} {setting} {label} {metric}")
+            continue
+        got = float(row.iloc[0][column])
+        if not np.isclose(got, want, rtol=1e-6, atol=1e-9):  # the table's value comes from the run's JSON
+            problems.append(f"{where}/visual_table.csv: {extractor} {label} {metric} is {got}, the samples give {want}")
+
+    tests, significance = _check_tests(f"{where}/visual_stats.csv", samples, stats, alpha)
+    problems += tests
+    for (extractor, setting, method, metric), significant in significance.items():
+        col = f"{metric}_significant"
+        row = table[(table["extractor"] == extractor) & (table["setting"] == setting) & (table["method"] == method)]
+        if col in table.columns and len(row) and bool(row.iloc[0][col]) != significant:
+            problems.append(f"{where}/visual_table.csv: {extractor} {method} {metric} star is {row.iloc[0][col]},"
+                            f" recomputed {significant}")
     return problems
 
 
 def check_folder(folder: Path) -> list[str]:
+    """Every problem of one results folder ([] when it re-checks), missing per-sample files included."""
     problems = [] if _records_command(folder) else [f"{folder.as_posix()}: README.md does not record the command"]
-    tables = sorted({p.parent for p in folder.rglob("table.csv") if (p.parent / "stats.csv").is_file()})
-    for table in tables:
+    for table in sorted({p.parent for p in folder.rglob("table.csv") if (p.parent / "stats.csv").is_file()}):
         problems += check_table(table)
-    for name in STAR_FILES:
-        for path in sorted(folder.rglob(name)):
-            problems.append(f"{path.as_posix()}: starred values without a per-sample file to recompute them from")
+    for stats in sorted(folder.rglob("manipulation_stats.csv")):
+        problems += check_manipulation(stats.parent)
+    for stats in sorted(folder.rglob("visual_stats.csv")):
+        if (stats.parent / "visual_table.csv").is_file():
+            problems += check_visual(stats.parent)
+    for stats in sorted(folder.rglob("ttests.csv")):  # MER t-tests: the report writes no per-excerpt file
+        problems.append(_missing(stats.parent.as_posix(), "ttests.csv", "the MER t-tests (per-excerpt MAE not written)"))
     return problems
+
+
+def folder_status(folder: Path) -> tuple[str, list[str]]:
+    """("ok" | "FAIL" | "not re-checkable: <reason>", the problem lines)."""
+    problems = check_folder(folder)
+    reason = not_recheckable_reason(folder)
+    if reason is None:
+        return ("FAIL" if problems else "ok"), problems
+    wrong = [p for p in problems if MISSING not in p]
+    if wrong:
+        return "FAIL", problems
+    if not problems:
+        return "FAIL", [f"{folder.as_posix()}: README says not re-checkable ({reason}), but every value re-checks"]
+    return f"not re-checkable: {reason}", problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,18 +405,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="*", type=Path, help="result folders (default: every folder under results/)")
     args = parser.parse_args(argv)
     folders = args.folders or sorted(p for p in (Path(__file__).resolve().parents[1] / "results").iterdir() if p.is_dir())
-    failed = 0
+    counts = {"ok": 0, "FAIL": 0, "not": 0}
     for folder in folders:
         if not folder.is_dir():
             print(f"error: {folder}: not a folder", file=sys.stderr)
             return 2
-        problems = check_folder(folder)
-        failed += bool(problems)
-        print(f"{'ok  ' if not problems else 'FAIL'} {folder.as_posix()}")
+        status, problems = folder_status(folder)
+        counts["not" if status.startswith("not") else status] += 1
+        if status.startswith("not"):
+            print(f"n/a  {folder.as_posix()}: {status}")
+        else:
+            print(f"{'ok  ' if status == 'ok' else status} {folder.as_posix()}")
         for line in problems:
             print(f"     {line}")
-    print(f"{len(folders) - failed} of {len(folders)} folders re-check")
-    return 1 if failed else 0
+    print(f"{counts['ok']} of {len(folders)} folders re-check, {counts['not']} not re-checkable, {counts['FAIL']} fail")
+    return 1 if counts["FAIL"] else (3 if counts["not"] else 0)
 
 
 if __name__ == "__main__":

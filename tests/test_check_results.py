@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,27 @@ def test_a_report_re_checks_and_its_samples_name_the_weights(folder):
     assert check.main([str(folder)]) == 0
 
 
+def test_a_metric_undefined_on_every_sample_re_checks(tmp_path):
+    """A constant control map has no faithfulness value on any sample (NaN rows): the table shows
+    '-', its test has no pairs, and the re-check must say so rather than fail on the empty column."""
+    rng = np.random.default_rng(5)
+    n = 12
+    runs = [write_run(tmp_path / "runs", f"{label}{seed}", label=label, seed=seed,
+                      scores={"eg": {"max_sens": rng.random(n) + shift, "sparse": np.full(n, np.nan)}})
+            for seed in (0, 1) for label, shift in (("standard", 0.5), ("pgd", 0.0))]
+    out = tmp_path / "results" / "nan"
+    build_report(runs, out, ReportConfig(baseline="standard", figures=False), quiet=True, registry=fake_registry())
+    (out / "README.md").write_text("```bash\nxairobust report runs --out results/nan\n```\n")
+    assert pd.read_csv(out / "samples.csv").query("metric == 'sparse'")["value"].isna().all()
+    check = load_script()
+    assert check.check_folder(out) == []
+    # The defined metric is still checked: a planted edit is found.
+    samples = pd.read_csv(out / "samples.csv")
+    samples.loc[samples.index[samples["metric"] == "max_sens"][0], "value"] += 1.0
+    samples.to_csv(out / "samples.csv", index=False)
+    assert check.check_folder(out) != []
+
+
 def test_an_edited_value_mean_or_star_is_found(folder, tmp_path):
     check = load_script()
     edited = tmp_path / "edited"
@@ -77,6 +99,116 @@ def test_missing_per_sample_file_or_command_fails(folder, capsys):
     (folder / "samples.csv").unlink()
     (folder / "README.md").write_text("numbers\n")
     problems = check.check_folder(folder)
-    assert len(problems) == 2 and "does not record the command" in problems[0] and "no samples.csv" in problems[1]
+    assert len(problems) == 2 and "does not record the command" in problems[0] and "(samples.csv)" in problems[1]
     assert check.main([str(folder)]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_a_folder_that_says_why_it_cannot_be_re_checked_is_not_a_pass(folder, capsys):
+    check = load_script()
+    (folder / "samples.csv").unlink()
+    (folder / "README.md").write_text("```bash\nxairobust report runs\n```\n\nNot re-checkable: the runs were not kept.\n")
+    status, problems = check.folder_status(folder)
+    assert status == "not re-checkable: the runs were not kept" and len(problems) == 1
+    assert check.main([str(folder)]) == 3
+    assert "not re-checkable: the runs were not kept" in capsys.readouterr().out
+
+
+def test_the_not_re_checkable_line_hides_no_wrong_value(folder):
+    check = load_script()
+    (folder / "README.md").write_text("```bash\nxairobust report runs\n```\nNot re-checkable: no reason\n")
+    assert check.folder_status(folder)[0] == "FAIL"  # everything re-checks: the line is not true
+    table = pd.read_csv(folder / "table.csv")
+    table.loc[0, "max_sens_mean"] += 0.5
+    table.to_csv(folder / "table.csv", index=False)
+    status, problems = check.folder_status(folder)
+    assert status == "FAIL" and any("max_sens mean" in p for p in problems)
+
+
+def _relabelled(digits_run, root, label):
+    run = root / label
+    shutil.copytree(digits_run, run)
+    meta = json.loads((run / "run.json").read_text())
+    meta["label"] = label
+    (run / "run.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_a_manipulation_section_re_checks_and_a_planted_value_fails(digits_run, tmp_path):
+    from xairobust import config as cfg
+    from xairobust.report.manipulation import report
+    from xairobust.stages.manipulate import ManipulateConfig, manipulate
+
+    for label, seed in (("standard", 0), ("pgd", 1)):
+        run = _relabelled(digits_run, tmp_path / "runs", label)
+        # the random attack's target map depends on the seed: the two copies of one model differ
+        conf = cfg.build(ManipulateConfig, {"attack": "random", "explainer": "saliency", "eps": 0.1, "steps": 2, "n": 12,
+                                            "device": "cpu", "seed": seed, "selection": "first"}, "test")
+        manipulate(run, conf, quiet=True)
+    out = tmp_path / "results" / "manip"
+    report([tmp_path / "runs"], out, figures=False)
+    (out / "README.md").write_text("```bash\nxairobust manipulation-report runs --out results/manip\n```\n")
+    check = load_script()
+    assert check.folder_status(out) == ("ok", [])
+    samples = pd.read_csv(out / "manipulation_samples.csv")
+    assert samples.groupby("run")["weights_sha256"].nunique().eq(1).all() and samples["run"].nunique() == 2
+    assert samples["weights_sha256"].str.fullmatch("[0-9a-f]{64}").all()
+
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    rho = samples[samples["metric"] == "spearman"].pivot_table(index="index", columns="label", values="value")
+    worst = (rho["pgd"] - rho["standard"]).idxmin()  # the most negative difference turns positive:
+    first = samples.index[(samples["label"] == "pgd") & (samples["metric"] == "spearman") & (samples["index"] == worst)][0]
+    samples.loc[first, "value"] = rho.loc[worst, "standard"] + 10.0  # the mean, the md cell and p all move
+    samples.to_csv(edited / "manipulation_samples.csv", index=False)
+    problems = check.check_folder(edited)
+    assert any("manipulation.csv" in p and "spearman" in p for p in problems)
+    assert any("manipulation_stats.csv" in p and "spearman" in p for p in problems)
+    assert any("manipulation.md" in p and "spearman" in p for p in problems)
+    assert check.folder_status(edited)[0] == "FAIL"
+
+    starred = tmp_path / "starred"
+    shutil.copytree(out, starred)
+    md = (starred / "manipulation.md").read_text().splitlines()
+    i = next(i for i, line in enumerate(md) if line.startswith("| pgd |"))
+    cells = md[i].split(" | ")
+    cells[2] = cells[2].rstrip("*") + ("" if cells[2].endswith("*") else "*")  # flip one star
+    md[i] = " | ".join(cells)
+    (starred / "manipulation.md").write_text("\n".join(md) + "\n")
+    assert any("star" in p for p in check.check_folder(starred))
+
+
+def test_a_visual_section_re_checks_and_a_planted_value_fails(digits_run, tmp_path):
+    from xairobust.report import ReportConfig, build_report
+    from xairobust.stages.visualize import FidConfig, VisualizeConfig, fid, visualize
+
+    runs = []
+    for label, steps in (("standard", 2), ("PGD", 6)):
+        run = _relabelled(digits_run, tmp_path / "runs", label)
+        for kind in ("inversion", "generation"):
+            visualize(run, VisualizeConfig(kind=kind, preset="quick", params={"steps": steps}, n=3, device="cpu"),
+                      quiet=True)
+        fid(run, FidConfig(extractor=f"run:{digits_run}", device="cpu"), quiet=True)
+        runs.append(run)
+    out = tmp_path / "results" / "visual"
+    build_report(runs, out, ReportConfig(figures=False), quiet=True)
+    (out / "README.md").write_text("```bash\nxairobust report runs --out results/visual\n```\n")
+    check = load_script()
+    assert check.folder_status(out) == ("ok", [])
+    samples = pd.read_csv(out / "visual_samples.csv")
+    assert set(samples["metric"]) == {"class_fid", "feature_distance"} and samples["run"].nunique() == 2
+
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    first = samples.index[(samples["label"] == "PGD") & (samples["metric"] == "feature_distance")][0]
+    samples.loc[first, "value"] += 3.0
+    samples.to_csv(edited / "visual_samples.csv", index=False)
+    problems = check.check_folder(edited)
+    assert any("visual_table.csv" in p and "feature_distance" in p for p in problems)
+
+    starred = tmp_path / "starred"
+    shutil.copytree(out, starred)
+    table = pd.read_csv(starred / "visual_table.csv")
+    table["class_fid_significant"] = ~table["class_fid_significant"].astype(bool)
+    table.to_csv(starred / "visual_table.csv", index=False)
+    assert any("class_fid star" in p for p in check.check_folder(starred))

@@ -28,7 +28,7 @@ def test_every_section_is_well_formed(name):
 
 
 def test_every_report_kind_has_sections_in_a_fixed_order():
-    assert [s.name for s in sections_for("report")] == ["scores", "seeds", "epochs", "visual", "manipulation", "sanity"]
+    assert [s.name for s in sections_for("report")] == ["scores", "robustness", "seeds", "epochs", "visual", "manipulation", "sanity"]
     assert [s.name for s in sections_for("manipulation-report")] == ["manipulation"]
     assert [s.name for s in sections_for("mer-report")] == ["mer"]
 

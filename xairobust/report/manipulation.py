@@ -211,13 +211,15 @@ def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: s
 
 
 def baseline_label(runs: list[Any], baseline: str) -> str:
-    """``baseline`` as a label; when no run has that label, the label of the runs whose method it
-    names, if they share one (e.g. ``standard`` -> ``Standard``)."""
-    labels = {r.label for r in runs}
-    if baseline in labels:
+    """``baseline`` as a row label (the report's resolve_baseline: a label or a method name,
+    case-insensitive); unchanged when it matches none, or several (then no row is tested)."""
+    from xairobust.errors import ConfigError
+    from xairobust.report.build import resolve_baseline
+
+    try:
+        return resolve_baseline(runs, baseline)
+    except ConfigError:
         return baseline
-    by_method = {r.label for r in runs if r.method == baseline}
-    return by_method.pop() if len(by_method) == 1 else baseline
 
 
 def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str = "standard", test: str = "wilcoxon",
@@ -226,6 +228,7 @@ def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str
     """Render the manipulation section of ``runs`` (RunRecords) from ``df`` (:func:`collect`) into
     ``folder`` (a report's staging folder; the sections.manipulation section calls this)."""
     from xairobust.report import figures as figs
+    from xairobust.report.samples import MANIPULATION_SAMPLES, with_weights
 
     baseline = baseline_label(runs, baseline)
     folder = Path(folder)
@@ -235,6 +238,7 @@ def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str
     (folder / "manipulation.md").write_text(summary(means, stats, baseline) + "\n" + md)
     means.to_csv(folder / "manipulation.csv", index=False)
     stats.to_csv(folder / "manipulation_stats.csv", index=False)
+    with_weights(df, runs).to_csv(folder / MANIPULATION_SAMPLES, index=False)  # what the means and stars came from
     if figures:
         (folder / "figures").mkdir(exist_ok=True)
         multi = df["setting"].nunique() > 1

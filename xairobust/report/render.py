@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from xairobust.report.tables import Cell, Column, Table, cell_text
 
@@ -77,16 +79,33 @@ def caption_parts(table: Table, baseline: str, test: str, correction: str, alpha
     return {"what": what, "sig": sig}
 
 
-def _tex_cell(cell: Cell, decimals: int) -> str:
-    mean, std = cell_text(cell, decimals, r" $\pm$ ")
+@dataclass(frozen=True)
+class CellMarkup:
+    """How one output format writes a table cell: the ± joint, an empty cell, best / second-best
+    marks (``{}`` is the text) and the significance marker."""
+
+    pm: str
+    empty: str
+    best: str
+    second: str
+    star: str
+    escape: Callable[[str], str] = str
+
+
+TEX_CELL = CellMarkup(r" $\pm$ ", "--", r"\textbf{{{}}}", r"\underline{{{}}}", r"$^{{*}}$")
+MD_CELL = CellMarkup(" ± ", "–", "**{}**", "<u>{}</u>", r"\*")
+HTML_CELL = CellMarkup(" ± ", "–", "<b>{}</b>", "<u>{}</u>", "<sup>*</sup>", html.escape)
+
+
+def render_cell(cell: Cell, decimals: int, markup: CellMarkup) -> str:
+    """A table cell (mean ± std, best/second mark, significance marker) in ``markup``'s format."""
+    mean, std = cell_text(cell, decimals, markup.pm)
     if not mean:
-        return "--"
-    text = mean + std
-    if cell.mark == 1:
-        text = rf"\textbf{{{text}}}"
-    elif cell.mark == 2:
-        text = rf"\underline{{{text}}}"
-    return text + (r"$^{*}$" if cell.significant else "")
+        return markup.empty
+    text = markup.escape(mean + std)
+    if cell.mark in (1, 2):
+        text = (markup.best if cell.mark == 1 else markup.second).format(text)
+    return text + (markup.star.format() if cell.significant else "")
 
 
 def latex_table(table: Table, caption: dict[str, str]) -> str:
@@ -124,7 +143,7 @@ def latex_table(table: Table, caption: dict[str, str]) -> str:
         if block.title:
             lines.append(rf"\multicolumn{{{ncol}}}{{l}}{{\textit{{{tex_escape(block.title.replace(' · ', ', '))}}}}} \\")
         for lab in block.rows:
-            cells = [_tex_cell(block.cells[(lab, c.key)], table.decimals[c.key]) for c in cols]
+            cells = [render_cell(block.cells[(lab, c.key)], table.decimals[c.key], TEX_CELL) for c in cols]
             lines.append(" & ".join([tex_escape(lab), str(block.n[lab]), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -154,18 +173,6 @@ def latex_document(bodies: list[str], writer: str = "xairobust report", name: st
     return doc, body
 
 
-def _md_cell(cell: Cell, decimals: int) -> str:
-    mean, std = cell_text(cell, decimals, " ± ")
-    if not mean:
-        return "–"
-    text = mean + std
-    if cell.mark == 1:
-        text = f"**{text}**"
-    elif cell.mark == 2:
-        text = f"<u>{text}</u>"
-    return text + (r"\*" if cell.significant else "")
-
-
 def markdown_table(table: Table, caption: dict[str, str]) -> str:
     cols = table.columns
     groups = " · ".join(
@@ -188,21 +195,9 @@ def markdown_table(table: Table, caption: dict[str, str]) -> str:
         if block.title:
             lines.append("| " + " | ".join([f"*{md_escape(block.title)}*", "", *["" for _ in cols]]) + " |")
         for lab in block.rows:
-            cells = [_md_cell(block.cells[(lab, c.key)], table.decimals[c.key]) for c in cols]
+            cells = [render_cell(block.cells[(lab, c.key)], table.decimals[c.key], MD_CELL) for c in cols]
             lines.append("| " + " | ".join([md_escape(lab), str(block.n[lab]), *cells]) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _html_cell(cell: Cell, decimals: int) -> str:
-    mean, std = cell_text(cell, decimals, " ± ")
-    if not mean:
-        return "–"
-    text = html.escape(mean + std)
-    if cell.mark == 1:
-        text = f"<b>{text}</b>"
-    elif cell.mark == 2:
-        text = f"<u>{text}</u>"
-    return text + ("<sup>*</sup>" if cell.significant else "")
 
 
 def html_table(table: Table, caption: dict[str, str]) -> str:
@@ -223,7 +218,7 @@ def html_table(table: Table, caption: dict[str, str]) -> str:
         if block.title:
             lines.append(f'<tr><td colspan="{2 + len(cols)}"><i>{esc(block.title)}</i></td></tr>')
         for lab in block.rows:
-            cells = "".join(f"<td>{_html_cell(block.cells[(lab, c.key)], table.decimals[c.key])}</td>" for c in cols)
+            cells = "".join(f"<td>{render_cell(block.cells[(lab, c.key)], table.decimals[c.key], HTML_CELL)}</td>" for c in cols)
             lines.append(f"<tr><th>{esc(lab)}</th><td>{block.n[lab]}</td>{cells}</tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines) + "\n"

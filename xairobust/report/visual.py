@@ -281,6 +281,10 @@ def write(folder: Path, runs: list[RunRecord], frames: tuple[pd.DataFrame, pd.Da
         (folder / "visual_table.md").write_text(md)
         table.to_csv(folder / "visual_table.csv", index=False)
         stats.to_csv(folder / "visual_stats.csv", index=False)
+        if len(items):  # the per-class / per-image values behind the stars (scripts/check_results.py)
+            from xairobust.report.samples import VISUAL_SAMPLES, with_weights
+
+            with_weights(items, runs).to_csv(folder / VISUAL_SAMPLES, index=False)
     if conf.figures:
         (folder / "figures").mkdir(exist_ok=True)
         settings = list(dict.fromkeys(r.setting for r in runs))
