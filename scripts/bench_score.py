@@ -187,7 +187,8 @@ def bench_model(model_name: str, args, device) -> dict:
     extra = [p for p in args.precisions if p != "fp32"]  # native_s is fp32 (channels_last)
     rows: dict[str, dict] = {m: {"native_s": [], "quantus_s": [], **{f"native_{p}_s": [] for p in extra}} for m in [*PAPER_METRICS, "suite"]}
     print(f"{model_name}: limits", flush=True)
-    machine = bl.limits(inp.model, shape, device, tuple(b for b in LIMIT_SIZES.get(model_name, (32, 64, 128)) if b <= args.probe_max),
+    lsizes = LIMIT_SIZES.get(model_name, (32, 64, 128)) if device.type == "cpu" else (256, 1024, 4096)
+    machine = bl.limits(inp.model, shape, device, tuple(b for b in lsizes if b <= args.probe_max) or lsizes[:1],
                     seconds=0.3, compile=tuple(p for p in args.compile.split(",") if p))
     variants = {p: dataclasses.replace(inp, model=bl.variant(inp.model, shape, "channels_last", p)) for p in extra}
     probes = []
