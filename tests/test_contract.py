@@ -115,6 +115,27 @@ def test_report_json_records_every_input_and_verifies(two_runs, tmp_path):
         verify_chain(tmp_path / "r" / "report.json", tmp_path / "r", "xairobust report")
 
 
+def test_report_stage_rerenders_a_deleted_or_edited_output(two_runs, tmp_path):
+    """Before: report.json recorded only the file names, so the batch's report job (Stage.run)
+    skipped a report whose table.tex had been edited or whose stats were deleted as current."""
+    from xairobust.report.build import ReportStage
+
+    out, conf = tmp_path / "r", ReportConfig(figures=False, runs=[str(two_runs)])
+    ReportStage().run(out, conf, quiet=True)
+    tex = (out / "table.tex").read_bytes()
+    written = json.loads((out / "report.json").read_text())["outputs"]
+    assert "table.tex" in written and "table.csv" in written
+    stamp = (out / "report.json").stat().st_mtime_ns
+    ReportStage().run(out, conf, quiet=True)  # unchanged: skipped, report.json untouched
+    assert (out / "report.json").stat().st_mtime_ns == stamp
+    (out / "table.tex").write_text("edited by hand")
+    ReportStage().run(out, conf, quiet=True)
+    assert (out / "table.tex").read_bytes() == tex
+    (out / "table.tex").unlink()
+    ReportStage().run(out, conf, quiet=True)
+    assert (out / "table.tex").read_bytes() == tex
+
+
 def test_robustness_entries_carry_their_weights_and_others_do_not_survive(tmp_path):
     run = tmp_path / "run"
     train(TrainConfig(**TINY), run, quiet=True)

@@ -16,7 +16,7 @@ from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
 from xairobust.report.collect import collect_runs
 from xairobust.runs import write_json_atomic
-from xairobust.stages.contract import NOT_IDENTITY, STAGES, Stage, StageIdentity
+from xairobust.stages.contract import NOT_IDENTITY, OUTPUTS_KEY, STAGES, Stage, StageIdentity, stamp_outputs
 
 
 @dataclass
@@ -115,7 +115,11 @@ def build_report(
         "format": ReportStage.format, "runs": [str(r.path) for r in runs],
         "explainers": ctx.comparison.explainers if ctx.comparison is not None else [],
         "baseline": conf.baseline, "files": [str(p.relative_to(out)) for p in written],
-        "provenance": resolved.block(), "versions": versions(), "git_commit": git_commit(),
+        "provenance": resolved.block(),
+        # The sha256 of every file written: the one is_current then re-renders a report whose
+        # table or figure was deleted or edited by hand instead of skipping it as current.
+        OUTPUTS_KEY: stamp_outputs(out / REPORT_JSON, *written),
+        "versions": versions(), "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     return [*written, out / REPORT_JSON]
