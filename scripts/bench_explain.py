@@ -64,7 +64,7 @@ def bench_model(model_name: str, args, device: torch.device) -> dict:
     for p in model.parameters():
         p.requires_grad_(False)
     print(f"{model_name}: limits", flush=True)
-    lim = bl.limits(model, shape, device, SIZES.get(model_name, (32, 64, 128)), seconds=args.probe_seconds, compile=args.compile)
+    lim = bl.limits(model, shape, device, SIZES.get(model_name, (32, 64, 128)), seconds=args.probe_seconds, compile=tuple(p for p in args.compile.split(",") if p))
     g = torch.Generator().manual_seed(0)
     B = args.batch if args.batch else max(1, 64 // (8 if model_name == "resnet18_cifar" else 1))
     x = torch.rand(B, *shape, generator=g).to(device)
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--shap-samples", type=int, default=20, help="n_samples of the sampling explainers (resnet18_cifar: a fifth)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--probe-seconds", type=float, default=0.3)
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile(model) in the raw matrix")
+    ap.add_argument("--compile", default="", help="precisions (e.g. fp32 or fp32,bf16) at which to also measure torch.compile(model) in the raw matrix (minutes of C++ compilation on CPU)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None)

@@ -71,8 +71,9 @@ def fwd_bwd_rate(model: nn.Module, shape: tuple[int, ...], device: torch.device,
 
 
 def raw_matrix(model: nn.Module, shape: tuple[int, ...], device: torch.device, sizes: tuple[int, ...],
-               seconds: float = 0.3, compile: bool = False, quiet: bool = False) -> dict:
-    """Best fwd+bwd rate per (layout, precision) over ``sizes``; with ``compile`` also torch.compile's."""
+               seconds: float = 0.3, compile: tuple[str, ...] = (), quiet: bool = False) -> dict:
+    """Best fwd+bwd rate per (layout, precision) over ``sizes``; for each precision in ``compile``
+    also torch.compile's (at that precision's best eager layout and batch; compile time reported)."""
     cells: dict[str, dict] = {}
     for layout in LAYOUTS:
         for precision in PRECISIONS:
@@ -84,7 +85,7 @@ def raw_matrix(model: nn.Module, shape: tuple[int, ...], device: torch.device, s
             if not quiet:
                 print(f"    raw {layout:13s} {precision}: {rates[best]:10.0f} pts/s (batch {best})", flush=True)
     if compile:
-        for precision in PRECISIONS:
+        for precision in compile:
             layout = max(LAYOUTS, key=lambda lay: cells[f"{lay}/{precision}"]["best_rate"])
             bs = cells[f"{layout}/{precision}"]["best_batch"]
             try:
@@ -155,7 +156,7 @@ def matmul_peak(device: torch.device, n: int = 1024, seconds: float = 0.5) -> di
 
 
 def limits(model: nn.Module, shape: tuple[int, ...], device: torch.device, sizes: tuple[int, ...],
-           seconds: float = 0.3, compile: bool = False, quiet: bool = False) -> dict:
+           seconds: float = 0.3, compile: tuple[str, ...] = (), quiet: bool = False) -> dict:
     """raw matrix + FLOPs per point + matmul peak, in one go (see the module docstring)."""
     raw = raw_matrix(model, shape, device, sizes, seconds, compile, quiet)
     flops = flops_per_point(model, shape, device)

@@ -187,8 +187,9 @@ def bench_model(model_name: str, args, device) -> dict:
     extra = [p for p in args.precisions if p != "fp32"]  # native_s is fp32 (channels_last)
     rows: dict[str, dict] = {m: {"native_s": [], "quantus_s": [], **{f"native_{p}_s": [] for p in extra}} for m in [*PAPER_METRICS, "suite"]}
     print(f"{model_name}: limits", flush=True)
-    machine = bl.limits(inp.model, shape, device, tuple(b for b in LIMIT_SIZES.get(model_name, (32, 64, 128)) if b <= args.probe_max),
-                    seconds=0.3, compile=args.compile)
+    lsizes = LIMIT_SIZES.get(model_name, (32, 64, 128)) if device.type == "cpu" else (256, 1024, 4096)
+    machine = bl.limits(inp.model, shape, device, tuple(b for b in lsizes if b <= args.probe_max) or lsizes[:1],
+                    seconds=0.3, compile=tuple(p for p in args.compile.split(",") if p))
     variants = {p: dataclasses.replace(inp, model=bl.variant(inp.model, shape, "channels_last", p)) for p in extra}
     probes = []
     sizes = (16, 32, 64, 128, 256, 512, 1024) if device.type == "cpu" else (64, 256, 1024, 2048, 4096)
@@ -400,7 +401,7 @@ def main() -> None:
     ap.add_argument("--quantus-n", type=int, default=0, help="time Quantus' sensitivity metrics on this many samples, scaled to n")
     ap.add_argument("--skip-quantus", default="", help="comma-separated metrics not to time through Quantus")
     ap.add_argument("--precisions", default="fp32,bf16", help="precisions the native engine is timed in (fp32 always)")
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile(model) in the raw limit matrix")
+    ap.add_argument("--compile", default="", help="precisions (e.g. fp32 or fp32,bf16) at which to also measure torch.compile(model) in the raw limit matrix (minutes of C++ compilation on CPU)")
     ap.add_argument("--deviation", default="", help="STD_RUN,PGD_RUN: bf16-vs-fp32 deviation of every metric through the"
                     " real explain + score stages on copies of these trained runs (needs --data-dir for CIFAR)")
     ap.add_argument("--deviation-n", type=int, default=16)

@@ -96,8 +96,10 @@ def _missing(where: str, file: str, what: str) -> str:
 
 def _pairs(part: pd.DataFrame, label: str, baseline: str, matched: bool, pairing: str) -> tuple[np.ndarray, np.ndarray]:
     """The (method, baseline) value pairs of one test, built from the per-sample rows."""
-    m = part[part["label"] == label].pivot_table(index=["seed", "index"], values="v", aggfunc="first")["v"]
-    b = part[part["label"] == baseline].pivot_table(index=["seed", "index"], values="v", aggfunc="first")["v"]
+    # groupby, not pivot_table: pivot_table drops an all-NaN column, and a metric that is undefined
+    # for every sample (e.g. a constant control map's faithfulness) must give empty pairs, not a KeyError.
+    m = part[part["label"] == label].groupby(["seed", "index"])["v"].first()
+    b = part[part["label"] == baseline].groupby(["seed", "index"])["v"].first()
     if matched:
         both = pd.concat([m.rename("m"), b.rename("b")], axis=1, join="inner").dropna()
         if pairing == "mean":

@@ -7,7 +7,9 @@
 #      history.csv;
 #   3. the score benchmark on that run at n = 256: native engine vs Quantus as documented vs the
 #      best-batch limit (scripts/bench_score.py; Quantus is timed on --quantus-n samples of the
-#      sensitivity metrics and scaled, so the script stays inside its time budget).
+#      sensitivity metrics and scaled, so the script stays inside its time budget); since issue 20
+#      the same run also measures the limits matrix (layouts x precisions x batch sizes, FLOPs per
+#      point, matmul peak per dtype) and times the native engine in fp32 and bf16.
 # Writes $OUT/gpu_check.json, $OUT/bench_score.json, $OUT/bench_score.txt, $OUT/train.log.
 #
 #   scripts/gpu_check.sh [--cpu] [--data-dir DIR] [--cifar-src DIR] [--wheels DIR] [--out DIR] [--n N]

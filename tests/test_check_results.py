@@ -53,6 +53,27 @@ def test_a_report_re_checks_and_its_samples_name_the_weights(folder):
     assert check.main([str(folder)]) == 0
 
 
+def test_a_metric_undefined_on_every_sample_re_checks(tmp_path):
+    """A constant control map has no faithfulness value on any sample (NaN rows): the table shows
+    '-', its test has no pairs, and the re-check must say so rather than fail on the empty column."""
+    rng = np.random.default_rng(5)
+    n = 12
+    runs = [write_run(tmp_path / "runs", f"{label}{seed}", label=label, seed=seed,
+                      scores={"eg": {"max_sens": rng.random(n) + shift, "sparse": np.full(n, np.nan)}})
+            for seed in (0, 1) for label, shift in (("standard", 0.5), ("pgd", 0.0))]
+    out = tmp_path / "results" / "nan"
+    build_report(runs, out, ReportConfig(baseline="standard", figures=False), quiet=True, registry=fake_registry())
+    (out / "README.md").write_text("```bash\nxairobust report runs --out results/nan\n```\n")
+    assert pd.read_csv(out / "samples.csv").query("metric == 'sparse'")["value"].isna().all()
+    check = load_script()
+    assert check.check_folder(out) == []
+    # The defined metric is still checked: a planted edit is found.
+    samples = pd.read_csv(out / "samples.csv")
+    samples.loc[samples.index[samples["metric"] == "max_sens"][0], "value"] += 1.0
+    samples.to_csv(out / "samples.csv", index=False)
+    assert check.check_folder(out) != []
+
+
 def test_an_edited_value_mean_or_star_is_found(folder, tmp_path):
     check = load_script()
     edited = tmp_path / "edited"

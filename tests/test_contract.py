@@ -244,8 +244,11 @@ def test_every_registered_stage_has_the_contract(name):
     cls = STAGES.get(name)
     assert issubclass(cls, Stage) and cls.name == name
     assert dataclasses.is_dataclass(cls.Config), f"{name}: Config must be a dataclass"
-    for method in ("inputs", "identity", "outputs", "run"):
+    # Issue 17: Stage.run is final (resolve -> is_current -> compute -> write); a stage implements
+    # inputs and compute, and identity/outputs only where it records a field resolved or writes several files.
+    for method in ("inputs", "compute"):
         assert getattr(cls, method) is not getattr(Stage, method), f"{name} does not implement {method}()"
+    assert cls.run is Stage.run, f"{name} overrides the contract's run()"
     assert cls.slot() in slots() and cls.per in ("run", "explainer", "report")
     assert cls.after is None or cls.after in slots()
 
@@ -253,8 +256,6 @@ def test_every_registered_stage_has_the_contract(name):
 # How to run each stage cheaply on a tiny digits run; a registered stage that is missing here
 # fails test_every_stage_output_carries_provenance until it gets an example (or a reason).
 ELSEWHERE = {
-    "bim-regression": "regression runs only: tests/test_mer_pipeline.py checks its entries' provenance",
-    "mer-report": "regression runs only: tests/test_mer_pipeline.py",
     "tune-lambda": "minutes of NsLoss search: test_tune_lambda_output_carries_provenance stubs the search",
     "import": "needs a foreign checkpoint: tests/test_import.py (run.json carries its provenance block)",
     "use": "check-only: its outputs are the run's own model.safetensors and run.json (written by train/import)",
@@ -266,8 +267,24 @@ def pipeline_run(tmp_path_factory):
     return _pipeline(tmp_path_factory.mktemp("prov") / "run")
 
 
+@pytest.fixture(scope="module")
+def mer_runs(tmp_path_factory):
+    """Two tiny regression runs (soundtracks, 20 generated clips, 1 epoch) for bim-regression and mer-report."""
+    from mer_fixtures import make_soundtracks
+
+    root = tmp_path_factory.mktemp("mer")
+    make_soundtracks(root, n=20, seconds=0.6)
+    runs = []
+    for label, model in (("A2E", "a2e"), ("A2M2E", "a2b2e")):
+        conf = TrainConfig(dataset="soundtracks", dataset_kwargs={"cache_dir": str(root / "cache")}, model=model,
+                           model_kwargs={"width": 0.125}, label=label, epochs=1, batch_size=8, optimizer="adam",
+                           lr=5e-4, weight_decay=0.0, schedule="constant", seed=0, data_dir=str(root))
+        runs.append(train(conf, root / "runs" / label, quiet=True))
+    return root, runs
+
+
 @pytest.mark.parametrize("name", STAGES.names())
-def test_every_stage_output_carries_provenance(name, pipeline_run, tmp_path):
+def test_every_stage_output_carries_provenance(name, pipeline_run, tmp_path, request):
     if name in ELSEWHERE:
         pytest.skip(ELSEWHERE[name])
     cls = STAGES.get(name)
@@ -283,6 +300,22 @@ def test_every_stage_output_carries_provenance(name, pipeline_run, tmp_path):
                                                       device="cpu")),
         "visualize": (pipeline_run, VisualizeConfig(kind="generation", preset="quick", n=1, classes=[0], params={"steps": 2})),
     }
+    if name == "fid":  # after visualize: the run's generation images, features from the run itself
+        from xairobust.stages.visualize import FidConfig
+
+        gen = VisualizeConfig(kind="generation", preset="quick", n=1, classes=[0], params={"steps": 2})
+        STAGES.get("visualize")().run(pipeline_run, gen, quiet=True)
+        examples["fid"] = (pipeline_run, FidConfig(extractor=f"run:{pipeline_run}", kinds=["generation"], device="cpu"))
+    if name in ("bim-regression", "mer-report"):  # regression runs
+        from xairobust.report.mer import MerReportConfig
+        from xairobust.stages.mer_attack import BIMAttackConfig, BIMRegressionStage
+
+        root, runs = request.getfixturevalue("mer_runs")
+        for run in runs:
+            BIMRegressionStage().run(run, BIMAttackConfig(max_iter=1, data_dir=str(root)), quiet=True)
+        examples["bim-regression"] = (runs[0], BIMAttackConfig(max_iter=1, data_dir=str(root)))
+        examples["mer-report"] = (tmp_path / "mer", MerReportConfig(runs=[str(r) for r in runs], pairs=["A2E:A2M2E"],
+                                                                   scatter_models=["A2E", "A2M2E"]))
     assert name in examples, f"stage '{name}' has no example here: add one (or a reason to ELSEWHERE)"
     target, conf = examples[name]
     stage = cls()

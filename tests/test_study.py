@@ -33,27 +33,31 @@ def _ladder_run(root: Path, eps: float, seed: int) -> Path:
     robust = ROBUST[eps] + 0.01 * seed
     values = {"max_sensitivity": 1.0 - 0.5 * robust + 0.02 * rng.standard_normal(N),
               "sparseness": 0.5 + 0.02 * rng.standard_normal(N)}
+    # The sobel control (model-independent maps): flat in robustness, at its own level.
+    control = {"max_sensitivity": 0.3 + 0.02 * rng.standard_normal(N), "sparseness": 0.4 + 0.02 * rng.standard_normal(N)}
     run = write_run(root, f"pgd_eps{eps}_s{seed}", label=f"PGD eps={eps:g}", seed=seed, method="pgd",
-                    clean=0.97 - 0.1 * eps, robust=robust, attributions=["saliency"])
+                    clean=0.97 - 0.1 * eps, robust=robust, attributions=["saliency", "sobel"])
     meta = json.loads((run / "run.json").read_text())
     meta["method"]["params"] = {"norm": "linf", "eps": eps}
     (run / "run.json").write_text(json.dumps(meta))
     # Indices 0..N-1, and which of them this model gets right: sample 0 is wrong for the eps 0.2
     # rung, so the common-correct comparison has N - 1 images.
-    attr = run / "attributions" / "saliency.safetensors"
-    n = N
-    tensors = {"inputs": torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)),
-               "targets": torch.zeros(n, dtype=torch.int64), "indices": torch.arange(n, dtype=torch.int64),
-               "attributions": torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed + 7)),
-               "correct": torch.tensor([not (eps == 0.2 and i == 0) for i in range(n)])}
-    save_tensors(attr, tensors)
     weights = run / "model.safetensors"
-    (run / "attributions" / "saliency.json").write_text(json.dumps(
-        {"explainer": "saliency", "provenance": provenance(run, "explain", {"weights": weights}, explainer="saliency")}))
-    write_scores(run / "scores" / "saliency.csv", np.arange(n), values)
-    (run / "scores" / "saliency.json").write_text(json.dumps(
-        {"explainer": "saliency", "preset": "quick", "n": n,
-         "provenance": provenance(run, "score", {"weights": weights, "attributions": attr})}))
+    n = N
+    for explainer, scores in (("saliency", values), ("sobel", control)):
+        attr = run / "attributions" / f"{explainer}.safetensors"
+        tensors = {"inputs": torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)),
+                   "targets": torch.zeros(n, dtype=torch.int64), "indices": torch.arange(n, dtype=torch.int64),
+                   "attributions": torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed + 7)),
+                   "correct": torch.tensor([not (eps == 0.2 and i == 0) for i in range(n)])}
+        save_tensors(attr, tensors)
+        (run / "attributions" / f"{explainer}.json").write_text(json.dumps(
+            {"explainer": explainer,
+             "provenance": provenance(run, "explain", {"weights": weights}, explainer=explainer)}))
+        write_scores(run / "scores" / f"{explainer}.csv", np.arange(n), scores)
+        (run / "scores" / f"{explainer}.json").write_text(json.dumps(
+            {"explainer": explainer, "preset": "quick", "n": n,
+             "provenance": provenance(run, "score", {"weights": weights, "attributions": attr})}))
     return run
 
 
@@ -83,10 +87,12 @@ def test_page_is_self_contained_and_states_its_scale(study):
     assert not re.search(r"(?:src|href)=\"(?!data:)", page)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     images = re.findall(r'<img class="figure" alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
-    assert [alt for alt, _ in images] == ["headline figure saliency", "clean vs robust accuracy"]
+    assert [alt for alt, _ in images] == ["headline figure saliency", "headline figure sobel",
+                                          "headline figure with controls", "clean vs robust accuracy"]
     for _, data in images:  # each decodes to a PNG, the same bytes as the file written beside the page
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     assert base64.b64decode(images[0][1]) == (study / "figures" / "headline_saliency.png").read_bytes()
+    assert base64.b64decode(images[2][1]) == (study / "figures" / "headline_with-controls.png").read_bytes()
     # Scale and unit of analysis are stated.
     assert "<th>seeds</th><td>3: 0, 1, 2</td>" in page
     assert "<th>metric preset</th><td>quick</td>" in page
@@ -99,20 +105,51 @@ def test_page_is_self_contained_and_states_its_scale(study):
 
 def test_page_words_follow_the_planted_numbers(study):
     page = (study / STUDY_HTML).read_text()
-    dose = pd.read_csv(study / "dose_response.csv").set_index("metric")
+    dose = pd.read_csv(study / "dose_response.csv").query("explainer == 'saliency'").set_index("metric")
     # Planted slope of Max-Sensitivity: -0.5 per unit of robust accuracy = -0.05 per +10 points.
     assert dose.loc["max_sensitivity", "slope_ci_low"] < -0.05 < dose.loc["max_sensitivity", "slope_ci_high"]
     assert dose.loc["max_sensitivity", "slope_ci_high"] < 0
+    # The sobel control was planted flat: its slope's CI covers 0.
+    sobel = pd.read_csv(study / "dose_response.csv").query("explainer == 'sobel'").set_index("metric")
+    assert sobel.loc["max_sensitivity", "slope_ci_low"] < 0 < sobel.loc["max_sensitivity", "slope_ci_high"]
     shows = page.split("What this shows")[1].split("Headline")[0]
     assert "improves significantly for Max" in shows  # lower Max-Sensitivity is better
     assert "worsens significantly" not in shows
-    mono = pd.read_csv(study / "monotonicity.csv").set_index("metric")
+    mono = pd.read_csv(study / "monotonicity.csv").query("explainer == 'saliency'").set_index("metric")
     assert mono.loc["max_sensitivity", "shape"] == "decreasing"
     assert mono.loc["max_sensitivity", "with_more_robustness"] == "improves"
     if _has_cc():
         counts = pd.read_csv(study / "common_correct.csv")
-        assert counts[["n_samples_before", "n_common_correct"]].values.tolist() == [[N, N - 1]]
+        assert counts[["n_samples_before", "n_common_correct"]].values.tolist() == [[N, N - 1]] * 2
         assert f"saliency: {N - 1} of {N}" in page
+
+
+def test_controls_layout_puts_the_controls_beside_the_explainers():
+    from xairobust.report.meta import metric_meta, order_metrics
+    from xairobust.report.study import controls_figure, controls_layout
+
+    names = ["max_sensitivity", "avg_sensitivity", "faithfulness_correlation", "complexity", "sparseness", "mprt"]
+    metas = {m.name: m for m in order_metrics([metric_meta(n) for n in names])}
+    rows = []
+    for explainer, metrics in (("random", names[:5]), ("ig", names), ("sobel", names[:5]), ("saliency", names[1:5])):
+        for metric in metrics:
+            for seed, robust in ((0, 0.2), (1, 0.4), (0, 0.6)):
+                rows.append({"explainer": explainer, "setting": "digits/digits_cnn", "metric": metric,
+                             "direction": metas[metric].direction, "label": f"PGD eps={robust}", "family": "pgd",
+                             "seed": seed, "run": f"r{robust}_{seed}", "ladder_param": "eps", "ladder_value": robust,
+                             "eps": robust, "clean_acc": 0.9, "robust_acc": robust, "mean": robust + seed,
+                             "n_samples": 4})
+    runs = pd.DataFrame(rows)
+    columns, metrics = controls_layout(runs, metas)
+    # Explainers under test in the order met, then the controls in the sanity section's order;
+    # one metric per family among those every column has (saliency lacks max_sensitivity, so the
+    # sensitivity row is Avg-Sensitivity; only ig has mprt, so no randomisation row).
+    assert columns == ["ig", "saliency", "sobel", "random"]
+    assert metrics == ["avg_sensitivity", "faithfulness_correlation", "complexity"]
+    png = controls_figure(runs, metas, 0.95, 40)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert controls_layout(runs[~runs["explainer"].isin(["sobel", "random"])], metas) == ([], [])
+    assert controls_figure(runs[runs["explainer"].isin(["sobel", "random"])], metas, 0.95, 40) is None
 
 
 def test_monotonicity_against_hand_computed_cases():
@@ -150,7 +187,7 @@ def test_page_renders_in_headless_chromium(study, tmp_path):
     dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'data-decoded="2/2"' in dom.stdout
+    assert 'data-decoded="4/4"' in dom.stdout
     shot = tmp_path / "page.png"
     run = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,2400",
                           (study / STUDY_HTML).as_uri()], capture_output=True, text=True, timeout=120)
@@ -170,7 +207,8 @@ def test_cli_dry_run_shows_the_grid_and_the_page(tmp_path):
     out = CliRunner().invoke(main, ["study", "digits_ladder", "--dry-run", "--root", str(tmp_path / "r")])
     assert out.exit_code == 0, out.output
     assert "train digits_digits_cnn_PGD_eps=0.025_s2" in out.stdout
-    assert "NsLoss_lam=3.0_s1" in out.stdout and "JacobReg_lam=0.2_s0" in out.stdout
+    assert "NsLoss_lam=0.1_s1" in out.stdout and "JacobReg_lam=0.2_s0" in out.stdout
+    assert "NsLoss_lam=3.0" not in out.stdout  # the rung that collapsed to chance is off the ladder
     assert f"study: would write {tmp_path / 'r' / 'results' / 'digits_ladder' / 'index.html'}" in out.stdout.replace("\n", "")
     assert not (tmp_path / "r").exists()
 
@@ -196,12 +234,12 @@ def test_study_numbers_are_the_reports_floor_subtracted_ones(tmp_path):
     build_study([section], tmp_path / "results" / "floor", StudyInfo(name="floor"), quiet=True)
     # Independently: each run's mean of (value - floor) from the report's per-sample file.
     samples = pd.read_csv(report_dir / "samples.csv")
-    ms = samples[samples["metric"] == "max_sensitivity"]
+    ms = samples[(samples["metric"] == "max_sensitivity") & (samples["explainer"] == "saliency")]
     want = (ms["value"] - ms["floor"]).groupby(ms["run"]).mean()
     raw = ms.groupby("run")["value"].mean()
     assert (want - raw).abs().min() > 0.29  # the floor matters here
     got = pd.read_csv(tmp_path / "results" / "floor" / "run_means.csv")
-    got = got[got["metric"] == "max_sensitivity"].set_index("run")["mean"]
+    got = got[(got["metric"] == "max_sensitivity") & (got["explainer"] == "saliency")].set_index("run")["mean"]
     np.testing.assert_allclose(got.loc[want.index].to_numpy(), want.to_numpy(), rtol=1e-12)
     # Dose-response: the report's file, byte for byte the same rows.
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results" / "floor" / "dose_response.csv"),

@@ -12,9 +12,8 @@ from typing import Any
 import click
 
 from xairobust.config import load_yaml
-from xairobust.errors import ConfigError
+from xairobust.errors import ConfigError, XaiRobustError
 from xairobust.errors import RunError as XaiRobustRunError
-from xairobust.errors import XaiRobustError
 from xairobust.registry import did_you_mean
 
 

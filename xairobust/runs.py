@@ -25,19 +25,26 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from xairobust.errors import RunError
+from xairobust.layout import RunLayout
 
-WEIGHTS = "model.safetensors"
-RUN_JSON = "run.json"
-CONFIG_YAML = "config.yaml"
-HISTORY_CSV = "history.csv"
+# The run-directory names, owned by RunLayout (kept here for the modules that import them).
+WEIGHTS = RunLayout.WEIGHTS
+RUN_JSON = RunLayout.RUN_JSON
+CONFIG_YAML = RunLayout.CONFIG_YAML
+HISTORY_CSV = RunLayout.HISTORY_CSV
 FORMAT_VERSION = 1
-# Every name a run directory's stages write at its top level (train, import, attack, explain,
-# score, manipulate, visualize, tune-lambda, mer-attack, batch markers and logs, runs moved
-# aside): anything else in a folder given as a run's --out is a user's file, not to be moved.
-RUN_ENTRIES = frozenset({
-    WEIGHTS, RUN_JSON, CONFIG_YAML, HISTORY_CSV, "checkpoints", "robustness.json", "attributions", "scores",
-    "manipulation", "visualisations", "attacks", "tune_lambda.json", "logs", ".batch", ".replaced",
-})
+RUN_ENTRIES = RunLayout.ENTRIES
+
+
+def run_header(label: str, dataset: str, dataset_kwargs: dict, info: Any, model: str, model_kwargs: dict) -> dict[str, Any]:
+    """The first keys of every run.json (train and import write the same ones, in this order)."""
+    return {
+        "format": FORMAT_VERSION,
+        "label": label,
+        "dataset": {"name": dataset, "kwargs": dataset_kwargs, "info": info.as_json()},
+        "input_space": info.input_space,
+        "model": {"name": model, "kwargs": model_kwargs},
+    }
 
 
 def slug(text: str) -> str:

@@ -23,15 +23,14 @@ from xairobust.provenance import config_hash
 from xairobust.registry import DATASETS, EXPLAINERS, MODELS
 from xairobust.runs import slug
 
-STAGE_ORDER = {"train": 0, "use": 0, "attack": 1, "explain": 2, "score": 3, "report": 4}
-
 
 def stage_order(slot: str) -> float:
-    """Scheduling rank of a slot: the core ones fixed, a registered extra stage's from its class."""
-    if slot in STAGE_ORDER:
-        return STAGE_ORDER[slot]
+    """Scheduling rank of a slot: ``Stage.order`` of the stage registered under that name (or,
+    for a slot filled only by other stages, of the first of them)."""
     from xairobust.stages.contract import STAGES
 
+    if slot in STAGES:
+        return float(STAGES.get(slot).order)
     for name in STAGES.names():
         cls = STAGES.get(name)
         if cls.slot() == slot:
@@ -307,7 +306,8 @@ class _Builder:
                     needed.append(sc.id)
                 else:
                     needed.append(ex.id)
-        return needed + self.extra_jobs(train, per_explainer, attack_job)
+        per_run = {"train": train, train.stage: train, **({"attack": attack_job} if attack_job else {})}
+        return needed + self.extra_jobs(train, per_explainer, per_run)
 
     def impl(self, stage: str, cls: type | None = None) -> dict[str, str]:
         cls = cls or self.classes[stage]
@@ -316,10 +316,13 @@ class _Builder:
     def key_base(self, stage: str, conf: Any, cls: type | None = None) -> dict[str, Any]:
         return {"stage": stage, "impl": (cls or self.classes[stage]).name, "config": identity(conf)}
 
-    def extra_jobs(self, train: Job, per_explainer: dict[str, dict[str, Job]], attack: Job | None) -> list[str]:
-        """Jobs of registered extra stages (Stage.per / Stage.after); returns those reports need."""
+    def extra_jobs(self, train: Job, per_explainer: dict[str, dict[str, Job]], per_run: dict[str, Job]) -> list[str]:
+        """Jobs of registered extra stages, placed by their declarations alone: ``per`` (one job per
+        run or per run x explainer) and ``after`` (the slot whose job of the same run, or of the
+        same run and explainer, it waits for -- a core one or another extra stage, which is why
+        extras are planned in ``Stage.order``). Returns the ids reports need."""
         needed: list[str] = []
-        for name, cls in self.extras:
+        for name, cls in sorted(self.extras, key=lambda e: e[1].order):
             mapping = dict(self.zoo.more[name] or {}) if isinstance(self.zoo.more[name], dict) else {}
             if cls.per == "explainer":
                 points = [(e.name, {**mapping, "explainer": e.name}) for e in self.zoo.explainers]
@@ -328,9 +331,9 @@ class _Builder:
             for explainer, m in points:
                 after = cls.after or "train"
                 if cls.per == "explainer":
-                    dep = per_explainer.get(explainer, {}).get(after)
+                    dep = per_explainer.get(explainer, {}).get(after) or (per_run.get(after) if after in ("train", "attack") else None)
                 else:
-                    dep = attack if after == "attack" else train
+                    dep = per_run.get(after)
                 if dep is None:
                     raise ConfigError(f"{self.where}: stage '{name}' runs after '{after}', which this zoo has no job for")
                 suffix = f"-{explainer}" if explainer else ""
@@ -339,6 +342,10 @@ class _Builder:
                                    tag=f"{name}{suffix}", **self.impl(name, cls), config=m, target=train.target,
                                    deps=[dep.id], run_name=train.run_name, key_base=self.key_base(name, conf, cls),
                                    summary=f"{name}{' ' + explainer if explainer else ''} {train.run_name}"))
+                if cls.per == "explainer":
+                    per_explainer.setdefault(explainer, {})[cls.slot()] = job
+                else:
+                    per_run[cls.slot()] = job
                 if cls.report_input:
                     needed.append(job.id)
         return needed

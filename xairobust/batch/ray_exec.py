@@ -19,7 +19,6 @@ from xairobust.batch.worker import one_line, run_job
 from xairobust.errors import ConfigError
 from xairobust.registry import EXECUTORS
 
-
 RETRIES_ON_NODE_LOSS = 3
 
 

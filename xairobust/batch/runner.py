@@ -19,7 +19,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-from xairobust.batch.plan import STAGE_ORDER, Job, Plan, build_plan, job_key, stage_order
+from xairobust.batch.plan import Job, Plan, build_plan, job_key, stage_order
 from xairobust.batch.state import done_stamps, sweep_stale_tmp
 from xairobust.batch.view import BatchView, fmt_duration
 from xairobust.batch.zoo import Zoo, load_zoo
@@ -27,7 +27,6 @@ from xairobust.errors import RunError
 from xairobust.registry import EXECUTORS
 
 Status = Literal["cached", "done", "failed", "skipped", "interrupted"]
-STAGES = tuple(STAGE_ORDER)
 
 
 @dataclass

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from xairobust.errors import RunError
+from xairobust.layout import RunLayout
 from xairobust.runs import RUN_JSON, WEIGHTS, file_sha256
 
-MARKER_DIR = ".batch"
-LOG_DIR = "logs"
+MARKER_DIR = RunLayout.BATCH
+LOG_DIR = RunLayout.LOGS
 # atomic_path() writes ".<name>.<random>.tmp" next to the file; a SIGKILL can leave one behind.
 STALE_TMP = re.compile(r"^\..+\.tmp$")
 

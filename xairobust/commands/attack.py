@@ -7,7 +7,7 @@ import json
 import click
 
 from xairobust import config as cfg
-from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
+from xairobust.cli_util import config_option, merged_config, model_options, parse_extra_options, quiet_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True,

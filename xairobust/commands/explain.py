@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, model_options, merged_config, parse_extra_options, quiet_option
+from xairobust.cli_util import config_option, merged_config, model_options, parse_extra_options, quiet_option
 from xairobust.runtime import runtime_options
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}

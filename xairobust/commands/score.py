@@ -35,9 +35,11 @@ from xairobust.runtime import runtime_options
 @click.option("--baseline", help="With --out: the run label or method every other run is tested against"
               " (default: standard when a run has it, else the first --model).")
 @click.option("--figures/--no-figures", "figures", default=None, help="With --out: write figures (default: yes).")
+@click.option("--dry-run", is_flag=True, help="Print each metric's model passes and the estimated time on this device"
+              " (from a ~1 s probe of the model); score nothing.")
 @quiet_option
 def score(model_ref: ModelRef, config_path: str | None, quiet: bool, sets: tuple[str, ...], out: str | None,
-          baseline: str | None, figures: bool | None, **options) -> None:
+          baseline: str | None, figures: bool | None, dry_run: bool, **options) -> None:
     """Score MODEL/attributions/<explainer>: writes scores/<explainer>.csv and .json, and the summary table
     (metric, direction, mean ± sd over samples, n, noise floor) as scores/<explainer>.tex and .md.
 
@@ -47,11 +49,10 @@ def score(model_ref: ModelRef, config_path: str | None, quiet: bool, sets: tuple
     """
     from xairobust import config as cfg
     from xairobust.errors import ConfigError
+    from xairobust.report.run_table import write_run_tables
     from xairobust.stages.score import ScoreConfig
     from xairobust.stages.score import score as run_score
     from xairobust.validate import check_output_dir, check_run
-
-    from xairobust.report.run_table import write_run_tables
 
     data = merged_config(config_path, {**options, "metric_params": parse_sets(sets)})
     out = out or data.pop("out", None)
@@ -68,6 +69,12 @@ def score(model_ref: ModelRef, config_path: str | None, quiet: bool, sets: tuple
     elif baseline is not None or figures is not None:
         raise ConfigError("score: --baseline and --figures apply to the comparison of several models; give --out DIR")
     conf = cfg.build(ScoreConfig, data, config_path or "score")
+    if dry_run:
+        from xairobust.costs import score_plan
+
+        for run_dir in run_dirs:
+            click.echo(score_plan(run_dir, conf))
+        return
     for run_dir in run_dirs:
         path = run_score(run_dir, conf, quiet=quiet)
         summary, tables = write_run_tables(run_dir, conf.explainer)

@@ -23,9 +23,9 @@ def score_epochs(runs: tuple[str, ...], model_ref: ModelRef, config_path: str | 
     `xairobust report` then draws metric-vs-epoch curves (figures/epochs_<explainer>.*).
     """
     from xairobust import config as cfg
-    from xairobust.report.epochs import score_checkpoints
     from xairobust.stages.explain import ExplainConfig
     from xairobust.stages.score import ScoreConfig
+    from xairobust.stages.score_epochs import score_checkpoints
 
     data = merged_config(config_path, options)
     import dataclasses

@@ -59,6 +59,15 @@ class Explainer:
         return {}
 
 
+def wants_background(name: str, params: Any) -> bool:
+    """Whether the registered explainer ``name`` draws baselines from the training data."""
+    from xairobust.registry import EXPLAINERS
+
+    cls = EXPLAINERS.get(name)
+    hook = getattr(cls, "wants_background", None)
+    return bool(hook(params)) if hook else bool(cls.needs_background)
+
+
 def differentiable_explainer(name: str, params: dict[str, Any] | None = None, what: str = "manipulate") -> Explainer:
     """The registered explainer ``name`` with ``params`` (its registered defaults otherwise), after
     checking it can be back-propagated through; a ConfigError naming the alternatives if not."""

@@ -141,9 +141,9 @@ class BlurParams:
 
 
 def _base_file(run_dir: Path, base: str) -> tuple[Path, Path]:
-    from xairobust.stages.explain import attribution_paths
+    from xairobust.layout import RunLayout
 
-    return attribution_paths(Path(run_dir), base)
+    return RunLayout(run_dir).attribution(base)
 
 
 @EXPLAINERS.register("blur", label="Blur", library="control: Gaussian blur (scipy.ndimage.gaussian_filter) of a base explainer's maps",
@@ -162,7 +162,7 @@ class BlurControl(Explainer):
 
     @classmethod
     def wants_background(cls, params: BlurParams) -> bool:
-        from xairobust.stages.explain import wants_background
+        from xairobust.explain.base import wants_background
 
         return wants_background(params.base, cfg.build(EXPLAINERS.get(params.base).Params, params.base_params, "blur"))
 

@@ -32,11 +32,12 @@ Our choices:
 Native engine (why scipy.sparse and not torch): the systems of a chunk of samples x percentages
 are assembled vectorised as one block-diagonal sparse matrix and solved by one
 ``scipy.sparse.linalg.spsolve`` call (SuperLU, the direct solver Quantus uses per system) with C
-right-hand sides: exact to rounding (max 3e-12 from a per-system solve), independent of the
-batch, and ~0.1 s per 3x32x32 image at 50 percentages on one CPU thread (measured; ~1x one IG
-explanation). A batched Jacobi-preconditioned conjugate gradient in torch (stencil by shifted
-slices, on the model's device) converged in ~150 iterations to 1e-12 but took 1.4 s per image on
-CPU, and its result depends on a tolerance. The solve runs on the CPU; the model passes run on
+right-hand sides: a direct solve (no tolerance), the same per system whatever else is in the
+batch (tests: 1 system per solve = the block-diagonal solve to 1e-13), and ~0.1 s per 3x32x32
+image at 50 percentages on one CPU thread (measured; the whole metric ~1.4x one IG explanation).
+A batched Jacobi-preconditioned conjugate gradient in torch (stencil by shifted slices, on the
+model's device) reached 3e-12 of the direct solution in ~150 iterations but took 1.4 s per image
+on CPU, and its result depends on a tolerance. The solve runs on the CPU; the model passes run on
 the model's device in capped passes. Quantus' own ROAD builds each system with a Python loop
 into a lil_matrix (its issue #332: ~6 s per ImageNet image).
 """

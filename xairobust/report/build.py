@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from xairobust import config as cfg
 from xairobust.config import require
 from xairobust.errors import ConfigError
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
 from xairobust.report.collect import collect_runs
 from xairobust.runs import write_json_atomic
-from xairobust.stages.contract import STAGES, Stage
+from xairobust.stages.contract import NOT_IDENTITY, STAGES, Stage, StageIdentity
 
 
 @dataclass
@@ -42,10 +41,10 @@ class ReportConfig:
     mixed: bool = False  # also fit the crossed mixed model (mixed.csv; seconds per metric)
     grid_images: int = 6  # test images (columns) in the attribution grid
     plot: Literal["box", "violin"] = "box"
-    formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
-    dpi: int = 150
+    formats: list[str] = field(default_factory=lambda: ["pdf", "png"], metadata=NOT_IDENTITY)
+    dpi: int = field(default=150, metadata=NOT_IDENTITY)
     controls: bool = True  # the sanity section (control rows, blur control, MPRT per layer) when runs have them
-    runs: list[str] = field(default_factory=list)  # run directories (set from RUNS / the batch's runs)
+    runs: list[str] = field(default_factory=list, metadata=NOT_IDENTITY)  # run directories (set from RUNS / the batch's runs)
     labels: dict = field(default_factory=dict)  # run directory -> row label (a zoo's `run:` entry with `label:`)
 
     def __post_init__(self) -> None:
@@ -125,7 +124,6 @@ def build_report(
 REPORT_JSON = "report.json"
 
 # ReportConfig fields that do not change the tables (placement and inputs; inputs are hashed).
-_NOT_IDENTITY = ("runs", "formats", "dpi")
 
 
 def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
@@ -137,25 +135,13 @@ def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
 
 
 @STAGES.register("report")
-class ReportStage(Stage):
+class ReportStage(Stage, name="report", Config=ReportConfig, per="report", after=None, order=4):
     """runs -> results/NAME: tables, statistics, figures and report.json (see build_report)."""
-
-    name = "report"
-    Config = ReportConfig
-    per = "report"
-    after = None
-    order = 4
 
     def inputs(self, run_dir: Path, conf: ReportConfig) -> dict[str, Path]:
         from xairobust.runs import find_runs
 
         return report_inputs(find_runs(list(conf.runs)))
-
-    def identity(self, run_dir: Path, conf: ReportConfig) -> dict[str, object]:
-        d = cfg.to_dict(conf)
-        for k in _NOT_IDENTITY:
-            d.pop(k, None)
-        return d
 
     def outputs(self, run_dir: Path, conf: ReportConfig) -> list[Path]:
         out = Path(run_dir)
@@ -165,8 +151,8 @@ class ReportStage(Stage):
         runs = " ".join(conf.runs) if conf is not None and conf.runs else "RUNS..."
         return f"xairobust report {runs} --out {run_dir}"
 
-    def run(self, run_dir: Path, conf: ReportConfig, quiet: bool = False) -> list[Path]:
-        return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
+    def compute(self, run_dir: Path, conf: ReportConfig, resolved: StageIdentity, quiet: bool) -> None:
+        build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)  # writes report.json last
 
 
 FIGURE_STEMS = ("attributions", "box_", "violin_", "epochs_", "manipulation_", "sanity_")

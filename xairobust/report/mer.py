@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xairobust import config as cfg
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
 from xairobust.report.render import latex_grid, markdown_grid, tex_escape
 from xairobust.report.stats import adjust_p, paired_test
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic
 from xairobust.stages.attack import verify_robustness
-from xairobust.stages.contract import STAGES, Stage
+from xairobust.stages.contract import NOT_IDENTITY, STAGES, Stage, StageIdentity, Written, write_document
 
 ORDER = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E")
 # (model, training method) -> the paper's system name; runs of other combinations keep their label.
@@ -351,7 +350,14 @@ def write_report(paths: list[str | Path], out: str | Path, **options: Any) -> di
     ctx = ReportContext([], MerOptions(list(paths), **options))
     collected = pipeline.collect(ctx, "mer-report")
     pipeline.render(ctx, Path(out), collected, marker=None)
-    return next(d.summary for _, d in collected if isinstance(d, MerData))
+    summary = next(d.summary for _, d in collected if isinstance(d, MerData))
+    # summary.json again, with its provenance block: the runs' files it was computed from.
+    o = ctx.conf  # the MerOptions
+    conf = MerReportConfig(eps=o.eps, unconstrained_reference=o.unconstrained, emotions=list(o.emotions),
+                           scatter_models=list(o.scatter_models), scatter_seed=o.scatter_seed, ttest_on=o.ttest_on,
+                           pairs=[f"{a}:{b}" for a, b in o.pairs], runs=[str(p) for p in paths])
+    write_document(Path(out) / "summary.json", Written(summary), MerReportStage().resolve(Path(out), conf))
+    return summary
 
 
 @dataclass
@@ -365,29 +371,17 @@ class MerReportConfig:
     scatter_seed: int | None = None
     ttest_on: str = "after"
     pairs: list[str] = field(default_factory=lambda: ["A2E:A2M2E", "A2B2E:A2M2E"])
-    runs: list[str] = field(default_factory=list)  # run directories (set by the batch runner)
+    runs: list[str] = field(default_factory=list, metadata=NOT_IDENTITY)  # run directories (set by the batch runner)
 
 
 @STAGES.register("mer-report")
-class MerReportStage(Stage):
+class MerReportStage(Stage, name="mer-report", role="report", Config=MerReportConfig, per="report", after=None, order=4):
     """The report slot of MER zoos (``stages: {report: mer-report}``): Table 1, figures, t-tests."""
-
-    name = "mer-report"
-    role = "report"
-    Config = MerReportConfig
-    per = "report"
-    after = None
-    order = 4
 
     def inputs(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Path]:
         from xairobust.report.sections import report_inputs
 
         return report_inputs("mer-report", find_runs(list(conf.runs)))  # robustness.json + the per-sample attack files
-
-    def identity(self, run_dir: Path, conf: MerReportConfig) -> dict[str, Any]:
-        d = cfg.to_dict(conf)
-        d.pop("runs", None)
-        return d
 
     def outputs(self, run_dir: Path, conf: MerReportConfig) -> list[Path]:
         return [Path(run_dir) / name for name in ("table1.md", "ttests.md", "summary.json")]
@@ -395,8 +389,8 @@ class MerReportStage(Stage):
     def hint(self, run_dir: Path, conf: MerReportConfig | None = None) -> str:
         return f"xairobust mer-report RUNS... --out {run_dir}"
 
-    def run(self, run_dir: Path, conf: MerReportConfig, quiet: bool = False) -> list[Path]:
-        return build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)
+    def compute(self, run_dir: Path, conf: MerReportConfig, resolved: StageIdentity, quiet: bool) -> None:
+        build_report([Path(p) for p in conf.runs], Path(run_dir), conf, quiet)  # writes summary.json with provenance
 
 
 def build_report(run_dirs: list[Path], out: Path, conf: MerReportConfig, quiet: bool = False) -> list[Path]:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from xairobust.runs import WEIGHTS, file_sha256
 
+SAMPLES_CSV = "samples.csv"
 MANIPULATION_SAMPLES = "manipulation_samples.csv"
 VISUAL_SAMPLES = "visual_samples.csv"
 

@@ -183,7 +183,7 @@ def report_samples(report_dir: Path, long: pd.DataFrame) -> pd.DataFrame | None:
     """The samples the report's tables and tests used (its samples.csv: after --common-correct,
     with each sample's noise floor), floor-subtracted as the report's tests are, with the run
     columns of ``long``; None when the report predates samples.csv."""
-    from xairobust.report.sections.scores import SAMPLES_CSV
+    from xairobust.report.samples import SAMPLES_CSV
 
     path = Path(report_dir) / SAMPLES_CSV
     if not path.is_file():
@@ -244,10 +244,43 @@ def _png(fig: Any, dpi: int) -> bytes:
     return buf.getvalue()
 
 
+def _rung_panel(ax: Any, part: pd.DataFrame, rungs: pd.DataFrame, metric: str, styles: dict[str, tuple[str, str]],
+                legend: bool) -> None:
+    """One panel: faint points = runs, large points = rung means over seeds with between-seed CIs
+    on both axes, lines join the rungs of a ladder; one colour per training family."""
+    pr, rr = part[part["metric"] == metric], rungs[rungs["metric"] == metric]
+    for fam, (colour, marker) in styles.items():
+        fr = pr[pr["family"] == fam]
+        ax.scatter(100 * fr["robust_acc"], fr["mean"], s=9, color=colour, alpha=0.35, linewidths=0)
+        g = rr[rr["family"] == fam].sort_values(["ladder_value", "robust_acc"])
+        if g.empty:
+            continue
+        x = 100 * g["robust_acc"].to_numpy()
+        # Accuracy CIs drawn inside [0, 100] % (a t interval over 2-3 seeds can leave it).
+        lo, hi = np.clip(g["robust_ci_low"], 0, 1), np.clip(g["robust_ci_high"], 0, 1)
+        xerr = 100 * np.abs(np.vstack([g["robust_acc"] - lo, hi - g["robust_acc"]]))
+        yerr = np.abs(np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]))
+        ax.errorbar(x, g["mean"], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt=marker + "-",
+                    color=colour, ms=5, lw=1, elinewidth=0.8, capsize=2,
+                    label=FAMILY_NAMES.get(fam, fam) if legend else None)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3, lw=0.5)
+
+
+def _legend_band(fig: Any, axes: Any, title: str) -> None:
+    """A band of half an inch above the panels holds the title and the colour legend."""
+    height = fig.get_figheight()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.suptitle(title, fontsize=10, y=1 - 0.05 / height)
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 1 - 0.22 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height))
+
+
 def headline_figure(runs: pd.DataFrame, explainer: str, metas: dict[str, Any], level: float, dpi: int) -> bytes:
     """Metric vs robust accuracy for one explainer: one column of panels per metric family,
-    one panel per metric; faint points = runs, large points = rung means over seeds with
-    between-seed CIs on both axes, lines join the rungs of a ladder; one colour per family."""
+    one panel per metric (see ``_rung_panel``)."""
     import matplotlib.pyplot as plt
 
     from xairobust.report import figures as figs  # noqa: F401 - selects the Agg backend first
@@ -268,36 +301,69 @@ def headline_figure(runs: pd.DataFrame, explainer: str, metas: dict[str, Any], l
                 ax.axis("off")
                 continue
             meta = metas[names[row]]
-            pr, rr = part[part["metric"] == meta.name], rungs[rungs["metric"] == meta.name]
-            for fam, (colour, marker) in styles.items():
-                fr = pr[pr["family"] == fam]
-                ax.scatter(100 * fr["robust_acc"], fr["mean"], s=9, color=colour, alpha=0.35, linewidths=0)
-                g = rr[rr["family"] == fam].sort_values(["ladder_value", "robust_acc"])
-                if g.empty:
-                    continue
-                x = 100 * g["robust_acc"].to_numpy()
-                # Accuracy CIs drawn inside [0, 100] % (a t interval over 2-3 seeds can leave it).
-                lo, hi = np.clip(g["robust_ci_low"], 0, 1), np.clip(g["robust_ci_high"], 0, 1)
-                xerr = 100 * np.abs(np.vstack([g["robust_acc"] - lo, hi - g["robust_acc"]]))
-                yerr = np.abs(np.vstack([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]]))
-                ax.errorbar(x, g["mean"], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt=marker + "-",
-                            color=colour, ms=5, lw=1, elinewidth=0.8, capsize=2,
-                            label=FAMILY_NAMES.get(fam, fam) if (row == 0 and col == 0) else None)
+            _rung_panel(ax, part, rungs, meta.name, styles, legend=row == 0 and col == 0)
             ax.set_title(f"{category}: {meta.label} {meta.arrow}".strip() if row == 0 else f"{meta.label} {meta.arrow}".strip(),
                          fontsize=9)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3, lw=0.5)
             if row == len(names) - 1:
                 ax.set_xlabel("robust accuracy (%)", fontsize=8)
-    # A band of half an inch above the panels holds the title and the colour legend.
-    height = fig.get_figheight()
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.suptitle(f"{explainer}: metric vs robust accuracy (faint: runs; large: mean over seeds, bars {level:.0%} CI)",
-                 fontsize=10, y=1 - 0.05 / height)
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 1 - 0.22 / height))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height))
+    _legend_band(fig, axes, f"{explainer}: metric vs robust accuracy (faint: runs; large: mean over seeds, bars {level:.0%} CI)")
+    return _png(fig, dpi)
+
+
+def controls_layout(runs: pd.DataFrame, metas: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(explainers, metrics) of the controls figure: the explainers under test first, then the
+    control explainers (registry order of ``CONTROL_ORDER``); the metrics are the first metric of
+    each family (in ``metas`` order) that every one of those explainers was scored with. Empty
+    lists when the study has no control explainer or no explainer under test."""
+    from xairobust.report.sanity import CONTROL_ORDER
+
+    explainers = list(dict.fromkeys(runs["explainer"]))
+    controls = sorted((e for e in explainers if _is_control(e)),
+                      key=lambda e: CONTROL_ORDER.index(e) if e in CONTROL_ORDER else len(CONTROL_ORDER))
+    tested = [e for e in explainers if not _is_control(e)]
+    if not controls or not tested:
+        return [], []
+    columns = tested + controls
+    common = set.intersection(*(set(runs.loc[runs["explainer"] == e, "metric"]) for e in columns))
+    metrics, seen = [], set()
+    for name, meta in metas.items():
+        if name in common and meta.category not in seen:
+            seen.add(meta.category)
+            metrics.append(name)
+    return columns, metrics
+
+
+def controls_figure(runs: pd.DataFrame, metas: dict[str, Any], level: float, dpi: int) -> bytes | None:
+    """The headline with its controls beside it: one row per metric family (its first metric
+    scored for every explainer), one column per explainer, the control explainers last; the same
+    panels as the headline figure, the y axis shared along a row so a control's level (what the
+    metric gives a model-independent map) reads against the explainers' curves. None without a
+    control explainer."""
+    import matplotlib.pyplot as plt
+
+    from xairobust.report import figures as figs  # noqa: F401 - selects the Agg backend first
+
+    columns, metrics = controls_layout(runs, metas)
+    if not metrics:
+        return None
+    part = runs[runs["explainer"].isin(columns) & runs["metric"].isin(metrics)]
+    styles = _family_styles(list(dict.fromkeys(part["family"])))
+    nrows, ncols = len(metrics), len(columns)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.5, 2.8 * ncols), 2.5 * nrows + 0.5), squeeze=False,
+                             sharey="row")
+    for col, explainer in enumerate(columns):
+        sub = part[part["explainer"] == explainer]
+        rungs = rung_means(sub, level)
+        for row, metric in enumerate(metrics):
+            ax = axes[row][col]
+            _rung_panel(ax, sub, rungs, metric, styles, legend=row == 0 and col == 0)
+            meta = metas[metric]
+            head = f"{explainer}" + (" (control)" if _is_control(explainer) else "")
+            ax.set_title(f"{head}: {meta.label} {meta.arrow}".strip(), fontsize=9)
+            if row == nrows - 1:
+                ax.set_xlabel("robust accuracy (%)", fontsize=8)
+    _legend_band(fig, axes, f"metric vs robust accuracy, controls beside (mean over seeds, bars {level:.0%} CI;"
+                            " y shared per row)")
     return _png(fig, dpi)
 
 
@@ -538,6 +604,12 @@ def render_page(computed: list[_Computed], info: StudyInfo, metas: dict[str, Any
             stem = _stem("headline", explainer, s.name if multi else "")
             if stem in c.figures:
                 body.append(_img(c.figures[stem], f"headline figure {explainer}"))
+        stem = _stem("headline", "with controls", s.name if multi else "")
+        if stem in c.figures:
+            body.append("<p>The same curves with the control explanations beside them (model-independent maps:"
+                        " a metric that gives a control the explainers' level, or the same slope, cannot tell the"
+                        " model's explanation from the image):</p>")
+            body.append(_img(c.figures[stem], "headline figure with controls"))
         body.append("<h3>Dose–response</h3>")
         body.append(_frame_html(_with_labels(c.dose, metas), [
             ("explainer", "explainer"), ("metric", "metric"), ("n_runs", "runs"), ("spearman", "Spearman ρ"),
@@ -612,6 +684,9 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
         for explainer in c.meta["explainers"]:
             c.figures[_stem("headline", explainer, c.section.name if multi else "")] = headline_figure(
                 c.runs, explainer, metas, c.section.ci_level, dpi)
+        png = controls_figure(c.runs, metas, c.section.ci_level, dpi)
+        if png is not None:
+            c.figures[_stem("headline", "with controls", c.section.name if multi else "")] = png
         c.figures["accuracy"] = accuracy_figure(c.runs, dpi)
     page = render_page(computed, info, metas, out)
     out.mkdir(parents=True, exist_ok=True)

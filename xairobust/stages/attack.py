@@ -27,13 +27,14 @@ from xairobust.config import require
 from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import mean_pearson
+from xairobust.layout import RunLayout
 from xairobust.perturb import DEFAULT_EPS, default_step_size
 from xairobust.progress import make_progress
 from xairobust.registry import ATTACKS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic
-from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, stamp_inputs
+from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, not_identity, stamp_inputs
 
-ROBUSTNESS_JSON = "robustness.json"
+ROBUSTNESS_JSON = RunLayout.ROBUSTNESS
 FORMAT = 2  # 2: every entry carries the provenance (weights sha256) it was computed on
 
 
@@ -51,10 +52,10 @@ class AttackConfig:
     autoattack: bool = True  # also run AutoAttack (standard version); classifiers with inputs in [0, 1]
     n: int | None = 1000  # first n samples of the split (None: all)
     split: str = "test"
-    batch_size: int = 256
+    batch_size: int = not_identity(256)
     seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
 
     def __post_init__(self) -> None:
         require(self.norm in ("linf", "l2"), f"attack: --norm must be linf or l2, got '{self.norm}'")
@@ -202,9 +203,13 @@ def _regression_fields(model: nn.Module, split: DataSplit, n: int, adv_all: Tens
 
 def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path:
     """Attack run ``run_dir`` as ``conf`` says; merge the results into its robustness.json."""
+    return AttackStage().run(require_run(run_dir), conf, quiet)
+
+
+def _attack(run_dir: Path, conf: AttackConfig, quiet: bool) -> None:
+    """The attacks of ``conf`` not yet recorded on these weights, merged into robustness.json."""
     from xairobust.devices import pick_device
 
-    run_dir = require_run(run_dir)
     device = pick_device(conf.device)
     model, meta = load_run(run_dir, device)
     ds = meta["dataset"]
@@ -216,7 +221,6 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
     n = len(split) if conf.n is None else min(conf.n, len(split))
     classification = info.task == "classification"
 
-    out_path = run_dir / ROBUSTNESS_JSON
     stage = AttackStage()
     weights = stamp_inputs(stage.inputs(run_dir, conf), run_dir)
     entries = current_entries(run_dir, weights)
@@ -231,7 +235,7 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
     wanted = {name: entry_identity("attack", FORMAT, _settings(conf, name, conf.n), weights) for name in todo}
     pending = [name for name in todo if find_current(entries, wanted[name]) is None]
     if not pending:
-        return out_path  # same attacks on the same weights already recorded: nothing to do
+        return  # same attacks on the same weights already recorded: nothing to do
 
     loss_fn = nn.functional.cross_entropy if classification else nn.functional.mse_loss
     generator = torch.Generator(device=device).manual_seed(conf.seed)
@@ -279,7 +283,6 @@ def attack(run_dir: str | Path, conf: AttackConfig, quiet: bool = False) -> Path
     merged = [e for e in entries if not any(_same_key(e, x) for x in new)] + new
     summary = _summary(merged, conf, classification, clean_correct / n if classification else None)
     write_robustness(run_dir, weights, new, _same_key, summary)
-    return out_path
 
 
 def _run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, pool: dict[str, Any]) -> Tensor:
@@ -305,16 +308,9 @@ def _summary(entries: list[dict[str, Any]], conf: AttackConfig, classification: 
 
 
 @STAGES.register("attack")
-class AttackStage(Stage):
+class AttackStage(Stage, name="attack", Config=AttackConfig, format=FORMAT, per="run", after="train", order=1,
+                         report_input=True):
     """run directory -> robustness.json, one entry per (attack, norm, eps) (see the module docstring)."""
-
-    name = "attack"
-    Config = AttackConfig
-    format = FORMAT
-    per = "run"
-    after = "train"
-    order = 1
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: AttackConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}
@@ -352,5 +348,5 @@ class AttackStage(Stage):
             for a in names
         )
 
-    def run(self, run_dir: Path, conf: AttackConfig, quiet: bool = False) -> Path:
-        return attack(run_dir, conf, quiet)
+    def compute(self, run_dir: Path, conf: AttackConfig, resolved: StageIdentity, quiet: bool) -> None:
+        _attack(run_dir, conf, quiet)  # robustness.json accumulates entries: written by write_robustness

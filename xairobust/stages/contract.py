@@ -4,13 +4,20 @@ Every stage (train, attack, explain, score, report, manipulate, visualize, impor
 :class:`Stage` registered in :data:`STAGES`:
 
 * ``Config``                     a typed config dataclass (built with ``xairobust.config.build``);
+                                 fields that do not change results (device, paths, batch sizes,
+                                 quiet, workers) carry ``metadata=NOT_IDENTITY``;
 * ``inputs(run_dir, conf)``      the artefact files its output is computed from (weights,
                                  attribution files, ...), keyed by a role name;
-* ``identity(run_dir, conf)``    everything else the output depends on (the config fields that
-                                 change results -- never device, batch size or paths);
-* ``outputs(run_dir, conf)``     the files it writes, the JSON document that marks completion last;
-* ``hint(run_dir, conf)``        the command a user runs to recompute it;
-* ``run(run_dir, conf, quiet)``  validates, then computes (skipping when :func:`is_current`).
+* ``compute(run_dir, conf, resolved, quiet)``  the work: writes the files beside the document and
+                                 returns a :class:`Written` (the document without provenance);
+* ``outputs(run_dir, conf)``     only where a stage writes several files: the files it writes, the
+                                 JSON document that marks completion last (default: ``document``);
+* ``hint(run_dir, conf)``        the command a user runs to recompute it.
+
+:meth:`Stage.run` is final and the same for every stage: resolve the inputs, derive the identity
+(:func:`config_identity`, the one place that decides which config fields count), ask the one
+:func:`is_current`, call ``compute`` and write the document atomically with its provenance block.
+It returns the document's path, for every stage.
 
 The JSON document of every output carries a ``provenance`` block (``StageIdentity.block()``):
 the stage, its format version, the identity, and the sha256 of every input file at the time it
@@ -22,16 +29,19 @@ from a replaced model can reach a report.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar, final
 
 from xairobust.errors import RunError
+from xairobust.layout import RunLayout
 from xairobust.registry import Registry, import_submodules
 from xairobust.runs import file_sha256, read_json
 
@@ -39,6 +49,60 @@ PROVENANCE_KEY = "provenance"
 # The files a stage wrote beside its JSON document (name relative to the document's folder ->
 # sha256), so that a hand-edited or damaged CSV / tensor file is refused on read like a stale one.
 OUTPUTS_KEY = "outputs"
+
+
+# Field metadata of a Config: the field does not change results (device, paths, batch sizes,
+# quiet, workers), so it is left out of the identity and changing it never recomputes anything.
+NOT_IDENTITY: Mapping[str, Any] = MappingProxyType({"identity": False})
+# The field counts only when it differs from its default: an option added to a stage later keeps
+# the identity (so the stored outputs) of every config that does not use it.
+IF_SET: Mapping[str, Any] = MappingProxyType({"identity": "if_set"})
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def config_identity(conf: Any, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config fields that determine a stage's output, as plain JSON values.
+
+    The one place that decides what counts: every dataclass field but those marked
+    :data:`NOT_IDENTITY` (and :data:`IF_SET` ones left at their default). ``drop`` names fields a
+    stage records in another, resolved form (e.g. explainer params validated into their Params).
+    """
+    from xairobust import config as cfg
+
+    plain = cfg.to_dict(conf)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(conf):
+        mode = f.metadata.get("identity", True)
+        if mode is False or f.name in drop:
+            continue
+        if mode == "if_set" and getattr(conf, f.name) == _default(f):
+            continue
+        out[f.name] = plain[f.name]
+    return out
+
+
+def not_identity(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """``field(default, metadata=NOT_IDENTITY)``: a config field that never changes results."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=NOT_IDENTITY)
+    return field(default=default, metadata=NOT_IDENTITY)
+
+
+@dataclass
+class Written:
+    """What a stage's ``compute`` made: its JSON document (the contract adds the provenance block
+    and writes it, last and atomically) and the files it already wrote beside it, whose sha256
+    the document records (:data:`OUTPUTS_KEY`) so that a hand-edited file is refused on read."""
+
+    doc: dict[str, Any]
+    files: tuple[Path, ...] = ()
 
 
 class StaleError(RunError):
@@ -111,13 +175,19 @@ class StageIdentity:
         }
 
 
-REPLACED_DIR = ".replaced"
+REPLACED_DIR = RunLayout.REPLACED
 # Never moved aside: where earlier runs were moved to, and the log a batch worker is writing.
-KEEP_IN_PLACE = (REPLACED_DIR, "logs")
+KEEP_IN_PLACE = (REPLACED_DIR, RunLayout.LOGS)
+
+
+DECLARATIONS = ("name", "Config", "format", "role", "per", "after", "order", "report_input", "owns_dir",
+                "moves_leftovers", "hint_options")
 
 
 class Stage:
-    """Base class of every stage; subclasses set ``name``, ``Config``, ``format`` and the methods.
+    """Base class of every stage; subclasses set ``name``, ``Config``, ``format`` and implement
+    ``inputs``, ``compute`` (and ``document``/``outputs``; ``identity`` where a field is recorded
+    in a resolved form). :meth:`run` is final.
 
     Where a stage sits in a zoo's job graph is declared here too, so that the batch planner
     includes any registered stage without knowing it by name:
@@ -128,7 +198,10 @@ class Stage:
                  or ``"report"`` (one per report, over many runs);
     * ``after``  the role whose output it consumes (``"train"``, ``"explain"``, ...);
     * ``order``  the scheduler runs later stages first, to finish whole runs early;
-    * ``report_input``  whether reports wait for (and read) its output.
+    * ``report_input``  whether reports wait for (and read) its output;
+    * ``owns_dir``  the stage makes the run directory itself (train, import): a directory that
+                 holds another config's run is refused without ``force`` and moved aside with it;
+      ``moves_leftovers`` also moves an interrupted run's files aside (and says so).
     """
 
     name: ClassVar[str] = ""
@@ -139,6 +212,19 @@ class Stage:
     after: ClassVar[str | None] = "train"
     order: ClassVar[float] = 1.5
     report_input: ClassVar[bool] = False
+    owns_dir: ClassVar[bool] = False
+    moves_leftovers: ClassVar[bool] = False
+    hint_options: ClassVar[tuple[str, ...]] = ()  # config fields the recompute command names
+
+    def __init_subclass__(cls, **declared: Any) -> None:
+        """The declarations above as class keywords, one line a stage:
+        ``class ExplainStage(Stage, name="explain", Config=ExplainConfig, per="explainer", ...)``."""
+        super().__init_subclass__()
+        unknown = sorted(set(declared) - set(DECLARATIONS))
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown stage declaration(s) {', '.join(unknown)}; known: {', '.join(DECLARATIONS)}")
+        for key, value in declared.items():
+            setattr(cls, key, value)
 
     @classmethod
     def slot(cls) -> str:
@@ -149,31 +235,99 @@ class Stage:
         raise NotImplementedError
 
     def identity(self, run_dir: Path, conf: Any) -> dict[str, Any]:
-        """Everything besides the input files that determines the output (not device, batch size, paths)."""
-        raise NotImplementedError
+        """Everything besides the input files that determines the output: the config's fields
+        (:func:`config_identity`); a stage overrides this only to record a field resolved."""
+        return config_identity(conf)
+
+    def document(self, run_dir: Path, conf: Any) -> Path:
+        """The JSON document whose presence (and provenance) marks a complete output."""
+        return self.outputs(run_dir, conf)[-1]
 
     def outputs(self, run_dir: Path, conf: Any) -> list[Path]:
         """The files written; the last is the JSON document whose presence marks completion."""
-        raise NotImplementedError
+        return [self.document(run_dir, conf)]
 
     def hint(self, run_dir: Path, conf: Any) -> str:
         """The command that (re)computes this output, for error messages."""
-        return f"xairobust {self.name} --run {run_dir}"
+        named = "".join(f" --{k.replace('_', '-')} {getattr(conf, k)}" for k in self.hint_options) if conf is not None else ""
+        return f"xairobust {self.name} --run {run_dir}{named}"
 
-    def run(self, run_dir: Path, conf: Any, quiet: bool = False) -> Path:
+    def compute(self, run_dir: Path, conf: Any, resolved: StageIdentity, quiet: bool) -> Written | None:
+        """The stage's work. Returns the document to write (None: ``write`` was done here)."""
         raise NotImplementedError
 
+    def preflight(self, run_dir: Path, conf: Any) -> None:
+        """(``owns_dir`` stages) Checks that must pass before an old run is moved aside."""
+
+    def occupied(self, run_dir: Path, conf: Any) -> str:
+        """(``owns_dir`` stages) The error when ``run_dir`` holds another config's run."""
+        return f"{self.name}: {run_dir} already holds a run with another config; choose another --out or pass --force"
+
     # -- shared behaviour ---------------------------------------------------------------------
+
+    @final
+    def run(self, run_dir: Path, conf: Any, quiet: bool = False, force: bool = False) -> Path:
+        """Resolve, skip when current, else compute and write; returns the document's path."""
+        run_dir = Path(run_dir)
+        resolved = self.resolve(run_dir, conf)
+        if self.is_current(run_dir, conf, resolved):
+            return self.document(run_dir, conf)
+        if self.owns_dir:
+            self._claim(run_dir, conf, force)
+        written = self.compute(run_dir, conf, resolved, quiet)
+        if written is not None:
+            write_document(self.document(run_dir, conf), written, resolved)
+        return self.document(run_dir, conf)
+
+    def _claim(self, run_dir: Path, conf: Any, force: bool) -> None:
+        """Before an ``owns_dir`` stage writes: a directory holding another run is refused, or
+        (``force``) moved aside with everything computed from it; so are an interrupted run's
+        leftovers (``moves_leftovers``). A folder of a user's own files is refused."""
+        import sys
+
+        from xairobust.errors import ConfigError
+
+        finished = self.document(run_dir, conf).is_file()
+        if finished and not force:
+            raise ConfigError(self.occupied(run_dir, conf))
+        self.preflight(run_dir, conf)  # checks that must pass before anything is moved
+        if not finished and not force:
+            from xairobust.runs import RUN_ENTRIES
+            from xairobust.validate import check_not_foreign
+
+            check_not_foreign(run_dir, f"{self.name}: --out", force, known=RUN_ENTRIES)
+        if finished or self.moves_leftovers:
+            moved = move_aside(run_dir)
+            if moved is not None and self.moves_leftovers:
+                print(f"{self.name}: moved the previous contents of {run_dir} (and everything computed from them)"
+                      f" to {moved}", file=sys.stderr)
 
     def resolve(self, run_dir: Path, conf: Any) -> StageIdentity:
         run_dir = Path(run_dir)
         return StageIdentity(self.name, self.format, self.identity(run_dir, conf), stamp_inputs(self.inputs(run_dir, conf), run_dir))
 
     def is_current(self, run_dir: Path, conf: Any, resolved: StageIdentity | None = None) -> bool:
-        return is_current(self.outputs(Path(run_dir), conf), resolved or self.resolve(Path(run_dir), conf))
+        return is_current(self.outputs(Path(run_dir), conf), resolved or self.resolve(Path(run_dir), conf),
+                          accept=self.accepts)
+
+    def accepts(self, doc: Mapping[str, Any], resolved: StageIdentity) -> bool:
+        """Whether a document without a matching provenance block is still current (default
+        never; train accepts runs written before provenance blocks by their config hash)."""
+        return False
 
 
-def is_current(outputs: list[Path], resolved: StageIdentity) -> bool:
+def write_document(path: Path, written: Written, resolved: StageIdentity) -> None:
+    """The document with its provenance block (and its files' sha256), written atomically, last."""
+    from xairobust.runs import write_json_atomic
+
+    doc = dict(written.doc)
+    doc[PROVENANCE_KEY] = resolved.block()
+    if written.files:
+        doc[OUTPUTS_KEY] = stamp_outputs(path, *written.files)
+    write_json_atomic(path, doc)
+
+
+def is_current(outputs: list[Path], resolved: StageIdentity, accept: Any = None) -> bool:
     """True when every output exists and the document's provenance matches ``resolved`` exactly.
 
     The one check every stage uses to skip work. A document without a provenance block (older
@@ -188,7 +342,7 @@ def is_current(outputs: list[Path], resolved: StageIdentity) -> bool:
         return False
     block = doc.get(PROVENANCE_KEY)
     if not (isinstance(block, dict) and block.get("identity_hash") == resolved.hash):
-        return False
+        return bool(accept is not None and accept(doc, resolved))
     return changed_output(doc, Path(outputs[-1])) is None
 
 

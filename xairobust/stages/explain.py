@@ -29,13 +29,14 @@ from xairobust.data.base import get_dataset
 from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
-from xairobust.explain.base import Explainer, sample_seeds
+from xairobust.explain.base import Explainer, sample_seeds, wants_background
+from xairobust.layout import RunLayout
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
-from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors, write_json_atomic
-from xairobust.runtime import check_precision, identity_part, prepare_model, usual_layout
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs
+from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors
+from xairobust.runtime import check_precision, prepare_model, usual_layout
+from xairobust.stages.contract import IF_SET, STAGES, Stage, StageIdentity, Written, config_identity, not_identity
 
 FORMAT = 1
 
@@ -51,14 +52,14 @@ class ExplainConfig:
     selection: Literal["stratified", "first", "random"] = "stratified"
     seed: int = 0
     background_size: int = 200  # training inputs for data-baseline explainers
-    batch_size: int = 32  # samples per explainer call (memory only; results do not depend on it)
+    batch_size: int = not_identity(32)  # samples per explainer call (memory only; results do not depend on it)
     # model points per explainer pass (IG: samples x n_steps); 0 = from a memory budget
     # (xairobust.metrics.native.default_points_per_pass). Speed/memory only.
-    points_per_pass: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
-    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
+    points_per_pass: int = not_identity(0)
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
+    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
+    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "explain")
@@ -74,28 +75,13 @@ class ExplainConfig:
         self.target = t
 
     def identity(self, explainer_params: dict[str, Any]) -> dict[str, Any]:
-        """What determines the attributions (not batch size, device or paths)."""
-        return {
-            "explainer": self.explainer,
-            "params": explainer_params,
-            "n": self.n,
-            "target": self.target,
-            "selection": self.selection,
-            "seed": self.seed,
-            "background_size": self.background_size,
-            **identity_part(self.precision),
-        }
+        """What determines the attributions: the counting fields, params validated."""
+        return {**config_identity(self), "params": explainer_params}
 
 
 def build_explainer(name: str, params: dict[str, Any], background: Tensor | None = None) -> Explainer:
     cls = EXPLAINERS.get(name)
     return cls(cfg.build(cls.Params, params, f"explainer '{name}'"), background)
-
-
-def wants_background(name: str, params: Any) -> bool:
-    cls = EXPLAINERS.get(name)
-    hook = getattr(cls, "wants_background", None)
-    return bool(hook(params)) if hook else bool(cls.needs_background)
 
 
 def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_outputs: int) -> Tensor:
@@ -117,8 +103,7 @@ def resolve_targets(mode: str, outputs: Tensor, labels: Tensor, task: str, num_o
 
 
 def attribution_paths(run_dir: Path, explainer: str) -> tuple[Path, Path]:
-    base = Path(run_dir) / "attributions"
-    return base / f"{explainer}.safetensors", base / f"{explainer}.json"
+    return RunLayout(run_dir).attribution(explainer)
 
 
 def _summary(values: Tensor) -> dict[str, float]:
@@ -127,15 +112,9 @@ def _summary(values: Tensor) -> dict[str, float]:
 
 
 @STAGES.register("explain")
-class ExplainStage(Stage):
+class ExplainStage(Stage, name="explain", Config=ExplainConfig, format=FORMAT, per="explainer", after="train",
+                          order=2, hint_options=("explainer",)):
     """run directory -> attributions/<explainer>.safetensors + .json (see the module docstring)."""
-
-    name = "explain"
-    Config = ExplainConfig
-    format = FORMAT
-    per = "explainer"
-    after = "train"
-    order = 2
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
         found = {"weights": require_run(run_dir) / WEIGHTS}
@@ -153,23 +132,18 @@ class ExplainStage(Stage):
     def outputs(self, run_dir: Path, conf: ExplainConfig) -> list[Path]:
         return list(attribution_paths(Path(run_dir), conf.explainer))
 
-    def hint(self, run_dir: Path, conf: ExplainConfig) -> str:
-        return f"xairobust explain --run {run_dir} --explainer {conf.explainer}"
-
-    def run(self, run_dir: Path, conf: ExplainConfig, quiet: bool = False) -> Path:
-        run_dir = Path(run_dir)
-        resolved = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return self.outputs(run_dir, conf)[0]
+    def compute(self, run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _explain(run_dir, conf, resolved, quiet)
 
 
 def explain(run_dir: str | Path, conf: ExplainConfig, quiet: bool = False) -> Path:
-    """Write the attributions of ``conf.n`` test samples; no-op when they are current."""
-    return ExplainStage().run(Path(run_dir), conf, quiet)
+    """Write the attributions of ``conf.n`` test samples; no-op when they are current.
+    Returns the attributions' safetensors file."""
+    ExplainStage().run(Path(run_dir), conf, quiet)
+    return attribution_paths(Path(run_dir), conf.explainer)[0]
 
 
-def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Path:
+def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet: bool) -> Written:
     model, meta = load_run(run_dir)
     explainer_cls = EXPLAINERS.get(conf.explainer)
     params = cfg.build(explainer_cls.Params, conf.params, f"explainer '{conf.explainer}'")
@@ -257,14 +231,11 @@ def _explain(run_dir: Path, conf: ExplainConfig, resolved: StageIdentity, quiet:
         "wall_time_s": round(wall, 3),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256")},
         "config_hash": resolved.hash[:8],
-        "provenance": resolved.block(),
-        "outputs": stamp_outputs(json_path, tensors_path),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
-    return tensors_path
+    return Written(doc, (tensors_path,))  # the contract writes the document last
 
 
 def _attribute_all(

@@ -43,14 +43,13 @@ from xairobust.provenance import git_commit, versions
 from xairobust.registry import MODELS
 from xairobust.runs import (
     CONFIG_YAML,
-    FORMAT_VERSION,
     RUN_JSON,
     WEIGHTS,
+    run_header,
     save_model,
-    write_json_atomic,
     write_text_atomic,
 )
-from xairobust.stages.contract import STAGES, Stage, StageIdentity
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity
 
 FORMAT = 1
 METHOD = "imported"
@@ -60,7 +59,7 @@ METHOD = "imported"
 class ImportConfig:
     """Keys of ``xairobust import --config``."""
 
-    checkpoint: str = ""
+    checkpoint: str = not_identity("")  # its contents are the input (sha256), not its path
     model: str = ""
     dataset: str = ""
     dataset_kwargs: dict = field(default_factory=dict)
@@ -74,9 +73,9 @@ class ImportConfig:
     label: str | None = None  # row name in reports; default: the checkpoint's file stem
     seed: int = 0  # tells several checkpoints of one label apart in reports
     verify: int = 0  # clean accuracy on the first N test images (0: skip)
-    batch_size: int = 256
-    device: str = "auto"
-    data_dir: str | None = None
+    batch_size: int = not_identity(256)
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
 
     def __post_init__(self) -> None:
         require(bool(self.checkpoint), "import: give the checkpoint file (CHECKPOINT)")
@@ -100,10 +99,7 @@ class ImportConfig:
 
     def identity(self) -> dict[str, Any]:
         """What determines the run directory (not the checkpoint's path, device or batch size)."""
-        d = cfg.to_dict(self)
-        for k in ("checkpoint", "batch_size", "device", "data_dir"):
-            d.pop(k)
-        return d
+        return config_identity(self)
 
 
 # -- conversion --------------------------------------------------------------------------------
@@ -257,26 +253,18 @@ def _close(a: list[float], b: list[float]) -> bool:
 
 
 @STAGES.register("import")
-class ImportStage(Stage):
+class ImportStage(Stage, name="import", Config=ImportConfig, format=FORMAT, owns_dir=True, per="run", after=None,
+                         order=0):
     """checkpoint file -> run directory (see the module docstring)."""
 
-    name = "import"
-    Config = ImportConfig
-    format = FORMAT
     # Place in a zoo's job graph (read by a stage-driven planner): it makes a run, from no
     # earlier stage; zoos list imported runs with `run:` entries instead (stages/use.py).
-    per = "run"
-    after = None
-    order = 0
 
     def inputs(self, run_dir: Path, conf: ImportConfig) -> dict[str, Path]:
         path = Path(conf.checkpoint)
         if not path.is_file():
             raise ConfigError(f"import: checkpoint not found: {path}")
         return {"source": path}
-
-    def identity(self, run_dir: Path, conf: ImportConfig) -> dict[str, Any]:
-        return conf.identity()
 
     def outputs(self, run_dir: Path, conf: ImportConfig) -> list[Path]:
         run_dir = Path(run_dir)
@@ -285,35 +273,20 @@ class ImportStage(Stage):
     def hint(self, run_dir: Path, conf: ImportConfig) -> str:
         return f"xairobust import {conf.checkpoint} --model {conf.model} --dataset {conf.dataset} --out {run_dir}"
 
-    def run(self, run_dir: Path, conf: ImportConfig, quiet: bool = False, force: bool = False) -> Path:
-        run_dir = Path(run_dir)
-        resolved = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return run_dir
-        if (run_dir / RUN_JSON).is_file():
-            if not force:
-                raise ConfigError(
-                    f"import: {run_dir} already holds a run (another checkpoint or settings); choose another --out or pass --force"
-                )
-            from xairobust.stages import contract
+    def occupied(self, run_dir: Path, conf: ImportConfig) -> str:
+        return f"import: {run_dir} already holds a run (another checkpoint or settings); choose another --out or pass --force"
 
-            move_aside = getattr(contract, "move_aside", None)  # artefacts of the old weights go aside
-            if move_aside is not None:
-                move_aside(run_dir)
-        elif not force:  # the run's files would land among a user's own
-            from xairobust.runs import RUN_ENTRIES
-            from xairobust.validate import check_not_foreign
-
-            check_not_foreign(run_dir, "import: --out", force, known=RUN_ENTRIES)
+    def compute(self, run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _import(run_dir, conf, resolved, quiet)
 
 
 def import_checkpoint(conf: ImportConfig, out: str | Path, quiet: bool = False, force: bool = False) -> Path:
     """Public API: import ``conf.checkpoint`` into run directory ``out``; no-op when current."""
-    return ImportStage().run(Path(out), conf, quiet, force)
+    ImportStage().run(Path(out), conf, quiet, force)
+    return Path(out)
 
 
-def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: bool) -> Path:
+def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: bool) -> Written:
     source = get_source(conf.dataset)
     info = source.info(**conf.dataset_kwargs)
     with warnings.catch_warnings():
@@ -347,11 +320,7 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
     resolved_conf["out"] = str(run_dir)
     write_text_atomic(run_dir / CONFIG_YAML, yaml.safe_dump(resolved_conf, sort_keys=False))
     meta = {
-        "format": FORMAT_VERSION,
-        "label": conf.resolved_label(),
-        "dataset": {"name": conf.dataset, "kwargs": conf.dataset_kwargs, "info": info.as_json()},
-        "input_space": info.input_space,
-        "model": {"name": conf.model, "kwargs": kwargs},
+        **run_header(conf.resolved_label(), conf.dataset, conf.dataset_kwargs, info, conf.model, kwargs),
         "method": {"name": METHOD, "params": {}, "source_format": plan.format},
         "seed": conf.seed,
         "source": {
@@ -372,13 +341,11 @@ def _import(run_dir: Path, conf: ImportConfig, resolved: StageIdentity, quiet: b
         "clean_accuracy": test["accuracy"] if test else None,
         "config_hash": resolved.hash[:8],
         "weights_sha256": weights_sha,
-        "provenance": resolved.block(),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(run_dir / RUN_JSON, meta)  # last: its presence marks a finished import
-    return run_dir
+    return Written(meta)  # run.json, written last: its presence marks a finished import
 
 
 def _verify(run_dir: Path, conf: ImportConfig, kwargs: dict[str, Any], quiet: bool) -> dict[str, Any]:

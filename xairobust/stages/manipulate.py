@@ -38,6 +38,7 @@ from xairobust.data.selection import select_indices
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import differentiable_explainer, sample_seeds
+from xairobust.layout import RunLayout
 from xairobust.manipulate.attacks import MANIPULATIONS, AttackSettings, manipulate_batch
 from xairobust.manipulate.measures import FOOLED, MEASURES, Pair, compute_measures, to_map
 from xairobust.manipulate.smooth import softplus_copy
@@ -45,9 +46,9 @@ from xairobust.perturb import DEFAULT_EPS
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
-from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_json_atomic, write_text_atomic
-from xairobust.runtime import check_precision, identity_part, prepare_model
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs
+from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_text_atomic
+from xairobust.runtime import check_precision, prepare_model
+from xairobust.stages.contract import IF_SET, STAGES, Stage, StageIdentity, Written, config_identity, not_identity
 
 # 2: the attacked explainer is the registered explainer with its registered parameters (the
 # same map as `explain` gives under that name); format 1 used a separate differentiable copy
@@ -77,11 +78,11 @@ class ManipulateConfig:
     n: int = 64
     selection: Literal["stratified", "first", "random"] = "stratified"
     seed: int = 0
-    batch_size: int = 32
-    device: str = "auto"
-    data_dir: str | None = None
-    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
-    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
+    batch_size: int = not_identity(32)
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
+    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
+    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "manipulate")
@@ -104,16 +105,11 @@ class ManipulateConfig:
         )
 
     def identity(self, explainer_params: dict[str, Any]) -> dict[str, Any]:
-        d = cfg.to_dict(self)
-        for k in ("device", "data_dir", "batch_size", "params", "channels_last", "precision"):
-            d.pop(k)
-        d["params"] = explainer_params
-        return {**d, **identity_part(self.precision)}  # fp32 adds nothing: identities of before stay valid
+        return {**config_identity(self, drop=("params",)), "params": explainer_params}
 
 
 def manipulation_paths(run_dir: Path, attack: str, explainer: str) -> tuple[Path, Path, Path]:
-    base = Path(run_dir) / "manipulation" / f"{attack}_{explainer}"
-    return base.with_suffix(".safetensors"), base.with_suffix(".csv"), base.with_suffix(".json")
+    return RunLayout(run_dir).manipulation(attack, explainer)
 
 
 def _explainer_params(name: str, params: dict[str, Any]) -> Any:
@@ -134,18 +130,12 @@ def transfer_explain(name: str):
 
 
 @STAGES.register("manipulate")
-class ManipulateStage(Stage):
+class ManipulateStage(Stage, name="manipulate", Config=ManipulateConfig, format=FORMAT, per="run", after="train",
+                             order=2.5, report_input=True, hint_options=("attack", "explainer")):
     """run directory -> manipulation/<attack>_<explainer>.* (see the module docstring)."""
 
-    name = "manipulate"
-    Config = ManipulateConfig
-    format = FORMAT
     # Place in a zoo's job graph: one job per run (a zoo's `manipulate:` block), after training;
     # reports wait for it and add the manipulation table and figure.
-    per = "run"
-    after = "train"
-    order = 2.5
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: ManipulateConfig) -> dict[str, Path]:
         out = {"weights": require_run(run_dir) / WEIGHTS}
@@ -160,14 +150,7 @@ class ManipulateStage(Stage):
     def outputs(self, run_dir: Path, conf: ManipulateConfig) -> list[Path]:
         return list(manipulation_paths(Path(run_dir), conf.attack, conf.explainer))
 
-    def hint(self, run_dir: Path, conf: ManipulateConfig) -> str:
-        return f"xairobust manipulate --run {run_dir} --attack {conf.attack} --explainer {conf.explainer}"
-
-    def run(self, run_dir: Path, conf: ManipulateConfig, quiet: bool = False) -> Path:
-        run_dir = Path(run_dir)
-        resolved = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return self.outputs(run_dir, conf)[-1]
+    def compute(self, run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _manipulate(run_dir, conf, resolved, quiet)
 
 
@@ -205,7 +188,7 @@ def target_sources(preds: Tensor) -> Tensor:
     return out
 
 
-def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, quiet: bool) -> Path:
+def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, quiet: bool) -> Written:
     model, meta = load_run(run_dir)
     reference = load_run(reference_run(run_dir))[0] if conf.attack == "model" else None
     info = meta["dataset"]["info"]
@@ -261,7 +244,7 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         a1 = _explain_all(fn, model, x_adv, preds, seeds_all, bs, device)
         results[name] = compute_measures(Pair(to_map(a0), to_map(a1), x_all, x_adv, preds, preds_adv), *fool)
 
-    tensors_path, csv_path, json_path = manipulation_paths(run_dir, conf.attack, conf.explainer)
+    tensors_path, csv_path, _ = manipulation_paths(run_dir, conf.attack, conf.explainer)
     tensors = {
         "inputs": x_all, "inputs_adv": x_adv, "targets": preds, "preds_adv": preds_adv, "indices": indices,
         "kept_step": kept, "attributions": orig_attr, "attributions_adv": adv_attr,
@@ -290,14 +273,11 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "precision": conf.precision,
         "device": str(device),
         "run": {"path": str(run_dir), "weights_sha256": meta.get("weights_sha256"), "label": meta.get("label")},
-        "provenance": resolved.block(),
-        "outputs": stamp_outputs(json_path, tensors_path, csv_path),  # hand edits are refused on read
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
-    return json_path
+    return Written(doc, (tensors_path, csv_path))  # hand edits are refused on read
 
 
 def _predict(net: torch.nn.Module, x: Tensor, device: torch.device) -> Tensor:

@@ -40,7 +40,7 @@ from xairobust.stages.attack import (
     find_current,
     write_robustness,
 )
-from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, stamp_inputs
+from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, not_identity, stamp_inputs
 
 ROBUSTNESS = ROBUSTNESS_JSON
 
@@ -231,9 +231,9 @@ class BIMAttackConfig(BIMRegressionParams):
 
     split: str = "test"
     n: int | None = None
-    batch_size: int = 36
-    device: str = "auto"
-    data_dir: str | None = None
+    batch_size: int = not_identity(36)
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
 
 
 def _params(conf: BIMAttackConfig) -> BIMRegressionParams:
@@ -242,17 +242,9 @@ def _params(conf: BIMAttackConfig) -> BIMRegressionParams:
 
 
 @STAGES.register(NAME)
-class BIMRegressionStage(Stage):
+class BIMRegressionStage(Stage, name=NAME, role="attack", Config=BIMAttackConfig, format=FORMAT, per="run",
+                                after="train", order=1, report_input=True):
     """The attack stage of regression zoos (``stages: {attack: bim-regression}``): BIM -> robustness.json."""
-
-    name = NAME
-    role = "attack"
-    Config = BIMAttackConfig
-    format = FORMAT
-    per = "run"
-    after = "train"
-    order = 1
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: BIMAttackConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}
@@ -273,9 +265,8 @@ class BIMRegressionStage(Stage):
         done = find_current(current_entries(run_dir, weights), wanted)
         return done is not None and (run_dir / done.get("file", "")).is_file()
 
-    def run(self, run_dir: Path, conf: BIMAttackConfig, quiet: bool = False) -> Path:
-        run_bim(run_dir, conf, quiet=quiet)
-        return Path(run_dir) / ROBUSTNESS
+    def compute(self, run_dir: Path, conf: BIMAttackConfig, resolved: StageIdentity, quiet: bool) -> None:
+        run_bim(run_dir, conf, quiet=quiet)  # merges its entry into the shared robustness.json
 
 
 def run_bim(run_dir: str | Path, conf: BIMAttackConfig, *, force: bool = False, quiet: bool = False) -> dict[str, Any]:

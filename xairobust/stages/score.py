@@ -34,6 +34,7 @@ from xairobust.config import require
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError
 from xairobust.explain.base import reexplain_note, sample_seeds
+from xairobust.layout import RunLayout
 from xairobust.metrics._quantus import QuantusMetric
 from xairobust.metrics.base import Metric, MetricInput
 from xairobust.metrics.native import cap_explainer, default_points_per_pass
@@ -42,8 +43,17 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
-from xairobust.runtime import check_precision, identity_part, prepare_model
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs, verify_chain
+from xairobust.runtime import check_precision, prepare_model
+from xairobust.stages.contract import (
+    IF_SET,
+    STAGES,
+    Stage,
+    StageIdentity,
+    Written,
+    config_identity,
+    not_identity,
+    verify_chain,
+)
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
 from xairobust.validate import check_attributions, degenerate_rows, score_finite_rows
 
@@ -61,20 +71,20 @@ class ScoreConfig:
     drop_changed: bool | None = None  # sets drop_changed of every sensitivity metric
     n: int | None = None  # score only the first n attributed samples
     seed: int = 0
-    batch_size: int = 64  # samples per chunk / Quantus call (speed only: scores do not depend on it)
+    batch_size: int = not_identity(64)  # samples per chunk / Quantus call (speed only: scores do not depend on it)
     engine: str = "native"  # native (torch, default) | quantus (the reference path)
     # native: model points per pass (IG re-explanations: inputs x n_steps; faithfulness: inputs);
     # 0 = from a memory budget (metrics.native.default_points_per_pass). Speed only.
-    points_per_pass: int = 0
-    device: str = "auto"
+    points_per_pass: int = not_identity(0)
+    device: str = not_identity("auto")
     # Score attributions holding NaN/inf: the affected samples are skipped (NaN rows, counted in
     # the JSON); without it such a file is refused (xairobust.validate.check_attributions).
-    allow_nonfinite: bool = False
+    allow_nonfinite: bool = field(default=False, metadata=IF_SET)
     # Score all-zero / constant attributions (no ranking of features; sensitivity ratios become
     # inf): counted in the JSON; without it such a file is refused (check_attributions).
-    allow_degenerate: bool = False
-    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
-    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
+    allow_degenerate: bool = field(default=False, metadata=IF_SET)
+    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
+    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "score")
@@ -144,12 +154,11 @@ def make_explain(model_device: torch.device, explainer: Any, base_seed: int, sco
 
 
 def score_paths(run_dir: Path, explainer: str) -> tuple[Path, Path]:
-    base = Path(run_dir) / "scores"
-    return base / f"{explainer}.csv", base / f"{explainer}.json"
+    return RunLayout(run_dir).score(explainer)
 
 
 def partial_dir(run_dir: Path, explainer: str) -> Path:
-    return Path(run_dir) / "scores" / f"{explainer}.partial"
+    return RunLayout(run_dir).score_partial(explainer)
 
 
 def _csv(indices: np.ndarray, targets: np.ndarray, results: dict[str, np.ndarray]) -> str:
@@ -276,16 +285,9 @@ def _explain_hint(run_dir: Path, explainer: str) -> str:
 
 
 @STAGES.register("score")
-class ScoreStage(Stage):
+class ScoreStage(Stage, name="score", Config=ScoreConfig, format=FORMAT, per="explainer", after="explain", order=3,
+                        report_input=True, hint_options=("explainer",)):
     """attributions/<explainer>.safetensors -> scores/<explainer>.csv + .json (module docstring)."""
-
-    name = "score"
-    Config = ScoreConfig
-    format = FORMAT
-    per = "explainer"
-    after = "explain"
-    order = 3
-    report_input = True
 
     def inputs(self, run_dir: Path, conf: ScoreConfig) -> dict[str, Path]:
         tensors_path, json_path = attribution_paths(Path(run_dir), conf.explainer)
@@ -297,34 +299,22 @@ class ScoreStage(Stage):
         preset, metrics = build_metrics(conf)
         _, json_path = attribution_paths(Path(run_dir), conf.explainer)
         attr_meta = read_json(json_path) if json_path.is_file() else {}
+        # metrics, metric_params and drop_changed are recorded resolved: the metrics' validated params
         return {
-            "explainer": conf.explainer,
+            **config_identity(conf, drop=("metrics", "metric_params", "drop_changed")),
             "explainer_params": attr_meta.get("params"),
             "preset": preset,
             "metrics": {name: cfg.to_dict(m.params) for name, m in metrics.items()},
-            "n": conf.n,
-            "seed": conf.seed,
-            "engine": conf.engine,
-            **({"allow_nonfinite": True} if conf.allow_nonfinite else {}),
-            **({"allow_degenerate": True} if conf.allow_degenerate else {}),
-            **identity_part(conf.precision),
         }
 
     def outputs(self, run_dir: Path, conf: ScoreConfig) -> list[Path]:
         return list(score_paths(Path(run_dir), conf.explainer))
 
-    def hint(self, run_dir: Path, conf: ScoreConfig) -> str:
-        return f"xairobust score --run {run_dir} --explainer {conf.explainer}"
-
-    def run(self, run_dir: Path, conf: ScoreConfig, quiet: bool = False) -> Path:
-        run_dir = Path(run_dir)
-        resolved = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return self.outputs(run_dir, conf)[0]
+    def compute(self, run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _score(run_dir, conf, resolved, quiet)
 
 
-def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: bool) -> Path:
+def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: bool) -> Written:
     _, attr_json = attribution_paths(run_dir, conf.explainer)
     # The attribution file itself is score's input (its sha256 goes into the scores' provenance,
     # and its structure is checked below); report refuses it when it differs from what explain wrote.
@@ -345,7 +335,7 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
             metric.points_per_pass = ppp
     partial = partial_dir(run_dir, conf.explainer)
     results, report = score_finite_rows(_run_metrics, metrics, inp, quiet, skip, partial=partial, stamp=resolved.hash)
-    csv_path, json_path = score_paths(run_dir, conf.explainer)
+    csv_path, _ = score_paths(run_dir, conf.explainer)
     write_text_atomic(csv_path, _csv(inp.indices, inp.y, results))
     tensors_path, _ = attribution_paths(run_dir, conf.explainer)
     doc = {
@@ -370,15 +360,12 @@ def _score(run_dir: Path, conf: ScoreConfig, resolved: StageIdentity, quiet: boo
         "degenerate_attributions": _degenerate(inp),
         **({"notes": [note]} if note else {}),
         "config_hash": resolved.hash[:8],
-        "provenance": resolved.block(),
-        "outputs": stamp_outputs(json_path, csv_path),  # a hand-edited CSV is refused on read
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
-    _remove_partial(partial)
-    return csv_path
+    _remove_partial(partial)  # the per-metric results are all in the CSV now
+    return Written(doc, (csv_path,))  # a hand-edited CSV is refused on read
 
 
 def _degenerate(inp: MetricInput) -> dict[str, Any]:
@@ -396,5 +383,7 @@ def _remove_partial(partial: Path) -> None:
 
 
 def score(run_dir: str | Path, conf: ScoreConfig, quiet: bool = False) -> Path:
-    """Score the stored attributions; no-op when the scores are current for this config and inputs."""
-    return ScoreStage().run(Path(run_dir), conf, quiet)
+    """Score the stored attributions; no-op when the scores are current for this config and inputs.
+    Returns the scores' CSV."""
+    ScoreStage().run(Path(run_dir), conf, quiet)
+    return score_paths(Path(run_dir), conf.explainer)[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,31 +21,29 @@ from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError, RunError
 from xairobust.evaluation import evaluate, headline
+from xairobust.layout import RunLayout
 from xairobust.models.base import create_model
 from xairobust.progress import make_progress
 from xairobust.provenance import config_hash, git_commit, versions
 from xairobust.registry import METHODS
 from xairobust.runs import (
     CONFIG_YAML,
-    FORMAT_VERSION,
     HISTORY_CSV,
-    RUN_ENTRIES,
     RUN_JSON,
     WEIGHTS,
     check_finite_weights,
     load_run,
     load_tensors,
-    read_json,
+    run_header,
     save_model,
-    write_json_atomic,
     write_text_atomic,
 )
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, move_aside
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity
 from xairobust.training.base import TrainContext, TrainingMethod
-from xairobust.validate import check_model_input, check_not_foreign
+from xairobust.validate import check_model_input
 
 FORMAT = 1
-CHECKPOINTS = "checkpoints"
+CHECKPOINTS = RunLayout.CHECKPOINTS
 # safetensors metadata key of a checkpoint: the identity hash of the run that wrote it, so a
 # checkpoint left by an interrupted run of another config is never taken for this run's.
 CHECKPOINT_IDENTITY = "xairobust.run_identity"
@@ -78,12 +75,12 @@ class TrainConfig:
     # Hold out this fraction of the training split (stratified, fixed seed) as the validation
     # split when the dataset has none (CIFAR-10, ImageNette); 0: no validation split.
     val_fraction: float = 0.0
-    eval_batch_size: int = 256
-    device: str = "auto"
+    eval_batch_size: int = not_identity(256)
+    device: str = not_identity("auto")
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on GPUs
     channels_last: bool = False
-    data_dir: str | None = None
-    out: str | None = None
+    data_dir: str | None = not_identity(None)
+    out: str | None = not_identity(None)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, f"train: --epochs must be >= 1, got {self.epochs}")
@@ -104,10 +101,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The parts that determine the trained weights (for the run's config hash)."""
-        d = cfg.to_dict(self)
-        for k in ("out", "device", "data_dir", "eval_batch_size"):
-            d.pop(k)
-        return d
+        return config_identity(self)
 
 
 def build_method(name: str, params: dict[str, Any]) -> TrainingMethod:
@@ -323,51 +317,15 @@ def _train_epoch(
 train_epoch = _train_epoch  # public name of the one training loop
 
 
-def _finished_identity(out: Path) -> tuple[str | None, str | None]:
-    """(provenance identity hash, legacy config hash) of a finished run in ``out``."""
-    meta = read_json(out / RUN_JSON)
-    block = meta.get("provenance")
-    ident = block.get("identity_hash") if isinstance(block, dict) else None
-    return ident, meta.get("config_hash")
-
-
-def existing_run_is_current(out: Path, conf: TrainConfig, force: bool, resolved: StageIdentity | None = None) -> bool:
-    """True when ``out`` already holds a finished run of this exact config (training is a no-op).
-
-    A finished run of another config is never overwritten silently (that would lose data):
-    without ``force`` it is an error; with it, :func:`train` moves the old run aside first.
-    """
-    if not (out / RUN_JSON).is_file():
-        return False  # absent or interrupted before the end: (re)train
-    resolved = resolved or TrainStage().resolve(out, conf)
-    ident, legacy = _finished_identity(out)
-    weights_ok = (out / WEIGHTS).is_file()
-    if weights_ok and (ident == resolved.hash or (ident is None and legacy == config_hash(conf.identity()))):
-        return True  # (runs written before provenance blocks are matched on their config hash)
-    if not force:
-        raise ConfigError(
-            f"train: {out} already holds a run with another config; choose another --out or pass --force"
-        )
-    return False
-
-
 @STAGES.register("train")
-class TrainStage(Stage):
-    """config -> run directory (weights, history, config, run.json last)."""
-
-    name = "train"
-    Config = TrainConfig
-    format = FORMAT
-    per = "run"
-    after = None
-    order = 0
+class TrainStage(Stage, name="train", Config=TrainConfig, format=FORMAT, owns_dir=True, moves_leftovers=True,
+                        per="run", after=None, order=0):
+    """config -> run directory (weights, history, config, run.json last); an interrupted run's
+    partial checkpoints go aside (moves_leftovers)."""
 
     def inputs(self, run_dir: Path, conf: TrainConfig) -> dict[str, Path]:
         # Fine-tuning starts from another run's weights: they are an input of this run.
         return {"init": require_run_weights(conf.init)} if conf.init else {}
-
-    def identity(self, run_dir: Path, conf: TrainConfig) -> dict[str, Any]:
-        return conf.identity()
 
     def outputs(self, run_dir: Path, conf: TrainConfig) -> list[Path]:
         run_dir = Path(run_dir)
@@ -376,8 +334,20 @@ class TrainStage(Stage):
     def hint(self, run_dir: Path, conf: TrainConfig | None = None) -> str:
         return f"xairobust train --config {Path(run_dir) / CONFIG_YAML} --out {run_dir} --force"
 
-    def run(self, run_dir: Path, conf: TrainConfig, quiet: bool = False, force: bool = False) -> Path:
-        return train(conf, run_dir, quiet=quiet, force=force)
+    def accepts(self, doc: dict[str, Any], resolved: StageIdentity) -> bool:
+        # Runs written before provenance blocks are matched on their legacy config hash.
+        return doc.get("provenance") is None and doc.get("config_hash") == config_hash(resolved.identity)
+
+    def preflight(self, run_dir: Path, conf: TrainConfig) -> None:
+        build_method(conf.method, conf.method_params)
+        # model x dataset checked on one zero batch before any data is read or anything written
+        check_model_input(lambda info: create_model(conf.model, **model_kwargs_for(conf, info)), get_source(conf.dataset),
+                          conf.dataset_kwargs, f"train: model '{conf.model}' on dataset '{conf.dataset}'")
+        if conf.init:  # damaged --init weights fail now, before anything is moved or loaded
+            check_finite_weights(load_tensors(require_run_weights(conf.init)), f"train: --init {conf.init}")
+
+    def compute(self, run_dir: Path, conf: TrainConfig, resolved: StageIdentity, quiet: bool) -> Written:
+        return _train(conf, run_dir, resolved, quiet)
 
 
 def require_run_weights(run: str | Path) -> Path:
@@ -405,23 +375,13 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
     aside into ``out/.replaced/<timestamp>/`` first. An interrupted run's leftovers (partial
     checkpoints) are moved aside the same way before training starts.
     """
-    out = Path(out)
+    TrainStage().run(Path(out), conf, quiet, force)
+    return Path(out)
+
+
+def _train(conf: TrainConfig, out: Path, resolved: StageIdentity, quiet: bool) -> Written:
     source = get_source(conf.dataset)
     method = build_method(conf.method, conf.method_params)
-    stage = TrainStage()
-    resolved = stage.resolve(out, conf)
-    if existing_run_is_current(out, conf, force, resolved):
-        return out
-    # model x dataset checked on one zero batch before any data is read or anything written
-    check_model_input(lambda info: create_model(conf.model, **model_kwargs_for(conf, info)), source, conf.dataset_kwargs,
-                      f"train: model '{conf.model}' on dataset '{conf.dataset}'")
-    if conf.init:  # damaged --init weights fail now, before anything is moved or loaded
-        check_finite_weights(load_tensors(require_run_weights(conf.init)), f"train: --init {conf.init}")
-    if not force:  # a folder of the user's files is not an interrupted run to move aside
-        check_not_foreign(out, "train: --out", force, known=RUN_ENTRIES)
-    moved = move_aside(out)
-    if moved is not None:
-        print(f"train: moved the previous contents of {out} (and everything computed from them) to {moved}", file=sys.stderr)
     device = pick_device(conf.device)
     root = resolve_data_dir(conf.data_dir)
     train_split = source.load("train", root, **conf.dataset_kwargs)
@@ -503,11 +463,7 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
     write_text_atomic(out / HISTORY_CSV, _history_csv(history))
     write_text_atomic(out / CONFIG_YAML, yaml.safe_dump(resolved_conf, sort_keys=False))
     meta = {
-        "format": FORMAT_VERSION,
-        "label": conf.resolved_label(),
-        "dataset": {"name": conf.dataset, "kwargs": conf.dataset_kwargs, "info": info.as_json()},
-        "input_space": info.input_space,
-        "model": {"name": conf.model, "kwargs": kwargs},
+        **run_header(conf.resolved_label(), conf.dataset, conf.dataset_kwargs, info, conf.model, kwargs),
         "method": {"name": conf.method, "params": cfg.to_dict(method.params), **method.describe()},
         "seed": conf.seed,
         "training": {k: resolved_conf[k] for k in ("epochs", "batch_size", "optimizer", "lr", "momentum",
@@ -523,11 +479,8 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
         "device": str(device),
         "config_hash": config_hash(conf.identity()),
         "weights_sha256": weights_sha,
-        "provenance": resolved.block(),
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    # run.json is written last: its presence marks a finished run.
-    write_json_atomic(out / RUN_JSON, meta)
-    return out
+    return Written(meta)  # run.json, written last by the contract: its presence marks a finished run

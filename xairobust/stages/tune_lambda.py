@@ -35,8 +35,9 @@ from typing import Any
 import torch
 
 from xairobust import config as cfg
+from xairobust.layout import RunLayout
 from xairobust.runs import WEIGHTS, require_run
-from xairobust.stages.contract import STAGES, Stage, StageIdentity
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, not_identity
 
 
 @dataclass
@@ -54,9 +55,9 @@ class TuneLambdaConfig:
     window: int = 5
     tolerance: float = 0.0
     seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    out: str | None = None
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
+    out: str | None = not_identity(None)
 
     def options(self) -> dict[str, Any]:
         d = cfg.to_dict(self)
@@ -64,12 +65,7 @@ class TuneLambdaConfig:
 
 
 @STAGES.register("tune-lambda")
-class TuneLambdaStage(Stage):
-    name = "tune-lambda"
-    Config = TuneLambdaConfig
-    per = "run"
-    after = "train"
-    order = 1.2
+class TuneLambdaStage(Stage, name="tune-lambda", Config=TuneLambdaConfig, per="run", after="train", order=1.2):
 
     def inputs(self, run_dir: Path, conf: TuneLambdaConfig) -> dict[str, Path]:
         return {"weights": require_run(run_dir) / WEIGHTS}
@@ -86,17 +82,15 @@ class TuneLambdaStage(Stage):
         return {"nsloss_params": params, "training": training, "tolerance": conf.tolerance}
 
     def outputs(self, run_dir: Path, conf: TuneLambdaConfig) -> list[Path]:
-        return [Path(conf.out) if conf.out else Path(run_dir) / "tune_lambda.json"]
+        return [Path(conf.out) if conf.out else RunLayout(run_dir).tune_lambda]
 
     def hint(self, run_dir: Path, conf: TuneLambdaConfig | None = None) -> str:
         return f"xairobust tune-lambda --run {run_dir}"
 
-    def run(self, run_dir: Path, conf: TuneLambdaConfig, quiet: bool = False) -> Path:
-        resolved: StageIdentity = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return self.outputs(run_dir, conf)[0]
-        path, _ = tune_lambda(str(run_dir), conf.options(), quiet=quiet)
-        return path
+    def compute(self, run_dir: Path, conf: TuneLambdaConfig, resolved: StageIdentity, quiet: bool) -> Written:
+        result, identity, _ = _search(require_run(run_dir), conf.options(), quiet)
+        assert identity == resolved.identity, "tune-lambda: the stage and the search disagree on the identity"
+        return Written(result)
 
 
 def _nsloss0(model, splits, params, batches: int, batch_size: int, gen: torch.Generator, device) -> dict[str, Any]:
@@ -135,12 +129,25 @@ def _one_epoch(model, method, split, conf, ctx, data_gen, window: int) -> dict[s
 
 
 def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Run the protocol for standard run ``run``; returns (json path, result)."""
+    """Run the protocol for standard run ``run`` (always: the command's own call); returns (json path, result)."""
+    from xairobust.runs import WEIGHTS, read_json, require_run
+    from xairobust.stages.contract import StageIdentity, Written, stamp_inputs, write_document
+
+    run_dir = require_run(run)
+    result, identity, out = _search(run_dir, options, quiet)
+    resolved = StageIdentity("tune-lambda", 1, identity, stamp_inputs({"weights": run_dir / WEIGHTS}, run_dir))
+    path = Path(out) if out else RunLayout(run_dir).tune_lambda
+    write_document(path, Written(result), resolved)
+    return path, read_json(path)
+
+
+def _search(run_dir: Path, options: dict[str, Any], quiet: bool) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """The protocol itself: (result document, its identity, the --out path given)."""
     from xairobust.data.base import get_source, resolve_data_dir
     from xairobust.devices import pick_device
     from xairobust.errors import ConfigError
     from xairobust.progress import make_progress
-    from xairobust.runs import load_run, require_run, write_json_atomic
+    from xairobust.runs import load_run
     from xairobust.stages.train import TrainConfig
     from xairobust.training.base import TrainContext
     from xairobust.training.nsloss import NsLoss, NsLossParams
@@ -164,7 +171,6 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
     base_params = cfg.build(NsLossParams, opts, "tune-lambda")
     conf = cfg.build(TrainConfig, {**train_opts, "epochs": 1, "seed": seed}, "tune-lambda")
 
-    run_dir = require_run(run)
     model, meta = load_run(run_dir, device)
     info_task = meta["dataset"]["info"]["task"]
     if info_task != "classification":
@@ -226,12 +232,5 @@ def tune_lambda(run: str, options: dict[str, Any], quiet: bool = False) -> tuple
         "trace": trace,
         "wall_time_s": time.perf_counter() - start,
     }
-    from xairobust.runs import WEIGHTS
-    from xairobust.stages.contract import StageIdentity, stamp_inputs
-
     identity = {"nsloss_params": result["nsloss_params"], "training": result["training"], "tolerance": tolerance}
-    result["provenance"] = StageIdentity("tune-lambda", 1, identity,
-                                         stamp_inputs({"weights": run_dir / WEIGHTS}, run_dir)).block()
-    path = Path(out) if out else run_dir / "tune_lambda.json"
-    write_json_atomic(path, result)
-    return path, result
+    return result, identity, out

@@ -11,33 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from xairobust.runs import RUN_JSON, WEIGHTS, load_run, require_run
-from xairobust.stages.contract import STAGES, Stage
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, not_identity
 
 
 @dataclass
 class UseRunConfig:
-    run: str = ""  # the run directory (absolute; also the job's target)
+    run: str = not_identity("")  # the run directory (absolute; also the job's target)
 
 
 @STAGES.register("use")
-class UseStage(Stage):
+class UseStage(Stage, name="use", Config=UseRunConfig, per="run", after=None, order=0):
     """Check-only stage of a zoo's ``run:`` entries (writes nothing into the run)."""
-
-    name = "use"
-    Config = UseRunConfig
-    per = "run"
-    after = None
-    order = 0
 
     def inputs(self, run_dir: Path, conf: UseRunConfig) -> dict[str, Path]:
         run_dir = require_run(run_dir)
         return {"weights": run_dir / WEIGHTS, "run": run_dir / RUN_JSON}
-
-    def identity(self, run_dir: Path, conf: UseRunConfig) -> dict[str, Any]:
-        return {}
 
     def outputs(self, run_dir: Path, conf: UseRunConfig) -> list[Path]:
         return [Path(run_dir) / WEIGHTS, Path(run_dir) / RUN_JSON]
@@ -45,11 +35,14 @@ class UseStage(Stage):
     def hint(self, run_dir: Path, conf: UseRunConfig) -> str:
         return f"xairobust import CHECKPOINT ... --out {run_dir}"
 
-    def run(self, run_dir: Path, conf: UseRunConfig, quiet: bool = False) -> list[Path]:
+    def is_current(self, run_dir: Path, conf: UseRunConfig, resolved: StageIdentity | None = None) -> bool:
+        return False  # check-only: the run is verified every time it is used
+
+    def compute(self, run_dir: Path, conf: UseRunConfig, resolved: StageIdentity, quiet: bool) -> None:
         load_run(run_dir)  # RunError when missing, tampered with or not fitting its architecture
-        return self.outputs(run_dir, conf)
 
 
 def use_run(target: str | Path, conf: UseRunConfig, quiet: bool = False) -> list[Path]:
     """``UseStage().run`` as a function (the batch runner calls the registered stage)."""
-    return UseStage().run(Path(target), conf, quiet)
+    UseStage().run(Path(target), conf, quiet)
+    return UseStage().outputs(Path(target), conf)

@@ -33,15 +33,25 @@ from xairobust.config import require
 from xairobust.data.base import DatasetInfo, get_dataset
 from xairobust.devices import pick_device
 from xairobust.errors import ConfigError, RunError
+from xairobust.layout import RunLayout
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import VISUALISATIONS
-from xairobust.runs import WEIGHTS, load_run, load_tensors, read_run_meta, require_run, save_tensors, write_json_atomic
-from xairobust.runtime import check_precision, identity_part, prepare_model
-from xairobust.stages.contract import STAGES, Stage, StageIdentity, stamp_outputs, verify_chain
+from xairobust.runs import WEIGHTS, load_run, load_tensors, read_run_meta, require_run, save_tensors
+from xairobust.runtime import check_precision, prepare_model
+from xairobust.stages.contract import (
+    IF_SET,
+    STAGES,
+    Stage,
+    StageIdentity,
+    Written,
+    config_identity,
+    not_identity,
+    verify_chain,
+)
 
 FORMAT = 1
-FOLDER = "visualisations"
+FOLDER = RunLayout.VISUALISATIONS
 
 
 @dataclass
@@ -56,16 +66,16 @@ class VisualizeConfig:
     units: list[int] = field(default_factory=list)  # feature: [] = n units drawn with the seed
     layer: str | None = None  # module whose output is R (default: the input of the final linear layer)
     seed: int = 0
-    batch_size: int = 64  # images per PGD batch (memory only)
-    device: str = "auto"
-    data_dir: str | None = None
+    batch_size: int = not_identity(64)  # images per PGD batch (memory only)
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
     # Batch (zoo) use: several kinds in one job (overrides ``kind``) and, when ``fid`` is a
     # non-empty mapping of FidConfig keys, the fid stage after them -- one job per run, so the
     # metrics never race the visualisations they read.
     kinds: list[str] = field(default_factory=list)
     fid: dict = field(default_factory=dict)
-    precision: str = "fp32"  # fp32 | bf16 (autocast; changes values: part of the identity, xairobust.runtime)
-    channels_last: bool = True  # 4-D image models in channels_last (speed only: same values, not in the identity)
+    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
+    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
         check_precision(self.precision, "visualize")
@@ -90,8 +100,7 @@ class VisualizeConfig:
 
 
 def visual_paths(run_dir: Path, kind: str) -> tuple[Path, Path]:
-    base = Path(run_dir) / FOLDER
-    return base / f"{kind}.safetensors", base / f"{kind}.json"
+    return RunLayout(run_dir).visualisation(kind)
 
 
 def _info(run_dir: Path) -> DatasetInfo:
@@ -109,7 +118,8 @@ def resolved_params(run_dir: Path, conf: VisualizeConfig) -> Any:
 
 
 @STAGES.register("visualize")
-class VisualizeStage(Stage):
+class VisualizeStage(Stage, name="visualize", Config=VisualizeConfig, format=FORMAT, per="run", after="train",
+                            report_input=True):
     """run directory -> visualisations/<kind>.safetensors + .json (see the module docstring).
 
     With ``kinds``/``fid`` (a zoo's ``visualize:`` block) one call runs every kind and then the
@@ -117,13 +127,7 @@ class VisualizeStage(Stage):
     when every part is.
     """
 
-    name = "visualize"
-    Config = VisualizeConfig
-    format = FORMAT
     # Place in a zoo's job graph (read by the batch planner where the contract declares these).
-    per = "run"
-    after = "train"
-    report_input = True
 
     def _single(self, conf: VisualizeConfig) -> bool:
         return not conf.kinds and not conf.fid
@@ -137,11 +141,7 @@ class VisualizeStage(Stage):
             return {"parts": [self.identity(run_dir, p) for p in conf.parts()],
                     "fid": None if fconf is None else cfg.to_dict(fconf)}
         params = resolved_params(Path(run_dir), conf)
-        return {
-            "kind": conf.kind, "preset": conf.preset, "params": cfg.to_dict(params), "n": conf.n,
-            "classes": list(conf.classes), "units": list(conf.units), "layer": conf.layer, "seed": conf.seed,
-            **identity_part(conf.precision),
-        }
+        return {**config_identity(conf, drop=("params", "kinds", "fid")), "params": cfg.to_dict(params)}
 
     def outputs(self, run_dir: Path, conf: VisualizeConfig) -> list[Path]:
         if not self._single(conf):
@@ -160,24 +160,27 @@ class VisualizeStage(Stage):
         parts_ok = all(super(VisualizeStage, self).is_current(run_dir, p) for p in conf.parts())
         return parts_ok and (fconf is None or FidStage().is_current(run_dir, fconf))
 
-    def run(self, run_dir: Path, conf: VisualizeConfig, quiet: bool = False) -> Path:
-        run_dir = Path(run_dir)
-        if not self._single(conf):
-            out = [self.run(run_dir, p, quiet) for p in conf.parts()][-1]
-            fconf = conf.fid_config()
-            return FidStage().run(run_dir, fconf, quiet) if fconf is not None else out
-        resolved = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return self.outputs(run_dir, conf)[0]
-        return _visualize(run_dir, conf, resolved, quiet)
+    def compute(self, run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, quiet: bool) -> Written | None:
+        if self._single(conf):
+            return _visualize(run_dir, conf, resolved, quiet)
+        # A zoo's block: each part is an ordinary run of this stage (and of fid), each writing
+        # its own document with its own provenance.
+        for part in conf.parts():
+            self.run(run_dir, part, quiet)
+        fconf = conf.fid_config()
+        if fconf is not None:
+            FidStage().run(run_dir, fconf, quiet)
+        return None
 
 
 def visualize(run_dir: str | Path, conf: VisualizeConfig, quiet: bool = False) -> Path:
-    """Write visualisations/<kind>.* for the run; no-op when they are current."""
-    return VisualizeStage().run(Path(run_dir), conf, quiet)
+    """Write visualisations/<kind>.* for the run; no-op when they are current. Returns the
+    tensors file of a single kind, the last document of a zoo block."""
+    out = VisualizeStage().run(Path(run_dir), conf, quiet)
+    return visual_paths(Path(run_dir), conf.kind)[0] if not conf.kinds and not conf.fid else out
 
 
-def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, quiet: bool) -> Path:
+def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, quiet: bool) -> Written:
     from xairobust.perturb import eval_mode
     from xairobust.visualize._core import Representation
     from xairobust.visualize.base import Context
@@ -204,7 +207,7 @@ def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, qu
             tensors, summary = vis.run(ctx, params)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     n_images = int(len(tensors["results"]))
-    tensors_path, json_path = visual_paths(run_dir, conf.kind)
+    tensors_path, _ = visual_paths(run_dir, conf.kind)
     save_tensors(tensors_path, tensors)
     doc = {
         "format": FORMAT,
@@ -229,14 +232,11 @@ def _visualize(run_dir: Path, conf: VisualizeConfig, resolved: StageIdentity, qu
         "cpu_time_per_image_s": round(cpu / max(1, n_images), 4),
         "run": {"path": str(run_dir), "label": meta.get("label"), "weights_sha256": meta.get("weights_sha256")},
         "config_hash": resolved.hash[:8],
-        "provenance": resolved.block(),
-        "outputs": stamp_outputs(json_path, tensors_path),  # a damaged tensor file is refused on read
         "versions": versions(),
         "git_commit": git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json_atomic(json_path, doc)  # last: its presence marks a complete result
-    return tensors_path
+    return Written(doc, (tensors_path,))  # a damaged tensor file is refused on read
 
 
 def load_visualisation(run_dir: str | Path, kind: str, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -264,14 +264,14 @@ class FidConfig:
     """Keys of ``xairobust fid --config``."""
 
     extractor: str = "inception"  # inception | run:<RUN>
-    inception_weights: str | None = None  # default: the library's cache path
+    inception_weights: str | None = not_identity(None)  # default: the library's cache path (its sha256 is an input)
     layer: str | None = None  # FID features (inception: 2048; run: its representation)
     distance_layer: str | None = None  # feature distance (inception: 192, the paper's; run: its representation)
     kinds: list[str] = field(default_factory=lambda: ["generation", "inversion"])
     real: int = 0  # real test images per class for FID (0: all)
-    batch_size: int = 128
-    device: str = "auto"
-    data_dir: str | None = None
+    batch_size: int = not_identity(128)
+    device: str = not_identity("auto")
+    data_dir: str | None = not_identity(None)
 
     def __post_init__(self) -> None:
         require(self.real >= 0, "fid: --real must be >= 0 (0: every test image of the class)")
@@ -288,9 +288,7 @@ class FidConfig:
 def metric_paths(run_dir: Path, extractor: str) -> tuple[Path, Path]:
     from xairobust.visualize.extractors import extractor_slug
 
-    base = Path(run_dir) / FOLDER
-    slug = extractor_slug(extractor)
-    return base / f"metrics_{slug}.csv", base / f"metrics_{slug}.json"
+    return RunLayout(run_dir).visual_metrics(extractor_slug(extractor))
 
 
 def _present_kinds(run_dir: Path, conf: FidConfig) -> list[str]:
@@ -319,15 +317,13 @@ def _extractor_file(conf: FidConfig) -> Path:
     raise ConfigError(f"fid: unknown --extractor '{conf.extractor}'; use inception or run:<RUN>")
 
 
-# Not registered in STAGES on purpose: a registered stage becomes a zoo key of its own, planned
-# after `train` only, and could then run before the visualisations it reads. In a zoo it runs as
-# the `fid:` part of the `visualize:` block instead; on the command line as `xairobust fid`.
-class FidStage(Stage):
+# An ordinary stage after visualize: a zoo's `fid:` key plans it per run once the run's
+# visualize job is done (the planner places it by `after`); `xairobust fid` runs it directly.
+# (A zoo's `visualize: {fid: {...}}` block still runs it inside the visualize job.)
+@STAGES.register("fid")
+class FidStage(Stage, name="fid", Config=FidConfig, format=FORMAT, per="run", after="visualize", order=2.6,
+                      report_input=True, hint_options=("extractor",)):
     """visualisations/{generation,inversion} -> visualisations/metrics_<extractor>.csv + .json."""
-
-    name = "fid"
-    Config = FidConfig
-    format = FORMAT
 
     def inputs(self, run_dir: Path, conf: FidConfig) -> dict[str, Path]:
         run_dir = require_run(run_dir)
@@ -346,14 +342,7 @@ class FidStage(Stage):
     def outputs(self, run_dir: Path, conf: FidConfig) -> list[Path]:
         return list(metric_paths(Path(run_dir), conf.extractor))
 
-    def hint(self, run_dir: Path, conf: FidConfig) -> str:
-        return f"xairobust fid --run {run_dir} --extractor {conf.extractor}"
-
-    def run(self, run_dir: Path, conf: FidConfig, quiet: bool = False) -> Path:
-        run_dir = Path(run_dir)
-        resolved = self.resolve(run_dir, conf)
-        if self.is_current(run_dir, conf, resolved):
-            return self.outputs(run_dir, conf)[-1]
+    def compute(self, run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -> Written:
         return _fid(run_dir, conf, resolved, quiet)
 
 
@@ -370,7 +359,7 @@ def _stratified_per_class(labels: torch.Tensor, classes: list[int], per_class: i
     return torch.cat(out).sort().values
 
 
-def _fid(run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -> Path:
+def _fid(run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -> Written:
     from xairobust.visualize.extractors import build_extractor
     from xairobust.visualize.metrics import extract, feature_distance, frechet_distance
 
@@ -443,7 +432,7 @@ def _fid(run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -
             doc["distance_extractor_record"] = ext.record()
             doc["inversion_params"] = {k: idoc.get(k) for k in ("preset", "params", "n", "seed", "representation")}
     wall = time.perf_counter() - start
-    csv_path, json_path = metric_paths(run_dir, conf.extractor)
+    csv_path, _ = metric_paths(run_dir, conf.extractor)
     frame = pd.DataFrame(rows, columns=["index", "target", "metric", "value"])
     from xairobust.runs import write_text_atomic
 
@@ -451,9 +440,7 @@ def _fid(run_dir: Path, conf: FidConfig, resolved: StageIdentity, quiet: bool) -
     doc.update({
         "device": str(device), "wall_time_s": round(wall, 3),
         "run": {"path": str(run_dir), "label": meta.get("label"), "weights_sha256": meta.get("weights_sha256")},
-        "config_hash": resolved.hash[:8], "provenance": resolved.block(), "versions": versions(),
-        "outputs": stamp_outputs(json_path, csv_path),  # a hand-edited CSV is refused on read
+        "config_hash": resolved.hash[:8], "versions": versions(),
         "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    write_json_atomic(json_path, doc)
-    return json_path
+    return Written(doc, (csv_path,))  # a hand-edited CSV is refused on read

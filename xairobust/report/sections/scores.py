@@ -9,9 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from xairobust.report.samples import SAMPLES_CSV
 from xairobust.report.sections import SECTIONS, ReportContext, Section
-
-SAMPLES_CSV = "samples.csv"
 
 
 @SECTIONS.register("scores")
@@ -73,13 +72,12 @@ def _tables(ctx: ReportContext) -> tuple[list, list[dict[str, str]]]:
 def samples_frame(scores: pd.DataFrame, runs: list) -> pd.DataFrame:
     """samples.csv: the long score frame the tables and tests were computed from (floors included),
     plus each run's weights sha256 (recorded in run.json, verified by verify_run before this)."""
+    from xairobust.report.samples import with_weights
     from xairobust.report.stats import FLOOR
-    from xairobust.runs import WEIGHTS, file_sha256
 
-    shas = {str(r.path): file_sha256(r.path / WEIGHTS) for r in runs}
     keep = [c for c in ("explainer", "setting", "label", "method", "seed", "run", "index", "target", "metric",
                         "value", FLOOR) if c in scores.columns]
-    return scores[keep].assign(weights_sha256=scores["run"].map(shas))
+    return with_weights(scores[keep], runs)
 
 
 def _figures(ctx: ReportContext, folder: Path) -> None:
