@@ -260,3 +260,22 @@ def test_study_zoo_turns_on_common_correct_and_the_mixed_model_unless_the_zoo_se
     own = Zoo(report={"mixed": False, "common_correct": False})
     assert study_zoo(own, True).report == {"mixed": False, "common_correct": False}
     assert own.report == {"mixed": False, "common_correct": False}  # a copy: the zoo is not touched
+
+
+def test_study_matches_a_batch_reports_relative_run_names(tmp_path, monkeypatch):
+    """A batch gives its report run paths relative to the root (samples.csv records them so) and the
+    study absolute ones: every sample keeps its run's label, seed and accuracies (a left merge on
+    the raw names left them NaN and emptied the monotonicity table)."""
+    runs = [_ladder_run(tmp_path / "runs", eps, seed) for eps in EPS[:3] for seed in SEEDS[:2]]
+    monkeypatch.chdir(tmp_path)
+    relative = [r.relative_to(tmp_path) for r in runs]
+    report_dir = tmp_path / "results" / "rel" / "digits"
+    build_report(relative, report_dir, ReportConfig(baseline="PGD eps=0", figures=False), quiet=True)
+    assert set(pd.read_csv(report_dir / "samples.csv")["run"]) == {str(r) for r in relative}
+    section = Section(name="digits", report_dir=report_dir, runs=runs, baseline="PGD eps=0", common_correct=False,
+                      n_boot=0)
+    build_study([section], tmp_path / "results" / "rel", StudyInfo(name="rel"), quiet=True)
+    got = pd.read_csv(tmp_path / "results" / "rel" / "run_means.csv")
+    assert got[["label", "seed", "robust_acc", "clean_acc", "ladder_value"]].notna().all().all()
+    assert set(got["run"]) == {str(r) for r in runs}
+    assert len(pd.read_csv(tmp_path / "results" / "rel" / "monotonicity.csv")) > 0

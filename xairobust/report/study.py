@@ -193,9 +193,24 @@ def report_samples(report_dir: Path, long: pd.DataFrame) -> pd.DataFrame | None:
     got = got.rename(columns={"index": "sample"})
     if "floor" not in got.columns:
         got["floor"] = np.nan
+    got["run"] = got["run"].map(_run_names(got["run"].unique(), long["run"].unique(), path))
     per_sample = long.drop(columns=["value", "floor"]).drop_duplicates(keys)
     frame = got.merge(per_sample, on=keys, how="left", validate="one_to_one")
     return analysis().apply_floor(frame[long.columns]).reset_index(drop=True)
+
+
+def _run_names(recorded: Any, runs: Any, source: Path) -> dict[str, str]:
+    """samples.csv names a run as the report was given it (a batch: relative to its root), the
+    study's long frame by the path it read (absolute): match each recorded name to the one run
+    whose path is it or ends with it."""
+    out = {}
+    for name in recorded:
+        parts = Path(str(name)).parts
+        hits = [r for r in runs if str(r) == str(name) or Path(str(r)).parts[-len(parts):] == parts]
+        if len(hits) != 1:
+            raise ConfigError(f"{source}: run '{name}' matches {len(hits)} of the study's runs; expected exactly one")
+        out[name] = hits[0]
+    return out
 
 
 def compute(section: Section) -> _Computed:
