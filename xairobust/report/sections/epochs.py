@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
 
@@ -14,7 +15,7 @@ from xairobust.report.sections import SECTIONS, ReportContext, Section
 class EpochsSection(Section):
     name = "epochs"
     order = 30
-    reads = ("scores/epochs", "history.csv")
+    reads = (f"{L.SCORES}/{L.EPOCHS}", L.HISTORY_CSV)
 
     def collect(self, ctx: ReportContext) -> Any:
         from xairobust.report.collect import available_explainers, collect_epoch_scores

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
 
@@ -13,7 +14,7 @@ class ManipulationSection(Section):
     name = "manipulation"
     reports = ("report", "manipulation-report")
     order = 50
-    reads = ("manipulation",)
+    reads = (L.MANIPULATION,)
 
     def collect(self, ctx: ReportContext) -> Any:
         from xairobust.report.manipulation import collect

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
 
@@ -14,7 +15,7 @@ class MerSection(Section):
     name = "mer"
     reports = ("mer-report",)
     order = 10
-    reads = ("robustness.json", "attacks")
+    reads = (L.ROBUSTNESS, L.ATTACKS)
 
     def collect(self, ctx: ReportContext) -> Any:
         from xairobust.report.mer import collect_section

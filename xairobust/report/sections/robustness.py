@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
 KEYS = ["setting", "attack", "norm", "eps", "steps"]
@@ -18,7 +19,7 @@ KEYS = ["setting", "attack", "norm", "eps", "steps"]
 class RobustnessSection(Section):
     name = "robustness"
     order = 15
-    reads = ("robustness.json",)
+    reads = (L.ROBUSTNESS,)
     optional = ("robustness.csv", "robustness.md")
 
     def collect(self, ctx: ReportContext) -> Any:
@@ -27,7 +28,7 @@ class RobustnessSection(Section):
 
         rows = []
         for r in ctx.runs:
-            path = r.path / "robustness.json"
+            path = L(r.path).robustness
             if not path.is_file():
                 continue
             verify_robustness(r.path)  # computed on the weights there now, or a one-line error

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
 
@@ -15,7 +16,7 @@ from xairobust.report.sections import SECTIONS, ReportContext, Section
 class SanitySection(Section):
     name = "sanity"
     order = 60
-    reads = ("scores",)
+    reads = (L.SCORES,)
 
     def collect(self, ctx: ReportContext) -> Any:
         return () if ctx.conf.controls else None  # reads the scores the compare step verified

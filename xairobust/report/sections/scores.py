@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.samples import SAMPLES_CSV
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
@@ -17,7 +18,7 @@ from xairobust.report.sections import SECTIONS, ReportContext, Section
 class ScoresSection(Section):
     name = "scores"
     order = 10
-    reads = ("scores", "attributions")  # and each run's run.json / weights / robustness.json (accuracy columns)
+    reads = (L.SCORES, L.ATTRIBUTIONS)  # and each run's run.json / weights / robustness.json (accuracy columns)
 
     def collect(self, ctx: ReportContext) -> Any:
         return ()  # the compare step reads and verifies the scores

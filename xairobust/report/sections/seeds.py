@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.analysis import ONE_SEED_NOTE
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
@@ -18,7 +19,7 @@ from xairobust.report.sections import SECTIONS, ReportContext, Section
 class SeedsSection(Section):
     name = "seeds"
     order = 20
-    reads = ("scores", "attributions")  # the compare step's frame; `correct` from the attributions
+    reads = (L.SCORES, L.ATTRIBUTIONS)  # the compare step's frame; `correct` from the attributions
     optional = ("mixed.csv", "common_correct.csv", "dose_response.csv")  # written only when asked / possible
 
     def collect(self, ctx: ReportContext) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xairobust.layout import RunLayout as L
 from xairobust.report.sections import SECTIONS, ReportContext, Section
 
 
@@ -12,7 +13,7 @@ from xairobust.report.sections import SECTIONS, ReportContext, Section
 class VisualSection(Section):
     name = "visual"
     order = 40
-    reads = ("visualisations",)
+    reads = (L.VISUALISATIONS,)
 
     def collect(self, ctx: ReportContext) -> Any:
         from xairobust.report import visual
