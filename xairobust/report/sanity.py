@@ -186,12 +186,20 @@ def _mprt_figure(curves: pd.DataFrame, setting: str):
 
 
 def write_section(runs: list[Any], folder: Path, stats: pd.DataFrame, baseline: str, registry: Registry | None,
-                  figures: bool = True, formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
-    """Write the sanity section into ``folder``; [] when there is nothing to say (module doc)."""
+                  figures: bool = True, formats: tuple[str, ...] = ("png",), dpi: int = 150,
+                  common_correct: bool = False) -> list[Path]:
+    """Write the sanity section into ``folder``; [] when there is nothing to say (module doc).
+
+    With ``common_correct`` the control rows are means over the same common-correct samples as
+    the tables and the tests the verdicts quote, so a verdict never sets a test on one image set
+    beside means of another."""
+    from xairobust.report import analysis
     from xairobust.report import figures as figs
     from xairobust.report.meta import metric_meta
 
     scores = _all_scores(runs)
+    if common_correct and not scores.empty:
+        scores, _ = analysis.restrict_common_correct(scores, runs, list(dict.fromkeys(scores["explainer"])))
     curves = mprt_curves(runs)
     if scores.empty or (not any(is_control(e) for e in set(scores["explainer"])) and curves.empty):
         return []

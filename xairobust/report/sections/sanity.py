@@ -26,4 +26,5 @@ class SanitySection(Section):
 
         cmp, c = ctx.comparison, ctx.conf
         if cmp is not None:
-            sanity.write_section(ctx.runs, folder, cmp.stats, c.baseline, ctx.registry, c.figures, tuple(c.formats), c.dpi)
+            sanity.write_section(ctx.runs, folder, cmp.stats, c.baseline, ctx.registry, c.figures, tuple(c.formats), c.dpi,
+                                 common_correct=c.common_correct)
