@@ -258,7 +258,14 @@ def test_train_label_cannot_leave_runs(tmp_path, monkeypatch):
 # -- the registry loop: every registered stage has the contract's shape --------------------------
 
 
-@pytest.mark.parametrize("name", STAGES.names())
+def _real_stages() -> list[str]:
+    """The package's stages. The batch tests' stubs (tests/batch_stages.py, registered once a batch
+    test module is imported, i.e. in a full-suite run) stand in for real stages and keep their
+    own run() on purpose, so they are not part of this loop (the provenance loop skips them too)."""
+    return [n for n in STAGES.names() if STAGES.get(n).__module__.startswith("xairobust.")]
+
+
+@pytest.mark.parametrize("name", _real_stages())
 def test_every_registered_stage_has_the_contract(name):
     from xairobust.batch.kinds import slots
 
