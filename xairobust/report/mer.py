@@ -27,6 +27,7 @@ import pandas as pd
 
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
+from xairobust.layout import RunLayout
 from xairobust.report.render import latex_grid, markdown_grid, tex_escape
 from xairobust.report.stats import adjust_p, paired_test
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic
@@ -77,7 +78,7 @@ def collect(paths: list[str | Path], eps: float | None = None, unconstrained: bo
 
     found = []
     for path in find_runs(list(paths)):
-        rob = path / "robustness.json"
+        rob = RunLayout(path).robustness
         if rob.is_file():
             # Refuse results computed on other weights than the run's (one line, with the command).
             verify_robustness(path, f"xairobust attack --run {path} --attack {NAME}")
