@@ -62,9 +62,18 @@ class BIMRegressionParams:
             f"attack: --mse-threshold must be > 0, got {self.mse_threshold}",
         )
 
+    def threat_model(self) -> ThreatModel:
+        return bim_threat(self.eps, self.step_size, self.max_iter)
+
     def tag(self) -> str:
         """File-name tag of a result (distinguishes radii and the reference mode)."""
         return f"{NAME}_eps{self.eps:g}" + ("_unconstrained" if self.unconstrained_reference else "")
+
+
+def bim_threat(eps: float, step_size: float, max_iter: int) -> ThreatModel:
+    """BIM's budget: the L-inf ball, no value range (standardised spectrograms are unbounded), from
+    delta 0; the core's step is the clip_eps(delta + step_size * sign(grad)) of the method."""
+    return ThreatModel("linf", eps, step_size, value_range=None, steps=max_iter)
 
 
 @dataclass
@@ -114,9 +123,7 @@ def bim_regression_attack(
     """BIM on a batch, each sample with its own stopping; parameter gradients are untouched."""
     x = x.detach()
     y = y.detach().to(x.dtype)
-    # L-inf ball, no value range (standardised spectrograms are unbounded): the core's step is
-    # the clip_eps(delta + step_size * sign(grad)) of the method.
-    threat = ThreatModel("linf", eps, step_size, value_range=None)
+    threat = bim_threat(eps, step_size, max_iter)
     delta = torch.zeros_like(x)
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
@@ -126,7 +133,7 @@ def bim_regression_attack(
         delta.requires_grad_(True)
         adam = torch.optim.Adam([delta], lr=step_size)
     with eval_mode(model):
-        for _ in range(max_iter):
+        for _ in range(threat.steps):
             with torch.enable_grad():
                 d = delta if adam is not None else delta.clone().requires_grad_(True)
                 pred = model(x + d)

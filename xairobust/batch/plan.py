@@ -393,6 +393,57 @@ class _Builder:
             job.key = job_key(job, {d: self.by_id[d].key for d in job.deps}, list(inputs))
             self.add(job)
 
+    # -- edges from declared inputs ------------------------------------------------------------
+
+    def link_planned_inputs(self) -> None:
+        """Order each job after the jobs whose outputs it reads (``Stage.planned_inputs``: e.g.
+        the blur control's ``match`` maps, another run's explain output), then put the jobs back
+        in dependency order. These edges only order the jobs: a job's key stays the hash of its
+        config and its ``after`` chain (the input files themselves are in its provenance)."""
+        import heapq
+        import os
+
+        from xairobust.stages.contract import STAGES
+
+        def norm(path: Any) -> str:
+            return os.path.normpath(str(path))
+
+        stages = {job.id: STAGES.get(job.name)() for job in self.jobs}
+        confs = {job.id: cfg.build(type(stages[job.id]).Config, job.config, job.id) for job in self.jobs}
+        wanted = {job.id: stages[job.id].planned_inputs(Path(job.target), confs[job.id]) for job in self.jobs}
+        if not any(wanted.values()):
+            return
+        made_by: dict[str, str] = {}
+        for job in self.jobs:
+            for out in stages[job.id].outputs(Path(job.target), confs[job.id]):
+                made_by.setdefault(norm(out), job.id)
+        for job in self.jobs:
+            for path in wanted[job.id].values():
+                producer = made_by.get(norm(path))
+                if producer is not None and producer != job.id and producer not in job.deps:
+                    job.deps.append(producer)
+        # Stable topological order: the planned order wherever the new edges allow it.
+        index = {job.id: i for i, job in enumerate(self.jobs)}
+        waiting = {job.id: len(job.deps) for job in self.jobs}
+        users: dict[str, list[str]] = {}
+        for job in self.jobs:
+            for d in job.deps:
+                users.setdefault(d, []).append(job.id)
+        ready = [index[j] for j, n in waiting.items() if n == 0]
+        heapq.heapify(ready)
+        ordered: list[Job] = []
+        while ready:
+            job = self.jobs[heapq.heappop(ready)]
+            ordered.append(job)
+            for u in users.get(job.id, []):
+                waiting[u] -= 1
+                if waiting[u] == 0:
+                    heapq.heappush(ready, index[u])
+        if len(ordered) != len(self.jobs):
+            stuck = ", ".join(j.id for j in self.jobs if waiting[j.id] > 0)
+            raise ConfigError(f"{self.where}: the jobs' declared inputs form a cycle: {stuck}")
+        self.jobs[:] = ordered
+
 
 def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[str]]:
     """Expand ``zoo`` into its job graph (validating every config on the way).
@@ -438,4 +489,5 @@ def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[
     if not runs:
         raise ConfigError(f"{b.where}: the grid is empty (check the methods' models/datasets restrictions)")
     b.report_jobs(runs)
+    b.link_planned_inputs()
     return Plan(zoo=zoo, jobs=b.jobs, runs_dir=b.runs_dir, results_dir=b.results_dir), b.skipped_stages

@@ -42,9 +42,10 @@ def attack(ctx: click.Context, config_path: str | None, quiet: bool, model_ref,
     Each (attack, norm, eps) is one entry; re-running replaces only that entry.
     """
     from xairobust.errors import ConfigError
+    from xairobust.runs import check_run
     from xairobust.stages.attack import AttackConfig
     from xairobust.stages.attack import attack as run_attack
-    from xairobust.validate import check_output_dir, check_run
+    from xairobust.validate import check_output_dir
 
     data = merged_config(config_path, options)
     run = model_ref.resolve("attack", data)

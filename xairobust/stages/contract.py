@@ -234,6 +234,13 @@ class Stage:
         """The artefact files the output is computed from, by role (e.g. {"weights": ...})."""
         raise NotImplementedError
 
+    def planned_inputs(self, run_dir: Path, conf: Any) -> dict[str, Path]:
+        """Input files known before any of them exists, for the batch planner: a job that reads
+        another job's output (by path, in this run or in another one) is ordered after it.
+        Default none: ``after`` already orders a stage after the slot it consumes; a stage
+        declares here only what ``after`` cannot say (e.g. the blur control's ``match`` run)."""
+        return {}
+
     def identity(self, run_dir: Path, conf: Any) -> dict[str, Any]:
         """Everything besides the input files that determines the output: the config's fields
         (:func:`config_identity`); a stage overrides this only to record a field resolved."""

@@ -124,6 +124,13 @@ class ExplainStage(Stage, name="explain", Config=ExplainConfig, format=FORMAT, p
             found.update(hook(cfg.build(cls.Params, conf.params, f"explainer '{conf.explainer}'"), Path(run_dir)))
         return found
 
+    def planned_inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
+        cls = EXPLAINERS.get(conf.explainer)
+        hook = getattr(cls, "planned_inputs", None)  # e.g. the blur control's base and match maps
+        if hook is None:
+            return {}
+        return hook(cfg.build(cls.Params, conf.params, f"explainer '{conf.explainer}'"), Path(run_dir))
+
     def identity(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Any]:
         explainer_cls = EXPLAINERS.get(conf.explainer)
         params = cfg.build(explainer_cls.Params, conf.params, f"explainer '{conf.explainer}'")

@@ -42,7 +42,7 @@ from xairobust.layout import RunLayout
 from xairobust.manipulate.attacks import MANIPULATIONS, AttackSettings, manipulate_batch
 from xairobust.manipulate.measures import FOOLED, MEASURES, Pair, compute_measures, to_map
 from xairobust.manipulate.smooth import softplus_copy
-from xairobust.perturb import DEFAULT_EPS
+from xairobust.perturb import DEFAULT_EPS, ThreatOptions
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
@@ -58,7 +58,7 @@ CSV_COLUMNS = ("index", "target", "explainer", "metric", "value")
 
 
 @dataclass
-class ManipulateConfig:
+class ManipulateConfig(ThreatOptions):
     """Keys of ``xairobust manipulate --config``."""
 
     attack: str = "topk"
@@ -87,9 +87,7 @@ class ManipulateConfig:
     def __post_init__(self) -> None:
         check_precision(self.precision, "manipulate")
         require(self.n >= 1, f"manipulate: --n must be >= 1, got {self.n}")
-        require(self.eps > 0, f"manipulate: --eps must be > 0, got {self.eps}")
-        require(self.steps >= 1, f"manipulate: --steps must be >= 1, got {self.steps}")
-        require(self.step_size is None or self.step_size > 0, "manipulate: --step-size must be > 0")
+        self.check_threat("manipulate")
         require(self.beta > 0, f"manipulate: --beta must be > 0, got {self.beta}")
         require(0 < self.topk <= 1, f"manipulate: --topk must be a fraction in (0, 1], got {self.topk}")
         require(self.expl_weight >= 0 and self.out_weight >= 0, "manipulate: --expl-weight/--out-weight must be >= 0")
