@@ -47,8 +47,9 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_text_atomic
-from xairobust.runtime import check_precision, prepare_model
-from xairobust.stages.contract import IF_SET, STAGES, Stage, StageIdentity, Written, config_identity, not_identity
+from xairobust.runtime import prepare_model
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity
+from xairobust.stages.options import RuntimeOptions
 
 # 2: the attacked explainer is the registered explainer with its registered parameters (the
 # same map as `explain` gives under that name); format 1 used a separate differentiable copy
@@ -58,7 +59,7 @@ CSV_COLUMNS = ("index", "target", "explainer", "metric", "value")
 
 
 @dataclass
-class ManipulateConfig(ThreatOptions):
+class ManipulateConfig(RuntimeOptions, ThreatOptions):
     """Keys of ``xairobust manipulate --config``."""
 
     attack: str = "topk"
@@ -79,13 +80,10 @@ class ManipulateConfig(ThreatOptions):
     selection: Literal["stratified", "first", "random"] = "stratified"
     seed: int = 0
     batch_size: int = not_identity(32)
-    device: str = not_identity("auto")
     data_dir: str | None = not_identity(None)
-    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
-    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
-        check_precision(self.precision, "manipulate")
+        self.check_runtime("manipulate")
         require(self.n >= 1, f"manipulate: --n must be >= 1, got {self.n}")
         self.check_threat("manipulate")
         require(self.beta > 0, f"manipulate: --beta must be > 0, got {self.beta}")
