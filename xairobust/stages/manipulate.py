@@ -231,14 +231,8 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     preds_adv = _predict(model, x_adv, device)
     adv_attr = _explain_all(explainer.attribute, model, x_adv, preds, seeds_all, bs, device)
 
-    fool = (conf.fool_measure, conf.fool_threshold)
-    results = {conf.explainer: compute_measures(Pair(orig_maps, to_map(adv_attr), x_all, x_adv, preds, preds_adv), *fool)}
-    if target_maps is not None:
-        results[conf.explainer].update(_target_measures(target_maps, orig_maps, to_map(adv_attr)))
-    for name, fn in transfers.items():
-        a0 = _explain_all(fn, original, x_all, preds, seeds_all, bs, device)
-        a1 = _explain_all(fn, model, x_adv, preds, seeds_all, bs, device)
-        results[name] = compute_measures(Pair(to_map(a0), to_map(a1), x_all, x_adv, preds, preds_adv), *fool)
+    results = _measure_all(conf, orig_maps, to_map(adv_attr), target_maps, transfers, (original, model),
+                           (x_all, x_adv), (preds, preds_adv), seeds_all, device)
 
     tensors_path, csv_path, _ = manipulation_paths(run_dir, conf.attack, conf.explainer)
     tensors = {
@@ -274,6 +268,22 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return Written(doc, (tensors_path, csv_path))  # hand edits are refused on read
+
+
+def _measure_all(conf: ManipulateConfig, orig_maps: Tensor, adv_maps: Tensor, target_maps: Tensor | None,
+                 transfers: dict[str, Any], nets: tuple[torch.nn.Module, torch.nn.Module], x: tuple[Tensor, Tensor],
+                 preds: tuple[Tensor, Tensor], seeds: Tensor, device: torch.device) -> dict[str, dict[str, Tensor]]:
+    """Per explainer (the attacked one, then each ``--transfer-to``), the measures of how much its
+    map changed between (original network, x) and (this network, x_adv)."""
+    fool = (conf.fool_measure, conf.fool_threshold)
+    results = {conf.explainer: compute_measures(Pair(orig_maps, adv_maps, *x, *preds), *fool)}
+    if target_maps is not None:
+        results[conf.explainer].update(_target_measures(target_maps, orig_maps, adv_maps))
+    for name, fn in transfers.items():
+        a0 = _explain_all(fn, nets[0], x[0], preds[0], seeds, conf.batch_size, device)
+        a1 = _explain_all(fn, nets[1], x[1], preds[0], seeds, conf.batch_size, device)
+        results[name] = compute_measures(Pair(to_map(a0), to_map(a1), *x, *preds), *fool)
+    return results
 
 
 def _predict(net: torch.nn.Module, x: Tensor, device: torch.device) -> Tensor:
