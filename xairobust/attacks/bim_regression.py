@@ -24,6 +24,7 @@ at most 0.001 * sqrt(313 * 149) = 0.22). Off by default; only for comparison wit
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -163,24 +164,16 @@ def _reference_adam_step(adam: torch.optim.Optimizer, delta: Tensor, grad: Tenso
         delta.copy_(torch.where(mask.expand_as(delta), delta, frozen))
 
 
-def bim_regression(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float = 0.001,
-    step_size: float = 0.002,
-    max_iter: int = 1000,
-    corr_threshold: float | None = -1.0,
-    mse_threshold: float | None = None,
-    unconstrained_reference: bool = False,
-    **_: object,
-) -> Tensor:
-    """Registered entry point: adversarial inputs only (see ``bim_regression_attack``)."""
-    return bim_regression_attack(
-        model, x, y, eps=eps, step_size=step_size, max_iter=max_iter, corr_threshold=corr_threshold,
-        mse_threshold=mse_threshold, unconstrained_reference=unconstrained_reference,
-    ).x_adv
+def bim_regression(model: nn.Module, x: Tensor, y: Tensor, **kwargs: object) -> Tensor:
+    """Registered entry point: adversarial inputs only (see ``bim_regression_attack``, whose
+    keywords it takes; others are ignored)."""
+    wanted = inspect.signature(bim_regression_attack).parameters
+    return bim_regression_attack(model, x, y, **{k: v for k, v in kwargs.items() if k in wanted}).x_adv  # type: ignore[arg-type]
+
+
+# Callers that pass the keywords a registered attack's signature names see BIM's own.
+bim_regression.__signature__ = inspect.signature(bim_regression_attack).replace(  # type: ignore[attr-defined]
+    return_annotation=Tensor)
 
 
 ATTACKS.register(NAME, label="BIM (regression)", norms=("linf",), task="regression")(bim_regression)
