@@ -383,7 +383,7 @@ MER_LINE = re.compile(r"^- (?P<a>\S+) vs\. (?P<b>\S+) \(.*\): t\((?P<df>\d+)\) =
 
 def _mer_test(samples: pd.DataFrame, a: str, b: str, column: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(values of a, values of b, seeds) paired by seed and excerpt, the seeds both systems have."""
-    part = samples.set_index(["label", "seed", "index"])[column]
+    part = samples.set_index(["label", "seed", "index"])[column].sort_index()
     seeds = sorted(set(samples.loc[samples["label"] == a, "seed"]) & set(samples.loc[samples["label"] == b, "seed"]))
     xa, xb = [], []
     for seed in seeds:
