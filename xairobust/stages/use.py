@@ -40,9 +40,3 @@ class UseStage(Stage, name="use", Config=UseRunConfig, per="run", after=None, or
 
     def compute(self, run_dir: Path, conf: UseRunConfig, resolved: StageIdentity, quiet: bool) -> None:
         load_run(run_dir)  # RunError when missing, tampered with or not fitting its architecture
-
-
-def use_run(target: str | Path, conf: UseRunConfig, quiet: bool = False) -> list[Path]:
-    """``UseStage().run`` as a function (the batch runner calls the registered stage)."""
-    UseStage().run(Path(target), conf, quiet)
-    return UseStage().outputs(Path(target), conf)
