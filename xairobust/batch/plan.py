@@ -64,7 +64,15 @@ class Job:
 
     @property
     def soft(self) -> bool:
-        return self.stage == "report"
+        """A job over many runs (``per="report"``): it runs over the runs whose chains finished."""
+        return bool(self.inputs)
+
+    def stage_config(self, runs: list[str] | None = None) -> dict[str, Any]:
+        """The mapping its stage's config is built from; a many-run job's ``runs`` are ``runs``
+        (default: every run it was planned over)."""
+        if not self.soft:
+            return self.config
+        return {**self.config, "runs": list(self.inputs) if runs is None else list(runs)}
 
     def marker(self, root: Path) -> Path:
         return root / self.target / ".batch" / f"{self.tag}.json"
