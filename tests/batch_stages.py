@@ -172,7 +172,7 @@ class StubAttack(Stage, name="stub-attack", role="attack", Config=AttackConfig, 
 
 
 class StubExplain(Stage, name="stub-explain", role="explain", Config=ExplainConfig, per="explainer", after="train",
-                  order=2):
+                  order=2, explainer_params="params"):
     def inputs(self, run_dir, conf):
         return _weights(run_dir)
 
