@@ -92,7 +92,7 @@ class Plan:
         return {j.id: j for j in self.jobs}
 
     def reports(self) -> list[Job]:
-        return [j for j in self.jobs if j.stage == "report"]
+        return [j for j in self.jobs if j.soft]
 
 
 def identity(conf: Any) -> dict[str, Any]:
@@ -376,8 +376,12 @@ class _Builder:
     # -- reports -------------------------------------------------------------------------------
 
     def report_jobs(self, runs: list[tuple[DatasetEntry, ModelEntry, str, Job, list[str]]]) -> None:
-        if not self.has("report"):
+        """Jobs of the stage over many runs (``per="report"``): one per zoo ``reports:`` entry
+        (default one per dataset x model), over the runs it selects."""
+        slot = next((s for s, c in self.classes.items() if c.per == "report"), None)
+        if slot is None:
             return
+        cls = self.classes[slot]
         entries = self.zoo.reports
         if entries is None:
             pairs = list(dict.fromkeys((d.name, m.name) for d, m, *_ in runs))
@@ -392,8 +396,8 @@ class _Builder:
             if not chosen:
                 raise ConfigError(f"{self.where}: reports[{i}] '{entry.name}' matches no run of the grid")
             where = f"{self.where}: report '{entry.name}'"
-            mapping = {**self.zoo.report, **entry.config}
-            fields = {f.name for f in dataclasses.fields(self.classes["report"].Config)}
+            mapping = {**(self.block(slot) or {}), **entry.config}
+            fields = {f.name for f in dataclasses.fields(cls.Config)}
             if "baseline" in fields and "baseline" not in mapping:
                 # The report's baseline is a row label; the zoo may have renamed 'standard'.
                 standard = next((m for m in self.zoo.methods if m.name == "standard" and m.label), None)
@@ -402,13 +406,13 @@ class _Builder:
             relabel = {train.target: self.run_labels[train.target] for train, _ in chosen if train.target in self.run_labels}
             if relabel:
                 mapping["labels"] = relabel
-            conf, mapping = self.build_conf("report", mapping, where)
+            conf, mapping = self.build_conf(slot, mapping, where, cls)
             target = f"{self.results_dir}/{entry.name}"
             inputs = {train.target: needed for train, needed in chosen}
-            job = Job(id=f"report:{entry.name}", stage="report", tag="report", **self.impl("report"),
+            job = Job(id=f"{slot}:{entry.name}", stage=slot, tag=slot, **self.impl(slot, cls),
                       config=mapping, target=target, deps=[d for ids in inputs.values() for d in ids],
-                      inputs=inputs, key_base=self.key_base("report", conf),
-                      summary=f"report {entry.name} ({len(inputs)} runs)")
+                      inputs=inputs, key_base=self.key_base(slot, conf, cls),
+                      summary=f"{slot} {entry.name} ({len(inputs)} runs)")
             job.key = job_key(job, {d: self.by_id[d].key for d in job.deps}, list(inputs))
             self.add(job)
 
