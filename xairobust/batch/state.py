@@ -89,7 +89,9 @@ def job_stamp(job: Any, root: Path, runs: list[str] | None = None) -> str | None
             resolved = stage.resolve(target, conf)
             return resolved.hash[:16] if stage.is_current(target, conf, resolved) else None
     except (RunError, ConfigError, OSError, ValueError):
-        return None  # an input is missing or unreadable: not done
+        return None  # an input is missing, stale or unreadable: not done
+    except Exception:  # noqa: BLE001 - not provably current: the job runs, and the worker logs a real failure
+        return None
 
 
 def done_stamps(plan: Any, root: Path) -> dict[str, str]:
