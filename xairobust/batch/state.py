@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from xairobust.errors import ConfigError, RunError
 from xairobust.layout import RunLayout
 from xairobust.runs import file_sha256
 
@@ -88,10 +87,8 @@ def job_stamp(job: Any, root: Path, runs: list[str] | None = None) -> str | None
             target = Path(job.target)
             resolved = stage.resolve(target, conf)
             return resolved.hash[:16] if stage.is_current(target, conf, resolved) else None
-    except (RunError, ConfigError, OSError, ValueError):
-        return None  # an input is missing, stale or unreadable: not done
-    except Exception:  # noqa: BLE001 - not provably current: the job runs, and the worker logs a real failure
-        return None
+    except Exception:  # noqa: BLE001 - an input missing, stale or unreadable (RunError, ...): not provably
+        return None  # current, so the job runs, and the worker logs a real failure
 
 
 def done_stamps(plan: Any, root: Path) -> dict[str, str]:
