@@ -403,6 +403,10 @@ class _Builder:
                 standard = next((m for m in self.zoo.methods if m.name == "standard" and m.label), None)
                 if standard is not None:
                     mapping["baseline"] = standard.expand()[0][0]
+            if "explainer" in fields and "explainer" not in mapping and self.zoo.explainers and self.has("score"):
+                # Only the explainers this zoo asked for (sorted: the report's order without a
+                # selection): its runs may hold another zoo's score files too.
+                mapping["explainer"] = sorted(e.name for e in self.zoo.explainers)
             relabel = {train.target: self.run_labels[train.target] for train, _ in chosen if train.target in self.run_labels}
             if relabel:
                 mapping["labels"] = relabel
