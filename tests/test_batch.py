@@ -315,3 +315,39 @@ def test_bad_executor_options_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="--address is for --executor ray"):
         run_batch(zoo, BatchOptions(root=str(tmp_path / "r"), address="auto"), out=quiet_console())
     assert not (tmp_path / "r").exists()
+
+
+def test_a_cross_run_input_is_a_dependency_so_one_pass_does_the_blur_control(digits_run, tmp_path):
+    """blur's ``match`` reads another run's base maps: the planner orders the blur job after that
+    run's explain job (and after its own run's), so the first batch pass succeeds. Run A is listed
+    first and the single worker takes ready jobs in plan order, so without the edge A's blur job
+    would start before B's saliency maps exist and fail."""
+    import shutil
+
+    runs = {}
+    for name in ("a", "b"):
+        runs[name] = tmp_path / "runs" / name
+        shutil.copytree(digits_run, runs[name], ignore=shutil.ignore_patterns("attributions", "scores", ".batch", "logs"))
+    path = tmp_path / "cross.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "cross", "datasets": ["digits"], "models": ["digits_cnn"],
+        "methods": [{"run": str(runs["a"]), "label": "A"}, {"run": str(runs["b"]), "label": "B"}],
+        "explain": {"n": 8},
+        "explainers": ["saliency", {"name": "blur", "params": {"base": "saliency", "match": str(runs["b"])}}],
+        "score": {"metrics": "sparseness"},
+        "reports": [],
+    }))
+    plan, _ = build_plan(load_zoo(path))
+    use = {j.target: j.id for j in plan.jobs if j.stage == "use"}
+    explain = {(j.target, j.config["explainer"]): j for j in plan.jobs if j.stage == "explain"}
+    a, b = str(runs["a"].resolve()), str(runs["b"].resolve())
+    assert set(explain[a, "blur"].deps) == {use[a], explain[a, "saliency"].id, explain[b, "saliency"].id}
+    assert set(explain[b, "blur"].deps) == {use[b], explain[b, "saliency"].id}
+    position = {j.id: i for i, j in enumerate(plan.jobs)}
+    assert all(position[d] < position[j.id] for j in plan.jobs for d in j.deps)  # still in dependency order
+
+    result = run_batch(path, BatchOptions(root=str(tmp_path / "root"), workers=1, quiet=True), out=quiet_console())
+    assert result.ok, {k: o.error for k, o in result.outcomes.items() if o.error}
+    doc = yaml.safe_load((runs["a"] / "attributions" / "blur.json").read_text())
+    assert set(doc["provenance"]["inputs"]) == {"weights", "blur_base", "blur_match"}
+    assert doc["details"]["match"] == str(runs["b"])

@@ -56,9 +56,10 @@ def train(ctx: click.Context, config_path: str | None, quiet: bool, force: bool,
     Method hyper-parameters are extra options, e.g. `--method pgd --norm l2 --eps 0.5 --steps 7`;
     `xairobust list methods` shows each method's options and defaults.
     """
+    from xairobust.runs import check_run
     from xairobust.stages.train import TrainConfig
     from xairobust.stages.train import train as run_train
-    from xairobust.validate import check_output_dir, check_run
+    from xairobust.validate import check_output_dir
 
     method_params = parse_extra_options(ctx.args, "train")
     data = merged_config(config_path, {**options, "method_params": method_params})

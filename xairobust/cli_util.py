@@ -203,6 +203,26 @@ def model_options(help_text: str = MODEL_HELP, multiple: bool = False) -> Callab
     return decorate
 
 
+def threat_options(steps_help: str, norm_choice: bool = False) -> Callable[[Callable], Callable]:
+    """``--norm --eps --steps --step-size``: the budget options of the commands that perturb inputs
+    (``attack``, ``manipulate``), one set of names and meanings (``xairobust.perturb.ThreatOptions``).
+    ``norm_choice``: click checks --norm (else the command's config does, with its own message)."""
+    options = [
+        click.option("--norm", type=click.Choice(["linf", "l2"]) if norm_choice else None,
+                     help="Threat model: linf (default) or l2."),
+        click.option("--eps", help="Radius in the model's input space, e.g. 0.1 or 8/255 (default 8/255)."),
+        click.option("--steps", type=int, help=steps_help),
+        click.option("--step-size", help="Step length (default 2.5 * eps / steps)."),
+    ]
+
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def _tuple(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()

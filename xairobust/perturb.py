@@ -3,10 +3,14 @@
 Every input perturbation in xairobust goes through here: PGD training and the PGD evaluation
 attack (``xairobust.attacks.pgd``), BIM for regression (``xairobust.attacks.bim_regression``),
 the explanation-manipulation attacks (``xairobust.manipulate.attacks``) and the three
-visualisations (``xairobust.visualize``). A :class:`ThreatModel` is the norm, radius, step length
-and value range; :meth:`ThreatModel.step` is one projected ascent step; :func:`projected_ascent`
-is the loop around it (random start, per-step callback). The default radius and the step-size
-rule are defined only here, so a change reaches every caller at once.
+visualisations (``xairobust.visualize``). A :class:`ThreatModel` is the norm, radius, step length,
+value range, number of steps and random start; :meth:`ThreatModel.step` is one projected ascent
+step; :func:`projected_ascent` is the loop around it (random start, per-step callback). The
+default radius and the step-size rule are defined only here, so a change reaches every caller at
+once. The option dataclasses of the commands and methods (``train --method pgd``, ``attack``,
+``manipulate``, ``visualize``, BIM) keep their own field names -- they are the CLI and config keys
+and their identity hashes -- and build their ThreatModel through :class:`ThreatOptions` (or
+:meth:`ThreatModel.of`), so none of them carries the rule itself.
 
 All of it works on perturbations ``delta`` of inputs in the model's input space (pixels in
 [0, 1] for images; normalisation is inside the model), one budget per sample of a batch.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +39,11 @@ _TINY = 1e-12
 def default_step_size(eps: float, steps: int) -> float:
     """Madry et al.'s rule of 2.5 * eps / steps, so the iterates can cross the ball from a random start."""
     return 2.5 * eps / steps
+
+
+def resolve_step_size(eps: float, steps: int, step_size: float | None) -> float:
+    """``step_size`` as given, or the default rule when it is None (the options' "default")."""
+    return step_size if step_size is not None else default_step_size(eps, steps)
 
 
 def flat_norm(t: Tensor) -> Tensor:
@@ -82,17 +91,33 @@ def ascent_direction(grad: Tensor, norm: Norm) -> Tensor:
 
 @dataclass(frozen=True)
 class ThreatModel:
-    """Norm ball of radius ``eps`` around each input, steps of length ``step_size``, inputs kept
-    in ``value_range`` (None: unbounded)."""
+    """Norm ball of radius ``eps`` around each input, ``steps`` steps of length ``step_size`` (from
+    a uniform draw in the ball when ``random_init``), inputs kept in ``value_range`` (None:
+    unbounded)."""
 
     norm: Norm
     eps: float
     step_size: float
     value_range: tuple[float, float] | None = (0.0, 1.0)
+    steps: int = 1
+    random_init: bool = False  # start from a uniform draw in the ball (random_start), else from x
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; use one of {NORMS}")
+
+    @classmethod
+    def of(
+        cls,
+        norm: Norm,
+        eps: float,
+        steps: int,
+        step_size: float | None = None,
+        value_range: tuple[float, float] | None = (0.0, 1.0),
+        random_init: bool = False,
+    ) -> ThreatModel:
+        """The threat model of a set of options; ``step_size`` None: the default rule."""
+        return cls(norm, eps, resolve_step_size(eps, steps, step_size), value_range, steps, random_init)
 
     def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A uniform draw from the ball, clamped to the value range."""
@@ -114,14 +139,16 @@ def projected_ascent(
     objective: Callable[[Tensor], Tensor],
     x: Tensor,
     threat: ThreatModel,
-    steps: int,
+    steps: int | None = None,
     *,
     maximize: bool = True,
-    random_start: bool = False,
+    random_start: bool | None = None,
     generator: torch.Generator | None = None,
     on_step: Callable[[int, Tensor], None] | None = None,
 ) -> Tensor:
-    """``steps`` projected gradient steps on ``objective(x + delta)``; returns ``x + delta``.
+    """``threat.steps`` projected gradient steps on ``objective(x + delta)``; returns ``x + delta``.
+
+    ``steps`` and ``random_start``, when given, override the threat model's ``steps`` and ``random_init``.
 
     ``objective`` maps the perturbed batch to a loss (a scalar, or per-sample values that are
     summed: each sample's step is computed from its own gradient, so the result does not depend
@@ -132,6 +159,8 @@ def projected_ascent(
     the perturbation only (parameter ``.grad`` is untouched). The caller sets the model's mode
     (:func:`eval_mode`).
     """
+    steps = threat.steps if steps is None else steps
+    random_start = threat.random_init if random_start is None else random_start
     x = x.detach()
     delta = threat.random_start(x, generator) if random_start else torch.zeros_like(x)
     for t in range(steps):
@@ -147,6 +176,41 @@ def projected_ascent(
         if on_step is not None:
             on_step(t, delta)
     return (x + delta).detach()
+
+
+class ThreatOptions:
+    """Mixin of the option dataclasses that carry a budget as fields ``norm``, ``eps``, ``steps``
+    and ``step_size`` (None: the default rule), and optionally ``random_start``.
+
+    It adds no field, so a config's keys and identity hash are its own. A class whose norm is
+    fixed (the visualisations: L2) sets ``norm`` as a plain class attribute instead of a field.
+    """
+
+    norm: Any
+    eps: Any
+    steps: Any
+    step_size: Any
+
+    def resolved_step_size(self) -> float:
+        return resolve_step_size(self.eps, self.steps, self.step_size)
+
+    def threat_model(self, value_range: tuple[float, float] | None = (0.0, 1.0)) -> ThreatModel:
+        """The options as a :class:`ThreatModel` on data in ``value_range``."""
+        return ThreatModel.of(self.norm, self.eps, self.steps, self.step_size, value_range,
+                              bool(getattr(self, "random_start", False)))
+
+    def check_threat(self, where: str, *, zero_eps: bool = False) -> None:
+        """One-line errors for a bad budget, prefixed with the command (``where``); ``zero_eps``
+        allows eps 0 (the bottom rung of a robustness ladder: clean training through PGD)."""
+        from xairobust.config import require
+
+        require(self.norm in NORMS, f"{where}: --norm must be linf or l2, got '{self.norm}'")
+        if zero_eps:
+            require(self.eps >= 0, f"{where}: --eps must be >= 0, got {self.eps}")
+        else:
+            require(self.eps > 0, f"{where}: --eps must be > 0, got {self.eps}")
+        require(self.steps >= 1, f"{where}: --steps must be >= 1, got {self.steps}")
+        require(self.step_size is None or self.step_size > 0, f"{where}: --step-size must be > 0, got {self.step_size}")
 
 
 @contextlib.contextmanager

@@ -206,6 +206,15 @@ def read_run_meta(path: str | Path) -> dict[str, Any]:
     return read_json(require_run(path) / RUN_JSON)
 
 
+def check_run(path: str | Path) -> dict[str, Any]:
+    """run.json of run directory ``path``, checked with ``validate.check_run_meta`` (for the CLI boundary)."""
+    from xairobust.validate import check_run_meta
+
+    meta = read_run_meta(path)
+    check_run_meta(meta, Path(path) / RUN_JSON)
+    return meta
+
+
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Public API: (model in eval mode, run.json metadata) of run directory ``path``.
 

@@ -56,15 +56,6 @@ def _need(meta: Mapping[str, Any], dotted: str, kind: type | tuple[type, ...], w
     return node
 
 
-def check_run(path: str | Path) -> dict[str, Any]:
-    """run.json of run directory ``path``, checked with :func:`check_run_meta` (for the CLI boundary)."""
-    from xairobust.runs import RUN_JSON, read_run_meta
-
-    meta = read_run_meta(path)
-    check_run_meta(meta, Path(path) / RUN_JSON)
-    return meta
-
-
 def check_run_meta(meta: Mapping[str, Any], where: Path) -> None:
     """The keys and types of run.json that the stages read, and the dataset/model agreement.
 

@@ -7,6 +7,7 @@ would downgrade requests in the user's environment.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
@@ -68,12 +69,13 @@ def autoattack(
     Targeted sub-attacks use ``min(9, num_classes - 1)`` target classes (9 is the standard
     setting for >= 10 classes; fewer classes have fewer possible targets).
     """
-    return _run(model, x, y, norm, eps, num_classes, value_range, seed, batch_size, device, None)
+    return _run(model, x, y, norm=norm, eps=eps, num_classes=num_classes, value_range=value_range, seed=seed,
+                batch_size=batch_size, device=device, only=None)
 
 
-def _run(model: nn.Module, x: Tensor, y: Tensor, norm: Norm, eps: float, num_classes: int,
-         value_range: tuple[float, float] | None, seed: int, batch_size: int, device: torch.device | str,
-         only: str | None) -> Tensor:
+def _run(model: nn.Module, x: Tensor, y: Tensor, *, norm: Norm, eps: float, num_classes: int,
+         value_range: tuple[float, float] | None = (0.0, 1.0), seed: int = 0, batch_size: int = 250,
+         device: torch.device | str = "cpu", only: str | None) -> Tensor:
     """The standard version, or only its sub-attack ``only`` with the standard version's settings."""
     check_applicable(tuple(x.shape[1:]), norm, value_range, num_classes)
     AutoAttack = _load()
@@ -101,21 +103,12 @@ COMPONENTS = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "squar
 
 
 def _component(name: str):
-    def run(
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        *,
-        norm: Norm,
-        eps: float,
-        num_classes: int,
-        value_range: tuple[float, float] | None = (0.0, 1.0),
-        seed: int = 0,
-        batch_size: int = 250,
-        device: torch.device | str = "cpu",
-    ) -> Tensor:
-        return _run(model, x, y, norm, eps, num_classes, value_range, seed, batch_size, device, name)
+    def run(model: nn.Module, x: Tensor, y: Tensor, **kwargs: object) -> Tensor:
+        return _run(model, x, y, only=name, **kwargs)  # type: ignore[arg-type]
 
+    # The attack stage passes the keywords a registered attack's signature names: the standard
+    # version's, so a sub-attack is called exactly as the whole is.
+    run.__signature__ = inspect.signature(autoattack)  # type: ignore[attr-defined]
     run.__name__ = run.__qualname__ = name.replace("-", "_")
     run.__doc__ = f"AutoAttack's {COMPONENTS[name]} alone, with the standard version's settings for it."
     run.applicable = check_applicable  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ at most 0.001 * sqrt(313 * 149) = 0.22). Off by default; only for comparison wit
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -62,9 +63,18 @@ class BIMRegressionParams:
             f"attack: --mse-threshold must be > 0, got {self.mse_threshold}",
         )
 
+    def threat_model(self) -> ThreatModel:
+        return bim_threat(self.eps, self.step_size, self.max_iter)
+
     def tag(self) -> str:
         """File-name tag of a result (distinguishes radii and the reference mode)."""
         return f"{NAME}_eps{self.eps:g}" + ("_unconstrained" if self.unconstrained_reference else "")
+
+
+def bim_threat(eps: float, step_size: float, max_iter: int) -> ThreatModel:
+    """BIM's budget: the L-inf ball, no value range (standardised spectrograms are unbounded), from
+    delta 0; the core's step is the clip_eps(delta + step_size * sign(grad)) of the method."""
+    return ThreatModel("linf", eps, step_size, value_range=None, steps=max_iter)
 
 
 @dataclass
@@ -114,9 +124,7 @@ def bim_regression_attack(
     """BIM on a batch, each sample with its own stopping; parameter gradients are untouched."""
     x = x.detach()
     y = y.detach().to(x.dtype)
-    # L-inf ball, no value range (standardised spectrograms are unbounded): the core's step is
-    # the clip_eps(delta + step_size * sign(grad)) of the method.
-    threat = ThreatModel("linf", eps, step_size, value_range=None)
+    threat = bim_threat(eps, step_size, max_iter)
     delta = torch.zeros_like(x)
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     iterations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
@@ -126,7 +134,7 @@ def bim_regression_attack(
         delta.requires_grad_(True)
         adam = torch.optim.Adam([delta], lr=step_size)
     with eval_mode(model):
-        for _ in range(max_iter):
+        for _ in range(threat.steps):
             with torch.enable_grad():
                 d = delta if adam is not None else delta.clone().requires_grad_(True)
                 pred = model(x + d)
@@ -156,24 +164,16 @@ def _reference_adam_step(adam: torch.optim.Optimizer, delta: Tensor, grad: Tenso
         delta.copy_(torch.where(mask.expand_as(delta), delta, frozen))
 
 
-def bim_regression(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float = 0.001,
-    step_size: float = 0.002,
-    max_iter: int = 1000,
-    corr_threshold: float | None = -1.0,
-    mse_threshold: float | None = None,
-    unconstrained_reference: bool = False,
-    **_: object,
-) -> Tensor:
-    """Registered entry point: adversarial inputs only (see ``bim_regression_attack``)."""
-    return bim_regression_attack(
-        model, x, y, eps=eps, step_size=step_size, max_iter=max_iter, corr_threshold=corr_threshold,
-        mse_threshold=mse_threshold, unconstrained_reference=unconstrained_reference,
-    ).x_adv
+def bim_regression(model: nn.Module, x: Tensor, y: Tensor, **kwargs: object) -> Tensor:
+    """Registered entry point: adversarial inputs only (see ``bim_regression_attack``, whose
+    keywords it takes; others are ignored)."""
+    wanted = inspect.signature(bim_regression_attack).parameters
+    return bim_regression_attack(model, x, y, **{k: v for k, v in kwargs.items() if k in wanted}).x_adv  # type: ignore[arg-type]
+
+
+# Callers that pass the keywords a registered attack's signature names see BIM's own.
+bim_regression.__signature__ = inspect.signature(bim_regression_attack).replace(  # type: ignore[attr-defined]
+    return_annotation=Tensor)
 
 
 ATTACKS.register(NAME, label="BIM (regression)", norms=("linf",), task="regression")(bim_regression)

@@ -44,10 +44,22 @@ def pgd_attack(
     untouched. ``loss_fn`` is the task criterion (CE, or MSE for regression); a batch-mean loss
     is fine since the step direction is computed per sample and does not depend on the batch size.
     """
-    threat = ThreatModel(norm, eps, step_size, value_range)
+    threat = ThreatModel(norm, eps, step_size, value_range, steps, random_start)
+    return pgd_under(threat, model, x, y, loss_fn=loss_fn, generator=generator)
+
+
+def pgd_under(
+    threat: ThreatModel,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """:func:`pgd_attack` under a :class:`~xairobust.perturb.ThreatModel` (PGD training's call)."""
     with eval_mode(model):
-        return projected_ascent(lambda z: loss_fn(model(z), y), x, threat, steps,
-                                random_start=random_start, generator=generator)
+        return projected_ascent(lambda z: loss_fn(model(z), y), x, threat, generator=generator)
 
 
 @torch.no_grad()

@@ -7,7 +7,14 @@ import json
 import click
 
 from xairobust import config as cfg
-from xairobust.cli_util import config_option, merged_config, model_options, parse_extra_options, quiet_option
+from xairobust.cli_util import (
+    config_option,
+    merged_config,
+    model_options,
+    parse_extra_options,
+    quiet_option,
+    threat_options,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True,
@@ -19,10 +26,7 @@ from xairobust.cli_util import config_option, merged_config, model_options, pars
                    " apgd-ce, apgd-t, fab-t or square (one AutoAttack sub-attack alone), or bim-regression"
                    " (regression runs: MAE/corr before and after; extra options --max-iter, --corr-threshold,"
                    " --mse-threshold, --unconstrained-reference).")
-@click.option("--norm", help="Threat model: linf or l2.")
-@click.option("--eps", help="Radius in the model's input space, e.g. 0.1 or 8/255.")
-@click.option("--steps", type=int, help="PGD iterations (default 10).")
-@click.option("--step-size", help="PGD step (default 2.5 * eps / steps).")
+@threat_options("PGD iterations (default 10).")
 @click.option("--restarts", type=int, help="PGD random restarts; a sample counts as broken if any restart breaks it.")
 @click.option("--random-start/--no-random-start", default=None, help="PGD starts uniformly in the ball (default on).")
 @click.option("--autoattack/--no-autoattack", default=None, help="Also run AutoAttack, standard version (default on).")
@@ -42,9 +46,10 @@ def attack(ctx: click.Context, config_path: str | None, quiet: bool, model_ref,
     Each (attack, norm, eps) is one entry; re-running replaces only that entry.
     """
     from xairobust.errors import ConfigError
+    from xairobust.runs import check_run
     from xairobust.stages.attack import AttackConfig
     from xairobust.stages.attack import attack as run_attack
-    from xairobust.validate import check_output_dir, check_run
+    from xairobust.validate import check_output_dir
 
     data = merged_config(config_path, options)
     run = model_ref.resolve("attack", data)

@@ -37,9 +37,10 @@ def explain(ctx: click.Context, model_ref, config_path: str | None, quiet: bool,
     explainer's parameters (unknown ones get a did-you-mean error).
     """
     from xairobust import config as cfg
+    from xairobust.runs import check_run
     from xairobust.stages.explain import ExplainConfig
     from xairobust.stages.explain import explain as run_explain
-    from xairobust.validate import check_output_dir, check_run
+    from xairobust.validate import check_output_dir
 
     params = parse_extra_options(ctx.args, "explain")
     data = merged_config(config_path, {**options, "params": params})

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from xairobust.cli_util import config_option, merged_config, model_options, parse_extra_options, quiet_option
+from xairobust.cli_util import (
+    config_option,
+    merged_config,
+    model_options,
+    parse_extra_options,
+    quiet_option,
+    threat_options,
+)
 from xairobust.runtime import runtime_options
 
 EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
@@ -15,10 +22,7 @@ EXTRA = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 @model_options()
 @click.option("--attack", help="topk (default), masscenter, random, targeted.")
 @click.option("--explainer", help="Explainer attacked: ig (default), saliency, input_x_gradient, smoothgrad, smoothgrad_ig.")
-@click.option("--eps", help="Budget in the model's input space, e.g. 8/255 (default) or 0.1.")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), help="Budget norm (default linf).")
-@click.option("--steps", type=int, help="Attack steps (default 20; random: draws).")
-@click.option("--step-size", help="Step length (default 2.5 * eps / steps).")
+@threat_options("Attack steps (default 20; random: draws).", norm_choice=True)
 @click.option("--beta", type=float, help="Softplus beta of the smoothed copy attacked (default 10).")
 @click.option("--topk", type=float, help="Top-k attack: fraction of features pushed down (default 0.1).")
 @click.option("--expl-weight", type=float, help="Targeted: weight of the explanation term (default 1).")

@@ -41,7 +41,7 @@ def mer_attack(runs, force, quiet, **options) -> None:
     from xairobust.stages.mer_attack import BIMAttackConfig, run_bim
 
     conf = cfg.build(BIMAttackConfig, {k: v for k, v in options.items() if v is not None}, "mer-attack")
-    from xairobust.validate import check_run
+    from xairobust.runs import check_run
 
     dirs = [require_run(r) for r in runs]  # validate every path before attacking any
     for run_dir in dirs:

@@ -50,9 +50,10 @@ def score(model_ref: ModelRef, config_path: str | None, quiet: bool, sets: tuple
     from xairobust import config as cfg
     from xairobust.errors import ConfigError
     from xairobust.report.run_table import write_run_tables
+    from xairobust.runs import check_run
     from xairobust.stages.score import ScoreConfig
     from xairobust.stages.score import score as run_score
-    from xairobust.validate import check_output_dir, check_run
+    from xairobust.validate import check_output_dir
 
     data = merged_config(config_path, {**options, "metric_params": parse_sets(sets)})
     out = out or data.pop("out", None)

@@ -37,7 +37,8 @@ def score_epochs(runs: tuple[str, ...], model_ref: ModelRef, config_path: str | 
                                              "params": data.pop("explain_params", {}), **common}, "score-epochs")
     score_conf = cfg.build(ScoreConfig, {"explainer": explainer, "metrics": data.pop("metrics", "quick"), **common,
                                          **data}, config_path or "score-epochs")
-    from xairobust.validate import check_output_dir, check_run
+    from xairobust.runs import check_run
+    from xairobust.validate import check_output_dir
 
     for run in runs:  # every run is checked before any is scored
         check_run(run)

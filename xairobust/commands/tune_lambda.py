@@ -33,8 +33,9 @@ from xairobust.cli_util import config_option, merged_config, model_options, quie
 def tune_lambda_command(config_path: str | None, quiet: bool, model_ref,
                         **options) -> None:
     """Choose NsLoss's lambda for a standard run with the paper's protocol (sec. 4.4)."""
+    from xairobust.runs import check_run
     from xairobust.stages.tune_lambda import tune_lambda
-    from xairobust.validate import check_output_file, check_run
+    from xairobust.validate import check_output_file
 
     data = merged_config(config_path, options)
     run = model_ref.resolve("tune-lambda", data)

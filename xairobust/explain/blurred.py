@@ -167,11 +167,17 @@ class BlurControl(Explainer):
         return wants_background(params.base, cfg.build(EXPLAINERS.get(params.base).Params, params.base_params, "blur"))
 
     @classmethod
-    def stage_inputs(cls, params: BlurParams, run_dir: Path) -> dict[str, Path]:
-        """Files auto sigma reads (explain-stage identity inputs)."""
+    def planned_inputs(cls, params: BlurParams, run_dir: Path) -> dict[str, Path]:
+        """The files auto sigma will read, whether they exist yet or not (the batch planner orders
+        this explain job after the jobs that write them, the match run's included)."""
         if not params.match:
             return {}
-        found = {"blur_base": _base_file(run_dir, params.base)[0], "blur_match": _base_file(Path(params.match), params.base)[0]}
+        return {"blur_base": _base_file(run_dir, params.base)[0], "blur_match": _base_file(Path(params.match), params.base)[0]}
+
+    @classmethod
+    def stage_inputs(cls, params: BlurParams, run_dir: Path) -> dict[str, Path]:
+        """Files auto sigma reads (explain-stage identity inputs)."""
+        found = cls.planned_inputs(params, run_dir)
         for role, path in found.items():
             if not path.is_file():
                 where = path.parent.parent

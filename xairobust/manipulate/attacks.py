@@ -35,22 +35,16 @@ from torch import Tensor, nn
 from xairobust.explain._common import sample_generator
 from xairobust.explain.base import Explainer
 from xairobust.manipulate.measures import centre_of_mass, k_of, to_map, topk_intersection
-from xairobust.perturb import (
-    DEFAULT_EPS,
-    ThreatModel,
-    clamp,
-    default_step_size,
-    eval_mode,
-    flat_norm,
-    projected_ascent,
-)
+from xairobust.perturb import DEFAULT_EPS, ThreatOptions, clamp, eval_mode, flat_norm, projected_ascent
 from xairobust.registry import Registry
 
 MANIPULATIONS: Registry = Registry("manipulation attack")
 
 
 @dataclass
-class AttackSettings:
+class AttackSettings(ThreatOptions):
+    """A manipulation attack's budget (its ThreatModel, on ``value_range``) and options."""
+
     norm: str = "linf"
     eps: float = DEFAULT_EPS
     steps: int = 20
@@ -60,9 +54,6 @@ class AttackSettings:
     expl_weight: float = 1.0  # targeted: weight of the explanation term
     out_weight: float = 1.0  # targeted: weight of the output-closeness term (gamma)
     value_range: tuple[float, float] | None = (0.0, 1.0)
-
-    def resolved_step_size(self) -> float:
-        return self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
 
 
 @dataclass
@@ -224,8 +215,7 @@ def manipulate_batch(
             if trace is not None:
                 _trace(trace, delta, ok)
 
-        threat = ThreatModel(s.norm, s.eps, s.resolved_step_size(), s.value_range)
-        projected_ascent(loss, x, threat, s.steps, maximize=False, on_step=keep_best)
+        projected_ascent(loss, x, s.threat_model(s.value_range), maximize=False, on_step=keep_best)
     return best.detach(), kept
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from xairobust.explain.base import sample_seeds
+from xairobust.metrics.relative import relative_ratios
 
 # Streams of the native engine (kept apart from the Quantus path's numpy streams).
 NATIVE_TAGS = {"sensitivity": 101, "local_lipschitz_estimate": 103, "faithfulness_correlation": 104}
@@ -281,7 +282,7 @@ def perturbed_ratios(
     """For every sample and perturbation k: the norms every sensitivity statistic needs.
 
     ``relative``: also the Relative Input / Output / Representation Stability ratios ("ris",
-    "ros", "rrs"; xairobust.metrics.stability) of the same perturbed explanations.
+    "ros", "rrs"; xairobust.metrics.relative) of the same perturbed explanations.
 
     Returns (N, K) float64 arrays: ``raw`` = ||a - a'|| / ||a|| (Max/Avg-Sensitivity),
     ``lipschitz`` = ||n(a) - n(a')|| / (||x - x'|| + 1e-10) (LLE, n = per-sample max-normalisation),
@@ -322,8 +323,6 @@ def perturbed_ratios(
         out["lipschitz"][idx] = (torch.linalg.vector_norm(na - nap, dim=2) / (dist + LLE_EPS)).cpu().numpy()
         out["dist"][idx] = dist.cpu().numpy()
         if relative:
-            from xairobust.metrics.stability import relative_ratios
-
             for key, vals in relative_ratios(rex.model, x, xp, a, ap, relative, chunking.points_per_pass).items():
                 out[key][idx] = vals
         if spec.drop_changed:

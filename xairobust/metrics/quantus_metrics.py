@@ -28,9 +28,10 @@ from xairobust.config import require
 from xairobust.metrics import native
 from xairobust.metrics._quantus import FixedNoise, QuantusMetric, RowNoise, chunked, sample_rng
 from xairobust.metrics.base import MetricInput
+from xairobust.perturb import DEFAULT_EPS
 from xairobust.registry import METRICS
 
-DEFAULT_RADIUS = 8 / 255
+DEFAULT_RADIUS = DEFAULT_EPS  # 8/255, the attacks' default radius (see the module doc)
 DEFAULT_LLE_STD = 4 / 255
 
 

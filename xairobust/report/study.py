@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from xairobust.errors import ConfigError
+from xairobust.layout import RunLayout
 from xairobust.provenance import git_commit, versions
 from xairobust.runs import file_sha256, read_json, write_json_atomic
 
@@ -166,11 +167,12 @@ def _study_meta(runs: list[Path], long: pd.DataFrame) -> dict[str, Any]:
     """What the page states about its scale: seeds, presets, n per run, the attack of the axis."""
     presets, ns, attacks = set(), set(), set()
     for run in runs:
-        for doc_path in sorted((run / "scores").glob("*.json")) if (run / "scores").is_dir() else []:
+        scores = run / RunLayout.SCORES
+        for doc_path in sorted(scores.glob("*.json")) if scores.is_dir() else []:
             doc = read_json(doc_path)
             if doc.get("preset"):
                 presets.add(str(doc["preset"]))
-        rob = run / "robustness.json"
+        rob = RunLayout(run).robustness
         if rob.is_file():
             doc = read_json(rob)
             head = [e for e in doc.get("results", []) if isinstance(e, dict) and e.get("attack") == doc.get("headline")]

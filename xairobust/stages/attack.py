@@ -28,7 +28,7 @@ from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import mean_pearson
 from xairobust.layout import RunLayout
-from xairobust.perturb import DEFAULT_EPS, default_step_size
+from xairobust.perturb import DEFAULT_EPS, ThreatOptions
 from xairobust.progress import make_progress
 from xairobust.registry import ATTACKS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic
@@ -39,7 +39,7 @@ FORMAT = 2  # 2: every entry carries the provenance (weights sha256) it was comp
 
 
 @dataclass
-class AttackConfig:
+class AttackConfig(ThreatOptions):
     """Keys of ``xairobust attack --config``; radii live in the model's input space."""
 
     attack: str = "pgd"  # a registered attack; pgd = PGD (+ AutoAttack unless autoattack is false)
@@ -58,10 +58,7 @@ class AttackConfig:
     data_dir: str | None = not_identity(None)
 
     def __post_init__(self) -> None:
-        require(self.norm in ("linf", "l2"), f"attack: --norm must be linf or l2, got '{self.norm}'")
-        require(self.eps > 0, f"attack: --eps must be > 0, got {self.eps}")
-        require(self.steps >= 1, f"attack: --steps must be >= 1, got {self.steps}")
-        require(self.step_size is None or self.step_size > 0, f"attack: --step-size must be > 0, got {self.step_size}")
+        self.check_threat("attack")
         require(self.restarts >= 1, f"attack: --restarts must be >= 1, got {self.restarts}")
         require(self.n is None or self.n >= 1, f"attack: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"attack: --batch-size must be >= 1, got {self.batch_size}")
@@ -69,9 +66,6 @@ class AttackConfig:
                 "attack: bim-regression has its own options and stage: `xairobust attack --attack bim-regression`")
         norms = ATTACKS.meta(self.attack).get("norms", ())  # unknown names: a one-line ConfigError
         require(self.norm in norms, f"attack: {self.attack} takes --norm {' or '.join(norms)}, not {self.norm}")
-
-    def resolved_step_size(self) -> float:
-        return self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
 
 
 def _same_key(a: dict[str, Any], b: dict[str, Any]) -> bool:

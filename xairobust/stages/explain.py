@@ -35,14 +35,15 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, save_tensors
-from xairobust.runtime import check_precision, prepare_model, usual_layout
-from xairobust.stages.contract import IF_SET, STAGES, Stage, StageIdentity, Written, config_identity, not_identity
+from xairobust.runtime import prepare_model, usual_layout
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity
+from xairobust.stages.options import RuntimeOptions
 
 FORMAT = 1
 
 
 @dataclass
-class ExplainConfig:
+class ExplainConfig(RuntimeOptions):
     """Keys of ``xairobust explain --config``."""
 
     explainer: str = "ig"
@@ -56,13 +57,10 @@ class ExplainConfig:
     # model points per explainer pass (IG: samples x n_steps); 0 = from a memory budget
     # (xairobust.metrics.native.default_points_per_pass). Speed/memory only.
     points_per_pass: int = not_identity(0)
-    device: str = not_identity("auto")
     data_dir: str | None = not_identity(None)
-    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
-    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
-        check_precision(self.precision, "explain")
+        self.check_runtime("explain")
         require(self.n >= 1, f"explain: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"explain: --batch-size must be >= 1, got {self.batch_size}")
         require(self.points_per_pass >= 0, f"explain: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")
@@ -113,7 +111,7 @@ def _summary(values: Tensor) -> dict[str, float]:
 
 @STAGES.register("explain")
 class ExplainStage(Stage, name="explain", Config=ExplainConfig, format=FORMAT, per="explainer", after="train",
-                          order=2, hint_options=("explainer",)):
+                          order=2, hint_options=("explainer",), explainer_params="params"):
     """run directory -> attributions/<explainer>.safetensors + .json (see the module docstring)."""
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
@@ -123,6 +121,13 @@ class ExplainStage(Stage, name="explain", Config=ExplainConfig, format=FORMAT, p
         if hook is not None:
             found.update(hook(cfg.build(cls.Params, conf.params, f"explainer '{conf.explainer}'"), Path(run_dir)))
         return found
+
+    def planned_inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:
+        cls = EXPLAINERS.get(conf.explainer)
+        hook = getattr(cls, "planned_inputs", None)  # e.g. the blur control's base and match maps
+        if hook is None:
+            return {}
+        return hook(cfg.build(cls.Params, conf.params, f"explainer '{conf.explainer}'"), Path(run_dir))
 
     def identity(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Any]:
         explainer_cls = EXPLAINERS.get(conf.explainer)

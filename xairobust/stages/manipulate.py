@@ -42,13 +42,14 @@ from xairobust.layout import RunLayout
 from xairobust.manipulate.attacks import MANIPULATIONS, AttackSettings, manipulate_batch
 from xairobust.manipulate.measures import FOOLED, MEASURES, Pair, compute_measures, to_map
 from xairobust.manipulate.smooth import softplus_copy
-from xairobust.perturb import DEFAULT_EPS
+from xairobust.perturb import DEFAULT_EPS, ThreatOptions
 from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS
 from xairobust.runs import WEIGHTS, load_run, require_run, save_tensors, write_text_atomic
-from xairobust.runtime import check_precision, prepare_model
-from xairobust.stages.contract import IF_SET, STAGES, Stage, StageIdentity, Written, config_identity, not_identity
+from xairobust.runtime import prepare_model
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity
+from xairobust.stages.options import RuntimeOptions
 
 # 2: the attacked explainer is the registered explainer with its registered parameters (the
 # same map as `explain` gives under that name); format 1 used a separate differentiable copy
@@ -58,7 +59,7 @@ CSV_COLUMNS = ("index", "target", "explainer", "metric", "value")
 
 
 @dataclass
-class ManipulateConfig:
+class ManipulateConfig(RuntimeOptions, ThreatOptions):
     """Keys of ``xairobust manipulate --config``."""
 
     attack: str = "topk"
@@ -79,17 +80,12 @@ class ManipulateConfig:
     selection: Literal["stratified", "first", "random"] = "stratified"
     seed: int = 0
     batch_size: int = not_identity(32)
-    device: str = not_identity("auto")
     data_dir: str | None = not_identity(None)
-    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
-    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
-        check_precision(self.precision, "manipulate")
+        self.check_runtime("manipulate")
         require(self.n >= 1, f"manipulate: --n must be >= 1, got {self.n}")
-        require(self.eps > 0, f"manipulate: --eps must be > 0, got {self.eps}")
-        require(self.steps >= 1, f"manipulate: --steps must be >= 1, got {self.steps}")
-        require(self.step_size is None or self.step_size > 0, "manipulate: --step-size must be > 0")
+        self.check_threat("manipulate")
         require(self.beta > 0, f"manipulate: --beta must be > 0, got {self.beta}")
         require(0 < self.topk <= 1, f"manipulate: --topk must be a fraction in (0, 1], got {self.topk}")
         require(self.expl_weight >= 0 and self.out_weight >= 0, "manipulate: --expl-weight/--out-weight must be >= 0")
@@ -235,14 +231,8 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
     preds_adv = _predict(model, x_adv, device)
     adv_attr = _explain_all(explainer.attribute, model, x_adv, preds, seeds_all, bs, device)
 
-    fool = (conf.fool_measure, conf.fool_threshold)
-    results = {conf.explainer: compute_measures(Pair(orig_maps, to_map(adv_attr), x_all, x_adv, preds, preds_adv), *fool)}
-    if target_maps is not None:
-        results[conf.explainer].update(_target_measures(target_maps, orig_maps, to_map(adv_attr)))
-    for name, fn in transfers.items():
-        a0 = _explain_all(fn, original, x_all, preds, seeds_all, bs, device)
-        a1 = _explain_all(fn, model, x_adv, preds, seeds_all, bs, device)
-        results[name] = compute_measures(Pair(to_map(a0), to_map(a1), x_all, x_adv, preds, preds_adv), *fool)
+    results = _measure_all(conf, orig_maps, to_map(adv_attr), target_maps, transfers, (original, model),
+                           (x_all, x_adv), (preds, preds_adv), seeds_all, device)
 
     tensors_path, csv_path, _ = manipulation_paths(run_dir, conf.attack, conf.explainer)
     tensors = {
@@ -278,6 +268,22 @@ def _manipulate(run_dir: Path, conf: ManipulateConfig, resolved: StageIdentity, 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return Written(doc, (tensors_path, csv_path))  # hand edits are refused on read
+
+
+def _measure_all(conf: ManipulateConfig, orig_maps: Tensor, adv_maps: Tensor, target_maps: Tensor | None,
+                 transfers: dict[str, Any], nets: tuple[torch.nn.Module, torch.nn.Module], x: tuple[Tensor, Tensor],
+                 preds: tuple[Tensor, Tensor], seeds: Tensor, device: torch.device) -> dict[str, dict[str, Tensor]]:
+    """Per explainer (the attacked one, then each ``--transfer-to``), the measures of how much its
+    map changed between (original network, x) and (this network, x_adv)."""
+    fool = (conf.fool_measure, conf.fool_threshold)
+    results = {conf.explainer: compute_measures(Pair(orig_maps, adv_maps, *x, *preds), *fool)}
+    if target_maps is not None:
+        results[conf.explainer].update(_target_measures(target_maps, orig_maps, adv_maps))
+    for name, fn in transfers.items():
+        a0 = _explain_all(fn, nets[0], x[0], preds[0], seeds, conf.batch_size, device)
+        a1 = _explain_all(fn, nets[1], x[1], preds[0], seeds, conf.batch_size, device)
+        results[name] = compute_measures(Pair(to_map(a0), to_map(a1), *x, *preds), *fool)
+    return results
 
 
 def _predict(net: torch.nn.Module, x: Tensor, device: torch.device) -> Tensor:

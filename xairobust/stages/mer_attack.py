@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from xairobust import config as cfg
-from xairobust.attacks.bim_regression import NAME, BIMRegressionParams, bim_regression_attack, snr_db
+from xairobust.attacks.bim_regression import NAME, BIMRegressionParams, BIMResult, bim_regression_attack, snr_db
 from xairobust.data.base import DataSplit, get_source, resolve_data_dir
 from xairobust.errors import ConfigError
 from xairobust.evaluation import predict, score_outputs
@@ -91,16 +91,7 @@ def attack_regression_run(
     unless ``force``.
     """
     run_dir = Path(run_dir)
-    meta = read_run_meta(run_dir)
-    task = meta.get("dataset", {}).get("info", {}).get("task")
-    if task != "regression":
-        raise ConfigError(
-            f"attack: {NAME} attacks regression models, but {run_dir} is a {task} run; use --attack pgd"
-        )
-    if batch_size < 1:
-        raise ConfigError(f"attack: --batch-size must be >= 1, got {batch_size}")
-    if n is not None and n < 1:
-        raise ConfigError(f"attack: --n must be >= 1, got {n}")
+    _check_options(run_dir, batch_size, n)
     weights = stamp_inputs({"weights": require_run(run_dir) / WEIGHTS}, run_dir)
     wanted = entry_identity(NAME, FORMAT, _identity(params, split, n), weights)
     key = {"tag": params.tag(), "split": split, "weights_sha256": weights["weights"]["sha256"],
@@ -114,6 +105,56 @@ def attack_regression_run(
 
     device = pick_device(device)  # "auto" -> cuda when available; bad names are a ConfigError
     model, meta = load_run(run_dir, device)
+    source, to_signal, data = _attacked_split(meta, split, n, data_dir)
+    t0 = time.perf_counter()
+    res = _attack_batches(model, data, params, batch_size, device, quiet, f"{NAME} {run_dir.name}")
+    wall = time.perf_counter() - t0
+    tensors, measures = _measure(model, data, res.x_adv, to_signal, batch_size, device)
+
+    file = f"attacks/{params.tag()}.safetensors"
+    tensors.update(iterations=res.iterations, stopped_early=res.stopped_early.to(torch.uint8))
+    save_tensors(run_dir / file, {k: tensors[k] for k in TENSORS})
+    entry: dict[str, Any] = {
+        "attack": NAME,
+        "norm": "linf",
+        "eps": params.eps,
+        "steps": params.max_iter,
+        "restarts": 0,
+        "robust_accuracy": None,
+        "n": len(data),
+        **measures,
+        "iterations_mean": float(res.iterations.float().mean()),
+        "stopped_early_fraction": float(res.stopped_early.float().mean()),
+        "unconstrained_reference": params.unconstrained_reference,
+        "wall_time_s": wall,
+        "file": file,
+        **key,
+        PROVENANCE_KEY: wanted.block(),
+    }
+    merge_robustness(run_dir, entry, meta.get("clean_accuracy"))
+    return entry
+
+
+# The per-sample file's tensors, in the order the module doc lists them.
+TENSORS = ("indices", "targets", "pred_clean", "pred_adv", "iterations", "stopped_early", "linf", "l2", "snr_db")
+
+
+def _check_options(run_dir: Path, batch_size: int, n: int | None) -> None:
+    """One-line errors before anything is loaded: a classifier run, a bad batch size or n."""
+    task = read_run_meta(run_dir).get("dataset", {}).get("info", {}).get("task")
+    if task != "regression":
+        raise ConfigError(
+            f"attack: {NAME} attacks regression models, but {run_dir} is a {task} run; use --attack pgd"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"attack: --batch-size must be >= 1, got {batch_size}")
+    if n is not None and n < 1:
+        raise ConfigError(f"attack: --n must be >= 1, got {n}")
+
+
+def _attacked_split(meta: dict[str, Any], split: str, n: int | None, data_dir: str | None):
+    """(source, to_signal, the first ``n`` samples of ``split``) of the run's dataset; ``to_signal``
+    maps inputs to the dataset's physical domain for the SNR (None: the input space)."""
     ds = meta["dataset"]
     source = get_source(ds["name"])
     if split not in source.splits:
@@ -122,11 +163,18 @@ def attack_regression_run(
     data = source.load(split, root, **ds.get("kwargs", {}))
     if n is not None and n < len(data):
         data = data.subset(torch.arange(n))
+    signal = getattr(source, "to_signal", None)
+    to_signal = None if signal is None else (lambda x: signal(x, root, **ds.get("kwargs", {})))
+    return source, to_signal, data
+
+
+def _attack_batches(model, data: DataSplit, params: BIMRegressionParams, batch_size: int, device, quiet: bool,
+                    label: str) -> BIMResult:
+    """BIM on every sample of ``data``, ``batch_size`` at a time (results on the CPU)."""
     indices = torch.arange(len(data))
-    t0 = time.perf_counter()
     advs, iters, stopped = [], [], []
     with make_progress(quiet) as progress:
-        task_id = progress.add_task(f"{NAME} {run_dir.name}", total=len(data), info="")
+        task_id = progress.add_task(label, total=len(data), info="")
         for start in range(0, len(data), batch_size):
             idx = indices[start : start + batch_size]
             res = bim_regression_attack(
@@ -139,41 +187,29 @@ def attack_regression_run(
             iters.append(res.iterations.cpu())
             stopped.append(res.stopped_early.cpu())
             progress.update(task_id, advance=len(idx))
-    wall = time.perf_counter() - t0
+    return BIMResult(torch.cat(advs), torch.cat(iters), torch.cat(stopped))
+
+
+def _measure(model, data: DataSplit, x_adv, to_signal, batch_size: int, device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(per-sample tensors, the entry's before/after measures) of the adversarial inputs ``x_adv``."""
     x = data.inputs()
-    x_adv = torch.cat(advs)
-    adv_split = DataSplit(x_adv, data.y, data.info)
     pred_clean = predict(model, data, batch_size, device)
-    pred_adv = predict(model, adv_split, batch_size, device)
+    pred_adv = predict(model, DataSplit(x_adv, data.y, data.info), batch_size, device)
     y = data.y.float()
     before = score_outputs(pred_clean, y, "regression")
     after = score_outputs(pred_adv, y, "regression")
     delta = (x_adv - x).flatten(1)
     linf = delta.abs().max(1).values
     l2 = delta.norm(dim=1)
-    to_signal = getattr(source, "to_signal", None)
     if to_signal is not None:
-        snr = snr_db(to_signal(x, root, **ds.get("kwargs", {})), to_signal(x_adv, root, **ds.get("kwargs", {})))
-        domain = "signal"
+        snr, domain = snr_db(to_signal(x), to_signal(x_adv)), "signal"
     else:
-        snr = snr_db(x, x_adv)
-        domain = "input"
+        snr, domain = snr_db(x, x_adv), "input"
     snr_input = snr_db(x, x_adv)
-
-    file = f"attacks/{params.tag()}.safetensors"
-    save_tensors(run_dir / file, {
-        "indices": indices, "targets": y, "pred_clean": pred_clean, "pred_adv": pred_adv,
-        "iterations": torch.cat(iters), "stopped_early": torch.cat(stopped).to(torch.uint8),
-        "linf": linf, "l2": l2, "snr_db": torch.from_numpy(snr.astype(np.float64)),
-    })
-    entry: dict[str, Any] = {
-        "attack": NAME,
-        "norm": "linf",
-        "eps": params.eps,
-        "steps": params.max_iter,
-        "restarts": 0,
-        "robust_accuracy": None,
-        "n": len(data),
+    tensors = {"indices": torch.arange(len(data)), "targets": y, "pred_clean": pred_clean, "pred_adv": pred_adv,
+               "linf": linf, "l2": l2, "snr_db": torch.from_numpy(snr.astype(np.float64))}
+    mean_snr = _finite_mean(snr)
+    measures = {
         "mae_before": before["mae"],
         "mae_after": after["mae"],
         "delta_mae": after["mae"] - before["mae"],
@@ -181,24 +217,14 @@ def attack_regression_run(
         "corr_after": after["mean_pearson"],
         "mse_before": before["loss"],
         "mse_after": after["loss"],
-        "snr_db": _finite_mean(snr),
+        "snr_db": mean_snr if mean_snr is None or math.isfinite(mean_snr) else None,
         "snr_db_median": float(np.median(snr)) if snr.size else None,
         "snr_domain": domain,
         "snr_db_input": _finite_mean(snr_input),
         "linf_max": float(linf.max()) if len(linf) else 0.0,
         "l2_mean": float(l2.mean()) if len(l2) else 0.0,
-        "iterations_mean": float(torch.cat(iters).float().mean()),
-        "stopped_early_fraction": float(torch.cat(stopped).float().mean()),
-        "unconstrained_reference": params.unconstrained_reference,
-        "wall_time_s": wall,
-        "file": file,
-        **key,
-        PROVENANCE_KEY: wanted.block(),
     }
-    if entry["snr_db"] is not None and not math.isfinite(entry["snr_db"]):
-        entry["snr_db"] = None
-    merge_robustness(run_dir, entry, meta.get("clean_accuracy"))
-    return entry
+    return tensors, measures
 
 
 # AttackConfig keys that mean nothing for BIM (it is L-inf, deterministic, zero-initialised).

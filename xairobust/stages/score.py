@@ -43,7 +43,7 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import EXPLAINERS, METRICS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic, write_text_atomic
-from xairobust.runtime import check_precision, prepare_model
+from xairobust.runtime import prepare_model
 from xairobust.stages.contract import (
     IF_SET,
     STAGES,
@@ -55,6 +55,7 @@ from xairobust.stages.contract import (
     verify_chain,
 )
 from xairobust.stages.explain import attribution_paths, build_explainer, load_attributions
+from xairobust.stages.options import RuntimeOptions
 from xairobust.validate import check_attributions, degenerate_rows, score_finite_rows
 
 FORMAT = 2  # 2: provenance block, engines, per-metric partial results
@@ -62,7 +63,7 @@ ENGINES = ("native", "quantus")
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(RuntimeOptions):
     """Keys of ``xairobust score --config``."""
 
     explainer: str = "ig"
@@ -76,18 +77,15 @@ class ScoreConfig:
     # native: model points per pass (IG re-explanations: inputs x n_steps; faithfulness: inputs);
     # 0 = from a memory budget (metrics.native.default_points_per_pass). Speed only.
     points_per_pass: int = not_identity(0)
-    device: str = not_identity("auto")
     # Score attributions holding NaN/inf: the affected samples are skipped (NaN rows, counted in
     # the JSON); without it such a file is refused (xairobust.validate.check_attributions).
     allow_nonfinite: bool = field(default=False, metadata=IF_SET)
     # Score all-zero / constant attributions (no ranking of features; sensitivity ratios become
     # inf): counted in the JSON; without it such a file is refused (check_attributions).
     allow_degenerate: bool = field(default=False, metadata=IF_SET)
-    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
-    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
-        check_precision(self.precision, "score")
+        self.check_runtime("score")
         require(self.batch_size >= 1, f"score: --batch-size must be >= 1, got {self.batch_size}")
         require(self.engine in ENGINES, f"score: --engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
         require(self.points_per_pass >= 0, f"score: --points-per-pass must be >= 0 (0 = auto), got {self.points_per_pass}")

@@ -379,22 +379,29 @@ def train(conf: TrainConfig, out: str | Path, quiet: bool = False, force: bool =
     return Path(out)
 
 
-def _train(conf: TrainConfig, out: Path, resolved: StageIdentity, quiet: bool) -> Written:
+def _splits(conf: TrainConfig) -> tuple[DataSplit, DataSplit | None, DataSplit]:
+    """(train, validation or None, test) of the dataset; the validation split is the dataset's own,
+    else ``val_fraction`` of the training split."""
     source = get_source(conf.dataset)
-    method = build_method(conf.method, conf.method_params)
-    device = pick_device(conf.device)
     root = resolve_data_dir(conf.data_dir)
     train_split = source.load("train", root, **conf.dataset_kwargs)
     test_split = source.load("test", root, **conf.dataset_kwargs)
     val_split = source.load("val", root, **conf.dataset_kwargs) if "val" in source.splits else None
     if val_split is None and conf.val_fraction > 0:
         train_split, val_split = split_validation(train_split, conf.val_fraction)
-    info = train_split.info
     require(len(train_split) > 0, f"train: no training samples left after --val-fraction {conf.val_fraction}")
     require(
         conf.patience == 0 or val_split is not None,
         f"train: --patience needs a validation split, and dataset '{conf.dataset}' has none: set --val-fraction",
     )
+    return train_split, val_split, test_split
+
+
+def _train(conf: TrainConfig, out: Path, resolved: StageIdentity, quiet: bool) -> Written:
+    method = build_method(conf.method, conf.method_params)
+    device = pick_device(conf.device)
+    train_split, val_split, test_split = _splits(conf)
+    info = train_split.info
 
     torch.manual_seed(conf.seed)
     kwargs = model_kwargs_for(conf, info)
@@ -418,14 +425,27 @@ def _train(conf: TrainConfig, out: Path, resolved: StageIdentity, quiet: bool) -
     method.prepare(model, ctx)
     if device.type == "cuda":
         train_split = resident(train_split, device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    start_time = time.perf_counter()
+    history, best_epoch = _fit(model, method, conf, ctx, (train_split, val_split, test_split), out, resolved, quiet)
+    wall = time.perf_counter() - start_time
+    final = evaluate(model, test_split, conf.eval_batch_size, device)
+    return _finish(conf, out, model, method, info, kwargs, init_info, history, best_epoch, final, wall, device)
+
+
+def _fit(model: nn.Module, method: TrainingMethod, conf: TrainConfig, ctx: TrainContext,
+         splits: tuple[DataSplit, DataSplit | None, DataSplit], out: Path, resolved: StageIdentity,
+         quiet: bool) -> tuple[list[dict[str, Any]], int]:
+    """The epochs: train, evaluate, keep checkpoints, stop early. Returns (history rows, best
+    validation epoch or 0); with early stopping the model ends with the best epoch's weights."""
+    train_split, val_split, test_split = splits
+    info, device = train_split.info, ctx.device
     opt = _optimizer(conf, model)
     sched = _scheduler(conf, opt)
     data_gen = torch.Generator().manual_seed(conf.seed)
-
-    out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, waited = -math.inf, None, 0, 0
-    start_time = time.perf_counter()
     batches = math.ceil(len(train_split) / conf.batch_size)
     with make_progress(quiet) as progress:
         task_id = progress.add_task(f"train {conf.method}", total=conf.epochs * batches, info="")
@@ -452,11 +472,15 @@ def _train(conf: TrainConfig, out: Path, resolved: StageIdentity, quiet: bool) -
                 save_checkpoint(out / CHECKPOINTS / f"epoch_{epoch + 1:03d}.safetensors", model, resolved.hash, epoch + 1)
             if conf.patience and waited >= conf.patience:
                 break
-    wall = time.perf_counter() - start_time
     if conf.patience and best_state is not None:
         model.load_state_dict(best_state)  # early stopping keeps the best validation epoch
-    final = evaluate(model, test_split, conf.eval_batch_size, device)
+    return history, best_epoch
 
+
+def _finish(conf: TrainConfig, out: Path, model: nn.Module, method: TrainingMethod, info: Any, kwargs: dict[str, Any],
+            init_info: Any, history: list[dict[str, Any]], best_epoch: int, final: dict[str, Any], wall: float,
+            device: torch.device) -> Written:
+    """Write the weights, history.csv and config.yaml; run.json's document (written last)."""
     resolved_conf = cfg.to_dict(conf)
     resolved_conf["out"] = str(out)
     weights_sha = save_model(out / WEIGHTS, model)

@@ -38,24 +38,16 @@ from xairobust.progress import make_progress
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import VISUALISATIONS
 from xairobust.runs import WEIGHTS, load_run, load_tensors, read_run_meta, require_run, save_tensors
-from xairobust.runtime import check_precision, prepare_model
-from xairobust.stages.contract import (
-    IF_SET,
-    STAGES,
-    Stage,
-    StageIdentity,
-    Written,
-    config_identity,
-    not_identity,
-    verify_chain,
-)
+from xairobust.runtime import prepare_model
+from xairobust.stages.contract import STAGES, Stage, StageIdentity, Written, config_identity, not_identity, verify_chain
+from xairobust.stages.options import RuntimeOptions
 
 FORMAT = 1
 FOLDER = RunLayout.VISUALISATIONS
 
 
 @dataclass
-class VisualizeConfig:
+class VisualizeConfig(RuntimeOptions):
     """Keys of ``xairobust visualize --config``."""
 
     kind: str = "inversion"
@@ -67,18 +59,15 @@ class VisualizeConfig:
     layer: str | None = None  # module whose output is R (default: the input of the final linear layer)
     seed: int = 0
     batch_size: int = not_identity(64)  # images per PGD batch (memory only)
-    device: str = not_identity("auto")
     data_dir: str | None = not_identity(None)
     # Batch (zoo) use: several kinds in one job (overrides ``kind``) and, when ``fid`` is a
     # non-empty mapping of FidConfig keys, the fid stage after them -- one job per run, so the
     # metrics never race the visualisations they read.
     kinds: list[str] = field(default_factory=list)
     fid: dict = field(default_factory=dict)
-    precision: str = field(default="fp32", metadata=IF_SET)  # fp32 | bf16 (autocast; changes values: counts unless fp32, xairobust.runtime)
-    channels_last: bool = not_identity(True)  # 4-D image models in channels_last (speed only: same values)
 
     def __post_init__(self) -> None:
-        check_precision(self.precision, "visualize")
+        self.check_runtime("visualize")
         require(self.n >= 1, f"visualize: --n must be >= 1, got {self.n}")
         require(self.batch_size >= 1, f"visualize: --batch-size must be >= 1, got {self.batch_size}")
         for k in [self.kind, *self.kinds]:

@@ -1,7 +1,7 @@
 """PGD adversarial training (Madry et al. 2018): minimise the task loss on worst-case inputs.
 
-The inner maximisation is ``xairobust.attacks.pgd.pgd_attack`` -- the same function robust
-evaluation uses -- run on ``ctx.criterion`` (cross-entropy, or MSE for regressors).
+The inner maximisation is ``xairobust.attacks.pgd.pgd_under`` -- the same function robust
+evaluation uses, under the ThreatModel of these options -- run on ``ctx.criterion`` (cross-entropy, or MSE for regressors).
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from xairobust.attacks.pgd import pgd_attack
+from xairobust.attacks.pgd import pgd_under
 from xairobust.config import require
-from xairobust.perturb import DEFAULT_EPS, default_step_size
+from xairobust.perturb import DEFAULT_EPS, ThreatOptions
 from xairobust.registry import METHODS
 from xairobust.training.base import TrainContext, TrainingMethod
 
 
 @dataclass
-class PGDParams:
+class PGDParams(ThreatOptions):
     """Threat model and schedule of adversarial training (``xairobust train --method pgd``)."""
 
     norm: Literal["linf", "l2"] = "linf"
@@ -32,15 +32,9 @@ class PGDParams:
     adv_mix: bool = False  # train on clean and adversarial rows together (one concatenated batch)
 
     def __post_init__(self) -> None:
-        require(self.norm in ("linf", "l2"), f"pgd: --norm must be linf or l2, got '{self.norm}'")
         # eps 0 is the bottom rung of a robustness ladder: clean training through this same method.
-        require(self.eps >= 0, f"pgd: --eps must be >= 0, got {self.eps}")
-        require(self.steps >= 1, f"pgd: --steps must be >= 1, got {self.steps}")
-        require(self.step_size is None or self.step_size > 0, f"pgd: --step-size must be > 0, got {self.step_size}")
+        self.check_threat("pgd", zero_eps=True)
         require(self.adv_every >= 1, f"pgd: --adv-every must be >= 1, got {self.adv_every}")
-
-    def resolved_step_size(self) -> float:
-        return self.step_size if self.step_size is not None else default_step_size(self.eps, self.steps)
 
 
 @METHODS.register("pgd", label="Adv. Training")
@@ -58,12 +52,7 @@ class PGDTraining(TrainingMethod):
         if p.eps == 0 or not self.is_adversarial_epoch(ctx.epoch):
             loss = ctx.criterion(model(x), y)
             return loss, {"task_loss": float(loss.detach())}
-        x_adv = pgd_attack(
-            model, x, y,
-            norm=p.norm, eps=p.eps, step_size=p.resolved_step_size(), steps=p.steps,
-            random_start=p.random_start, loss_fn=ctx.criterion, value_range=ctx.value_range,
-            generator=ctx.generator,
-        )
+        x_adv = pgd_under(p.threat_model(ctx.value_range), model, x, y, loss_fn=ctx.criterion, generator=ctx.generator)
         if p.adv_mix:
             # One forward over [clean; adversarial]: the mean loss weighs both halves equally.
             out = model(torch.cat([x, x_adv]))

@@ -49,8 +49,22 @@ def l2_pgd(
     projection with it). Gradients are taken with respect to the input only; model parameters
     get no ``.grad``.
     """
-    if value_range is not None:
-        lo, hi = value_range
+    threat = ThreatModel("l2", eps, step_size, value_range, steps)
+    return pgd_from(objective, x0, threat, maximize=maximize, on_step=on_step, advance=advance)
+
+
+def pgd_from(
+    objective: Objective,
+    x0: Tensor,
+    threat: ThreatModel,
+    *,
+    maximize: bool,
+    on_step: Callable[[int, Tensor], None] | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> Tensor:
+    """:func:`l2_pgd` under a :class:`~xairobust.perturb.ThreatModel` (the visualisations' budget)."""
+    if threat.value_range is not None:
+        lo, hi = threat.value_range
         if bool((x0 < lo).any()) or bool((x0 > hi).any()):
             raise ValueError("l2_pgd: the start x0 must lie in value_range")
     x0 = x0.detach()
@@ -61,8 +75,7 @@ def l2_pgd(
         if advance is not None:
             advance(x0.shape[0])
 
-    threat = ThreatModel("l2", eps, step_size, value_range)
-    return projected_ascent(objective, x0, threat, steps, maximize=maximize, on_step=each_step)
+    return projected_ascent(objective, x0, threat, maximize=maximize, on_step=each_step)
 
 
 def final_linear_name(model: nn.Module, example: Tensor) -> str:

@@ -1,7 +1,7 @@
 """The visualisation contract, the presets and the per-dataset scaling of the PGD settings.
 
 A visualisation is a class registered in ``VISUALISATIONS`` with a ``Params`` dataclass (its
-PGD settings ``steps``/``eps``/``step_size`` plus its own options) and ``run(ctx, params)``
+:class:`VisualBudget`, PGD settings ``steps``/``eps``/``step_size`` plus its own options) and ``run(ctx, params)``
 returning ``(tensors, summary)``. The stage (``xairobust.stages.visualize``) loads the run and
 the data, builds the context and writes the files.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,7 +32,8 @@ from torch import Tensor, nn
 
 from xairobust import config as cfg
 from xairobust.data.base import DatasetInfo, DataSplit
-from xairobust.visualize._core import Representation
+from xairobust.perturb import ThreatOptions
+from xairobust.visualize._core import Objective, Representation, batched, pgd_from
 
 CIFAR_DIM = 3 * 32 * 32
 
@@ -50,9 +52,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @dataclass
-class PGDParams:
-    """The L2 PGD settings every visualisation has; None: taken from the preset."""
+class VisualBudget(ThreatOptions):
+    """The L2 budget every visualisation has; None: taken from the preset (``resolve_params``)."""
 
+    norm: ClassVar[str] = "l2"
     steps: int | None = None
     eps: float | None = None
     step_size: float | None = None
@@ -123,7 +126,7 @@ class Visualisation:
     """Base class; subclasses set ``name`` and ``Params`` and implement ``run`` and ``work``."""
 
     name: ClassVar[str] = ""
-    Params: ClassVar[type] = PGDParams
+    Params: ClassVar[type] = VisualBudget
 
     def work(self, ctx: Context, params: Any) -> int:
         """Image-steps the run will take (for the progress bar and the wall time per image)."""
@@ -145,3 +148,29 @@ def uniform_noise(shape: tuple[int, ...], value_range: tuple[float, float] | Non
         return torch.randn(shape, generator=gen)
     lo, hi = value_range
     return lo + (hi - lo) * torch.rand(shape, generator=gen)
+
+
+def descend(
+    ctx: Context,
+    params: VisualBudget,
+    x_src: Tensor,
+    objective_for: Callable[[slice], Objective],
+    *,
+    maximize: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """L2 PGD from every source image, in batches of ``ctx.batch_size``, under ``params``' budget.
+
+    ``objective_for(sl)`` is the per-sample objective of the sources ``x_src[sl]``. Returns the
+    results and the objective's values at the start and the end (on the CPU).
+    """
+    threat = params.threat_model(ctx.info.value_range)
+    results, start, end = [], [], []
+    for sl in batched(len(x_src), ctx.batch_size):
+        x0 = x_src[sl].to(ctx.device)
+        objective = objective_for(sl)
+        x = pgd_from(objective, x0, threat, maximize=maximize, advance=ctx.tick)
+        with torch.no_grad():
+            start.append(objective(x0).cpu())
+            end.append(objective(x).cpu())
+        results.append(x.cpu())
+    return torch.cat(results), torch.cat(start), torch.cat(end)

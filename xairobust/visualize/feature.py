@@ -21,12 +21,12 @@ from xairobust import config as cfg
 from xairobust.data.selection import select_indices
 from xairobust.errors import ConfigError
 from xairobust.registry import VISUALISATIONS
-from xairobust.visualize._core import batched, l2_pgd
-from xairobust.visualize.base import Context, PGDParams, Visualisation, item_generator, uniform_noise
+from xairobust.visualize._core import batched
+from xairobust.visualize.base import Context, VisualBudget, Visualisation, descend, item_generator, uniform_noise
 
 
 @dataclass
-class FeatureParams(PGDParams):
+class FeatureParams(VisualBudget):
     source: Literal["noise", "image"] = "noise"
     top_k: int = 8
     pool: int = 0
@@ -70,20 +70,12 @@ class Feature(Visualisation):
                 sources.append(ctx.test.inputs(torch.tensor([pick]))[0])
                 source_indices.append(pick)
         x_src = torch.stack(sources)
-        results, act_start, act_end = [], [], []
-        for sl in batched(len(units), ctx.batch_size):
-            x0 = x_src[sl].to(ctx.device)
+
+        def objective_for(sl: slice):
             u = units[sl].to(ctx.device)
+            return lambda x: ctx.rep.units(x).gather(1, u[:, None])[:, 0]
 
-            def objective(x: Tensor, u: Tensor = u) -> Tensor:
-                return ctx.rep.units(x).gather(1, u[:, None])[:, 0]
-
-            x = l2_pgd(objective, x0, eps=params.eps, step_size=params.step_size, steps=params.steps,
-                       value_range=ctx.info.value_range, maximize=True, advance=ctx.tick)
-            with torch.no_grad():
-                act_start.append(objective(x0).cpu())
-                act_end.append(objective(x).cpu())
-            results.append(x.cpu())
+        results, act_start, act_end = descend(ctx, params, x_src, objective_for, maximize=True)
 
         labels = ctx.test.y if ctx.info.task == "classification" else None
         pool = select_indices(labels, len(ctx.test), params.pool or len(ctx.test), "stratified", ctx.seed)
@@ -101,10 +93,10 @@ class Feature(Visualisation):
         tensors = {
             "sources": x_src,
             "source_indices": torch.tensor(source_indices, dtype=torch.int64),
-            "results": torch.cat(results),
+            "results": results,
             "units": units,
-            "activation_start": torch.cat(act_start),
-            "activation": torch.cat(act_end),
+            "activation_start": act_start,
+            "activation": act_end,
             "topk_indices": top_idx,
             "topk_activations": top_act,
             "topk_images": ctx.test.inputs(top_idx.flatten()).view(len(units), k, *shape),

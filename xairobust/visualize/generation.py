@@ -24,12 +24,12 @@ from torch import Tensor
 from xairobust import config as cfg
 from xairobust.errors import ConfigError
 from xairobust.registry import VISUALISATIONS
-from xairobust.visualize._core import batched, l2_pgd
-from xairobust.visualize.base import Context, PGDParams, Visualisation, item_generator
+from xairobust.visualize._core import batched
+from xairobust.visualize.base import Context, VisualBudget, Visualisation, descend, item_generator
 
 
 @dataclass
-class GenerationParams(PGDParams):
+class GenerationParams(VisualBudget):
     ridge: float = 1e-4
     fit_size: int = 32
 
@@ -92,29 +92,21 @@ class Generation(Visualisation):
             sources.append(draws)
             cls.append(torch.full((ctx.n,), c, dtype=torch.int64))
         x_src, y = torch.cat(sources), torch.cat(cls)
-        results, start, end, pred = [], [], [], []
-        for sl in batched(len(y), ctx.batch_size):
-            x0 = x_src[sl].to(ctx.device)
+
+        def objective_for(sl: slice):
             target = y[sl].to(ctx.device)
+            return lambda x: ctx.model(x).gather(1, target[:, None])[:, 0]
 
-            def objective(x: Tensor, target: Tensor = target) -> Tensor:
-                return ctx.model(x).gather(1, target[:, None])[:, 0]
-
-            x = l2_pgd(objective, x0, eps=params.eps, step_size=params.step_size, steps=params.steps,
-                       value_range=ctx.info.value_range, maximize=True, advance=ctx.tick)
-            with torch.no_grad():
-                start.append(objective(x0).cpu())
-                logits = ctx.model(x)
-                end.append(logits.gather(1, target[:, None])[:, 0].cpu())
-                pred.append(logits.argmax(1).cpu())
-            results.append(x.cpu())
+        results, start, end = descend(ctx, params, x_src, objective_for, maximize=True)
+        with torch.no_grad():  # the same batches as the descent: the same logits
+            pred = [ctx.model(results[sl].to(ctx.device)).argmax(1).cpu() for sl in batched(len(y), ctx.batch_size)]
         tensors = {
             "sources": x_src,
-            "results": torch.cat(results),
+            "results": results,
             "classes": y,
             "draw": torch.arange(ctx.n).repeat(len(classes)),
-            "logit_start": torch.cat(start),
-            "logit": torch.cat(end),
+            "logit_start": start,
+            "logit": end,
             "predicted": torch.cat(pred),
         }
         summary = {

@@ -17,12 +17,11 @@ from torch import Tensor
 
 from xairobust.data.selection import select_indices
 from xairobust.registry import VISUALISATIONS
-from xairobust.visualize._core import batched, l2_pgd
-from xairobust.visualize.base import Context, PGDParams, Visualisation, item_generator, uniform_noise
+from xairobust.visualize.base import Context, VisualBudget, Visualisation, descend, item_generator, uniform_noise
 
 
 @dataclass
-class InversionParams(PGDParams):
+class InversionParams(VisualBudget):
     source: Literal["other", "noise"] = "other"
 
 
@@ -69,23 +68,13 @@ class Inversion(Visualisation):
         indices = self._indices(ctx)
         targets = ctx.test.inputs(indices)
         sources, source_indices = pick_sources(ctx, indices, params.source)
-        results, loss_start, loss_end = [], [], []
-        for sl in batched(len(indices), ctx.batch_size):
-            xt = targets[sl].to(ctx.device)
-            x0 = sources[sl].to(ctx.device)
-            with torch.no_grad():
-                rep_t = ctx.rep(xt)[0]
 
-            def objective(x: Tensor, rep_t: Tensor = rep_t) -> Tensor:
-                return inversion_loss(ctx.rep(x)[0], rep_t)
-
-            x = l2_pgd(objective, x0, eps=params.eps, step_size=params.step_size, steps=params.steps,
-                       value_range=ctx.info.value_range, maximize=False, advance=ctx.tick)
+        def objective_for(sl: slice):
             with torch.no_grad():
-                loss_start.append(objective(x0).cpu())
-                loss_end.append(objective(x).cpu())
-            results.append(x.cpu())
-        out = torch.cat(results)
+                rep_t = ctx.rep(targets[sl].to(ctx.device))[0]
+            return lambda x: inversion_loss(ctx.rep(x)[0], rep_t)
+
+        out, loss_start, loss_end = descend(ctx, params, sources, objective_for, maximize=False)
         tensors = {
             "targets": targets,
             "sources": sources,
@@ -93,8 +82,8 @@ class Inversion(Visualisation):
             "indices": indices,
             "source_indices": source_indices,
             "labels": ctx.test.targets(indices),
-            "loss_start": torch.cat(loss_start),
-            "loss": torch.cat(loss_end),
+            "loss_start": loss_start,
+            "loss": loss_end,
             "distance_to_target": (out - targets).flatten(1).norm(dim=1),
         }
         summary = {
