@@ -19,6 +19,11 @@ below it, the values are recomputed from the per-sample file beside it:
 * visualisation tables (``visual_table.csv`` + ``visual_stats.csv``) from ``visual_samples.csv``:
   class FID (mean over classes) and feature distance (mean over images) per run averaged over
   seeds, the tests, the stars;
+* MER t-tests (``ttests.csv`` / ``ttests.md``, written by ``xairobust mer-report``) from
+  ``mer_samples.csv``: every paired t-test recomputed with scipy.stats.ttest_rel on the excerpts
+  of the seeds both systems share (paired by seed and excerpt), its n, df, t, p and means, the
+  multiplicity adjustment over the file (the ``p_<method>`` column: statsmodels' multipletests),
+  the decision and every value and star of ``ttests.md``;
 * a per-sample file may be committed gzipped (``samples.csv.gz``: large files);
 * every per-sample file names the weights (sha256) of each row's run; where ``report.json``
   recorded the report's inputs, they must be among them.
@@ -26,8 +31,8 @@ below it, the values are recomputed from the per-sample file beside it:
 This file re-implements the pairing on purpose instead of importing the report package: it is an
 independent check of the numbers, not a second run of the same code.
 
-A value that differs is a FAIL. A starred table without its per-sample file (MER ``ttests.csv``
-has none; older folders predate them) is a FAIL too, unless the folder's README says plainly why
+A value that differs is a FAIL. A starred table without its per-sample file (older folders
+predate them) is a FAIL too, unless the folder's README says plainly why
 it cannot be re-checked, in a line ``Not re-checkable: <reason>``; the folder is then reported as
 ``not re-checkable: <reason>`` (never as ok), while whatever it does have is still checked.
 Exit status: 0 when every folder re-checks, 1 when any fails, 3 when none fails but some are not
@@ -371,6 +376,96 @@ def check_visual(folder: Path) -> list[str]:
     return problems
 
 
+MER_VALUE = {"after": "mae_after", "delta": "delta_mae"}  # ttests.csv's ``on`` -> the column it tests
+MER_LINE = re.compile(r"^- (?P<a>\S+) vs\. (?P<b>\S+) \(.*\): t\((?P<df>\d+)\) = (?P<t>\S+), p = (?P<p>\S+)"
+                      r" \((?P<method>\w+) (?P<adj>\S+)\)(?P<star> \*)?$")
+
+
+def _mer_test(samples: pd.DataFrame, a: str, b: str, column: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(values of a, values of b, seeds) paired by seed and excerpt, the seeds both systems have."""
+    part = samples.set_index(["label", "seed", "index"])[column]
+    seeds = sorted(set(samples.loc[samples["label"] == a, "seed"]) & set(samples.loc[samples["label"] == b, "seed"]))
+    xa, xb = [], []
+    for seed in seeds:
+        both = pd.concat([part.loc[(a, seed)].rename("a"), part.loc[(b, seed)].rename("b")], axis=1, join="outer")
+        if both.isna().any().any():
+            return np.array([]), np.array([]), -1  # not the same excerpts: the report refuses to pair them
+        xa.append(both["a"].to_numpy(float))
+        xb.append(both["b"].to_numpy(float))
+    return (np.concatenate(xa) if xa else np.array([])), (np.concatenate(xb) if xb else np.array([])), len(seeds)
+
+
+def check_mer(folder: Path, alpha: float = 0.05) -> list[str]:
+    """ttests.csv (and ttests.md) against mer_samples.csv."""
+    where = folder.as_posix()
+    samples_path = _per_sample_file(folder, "mer_samples.csv")
+    if samples_path is None:
+        return [_missing(where, "mer_samples.csv", "the MER t-tests")]
+    samples = pd.read_csv(samples_path)
+    tests = pd.read_csv(folder / "ttests.csv")
+    summary = folder / "summary.json"
+    problems = _check_weights(samples_path.as_posix(), samples, json.loads(summary.read_text()) if summary.is_file() else {})
+    adjusted_cols = [c for c in tests.columns if c.startswith("p_")]
+    if len(adjusted_cols) != 1:
+        return [*problems, f"{where}/ttests.csv: expected one adjusted p column (p_<method>), found {adjusted_cols}"]
+    adj_col = adjusted_cols[0]
+    method = adj_col[2:]
+    recomputed = []
+    for r in tests.to_dict("records"):
+        name = f"{where}/ttests.csv: {r['a']} vs {r['b']} ({r['on']})"
+        column = MER_VALUE.get(str(r["on"]))
+        if column is None:
+            problems.append(f"{name}: unknown 'on' value {r['on']!r}")
+            recomputed.append(None)
+            continue
+        xa, xb, seeds = _mer_test(samples, str(r["a"]), str(r["b"]), column)
+        if seeds < 0:
+            problems.append(f"{name}: the two systems' samples are not the same excerpts")
+            recomputed.append(None)
+            continue
+        res = sst.ttest_rel(xa, xb)
+        got = {"seeds": seeds, "n": len(xa), "df": len(xa) - 1, "t": float(res.statistic), "p": float(res.pvalue),
+               "mean_a": float(xa.mean()), "mean_b": float(xb.mean())}
+        for key, value in got.items():
+            if not _close(float(r[key]), float(value)):
+                problems.append(f"{name}: {key} is {r[key]}, mer_samples.csv gives {value}")
+        recomputed.append(got)
+    ps = np.array([g["p"] if g else math.nan for g in recomputed], float)
+    finite = np.isfinite(ps)
+    adjusted = np.full(len(ps), math.nan)
+    if finite.any():
+        adjusted[finite] = multipletests(ps[finite], method=method)[1]
+    for r, adj in zip(tests.to_dict("records"), adjusted, strict=True):
+        significant = bool(np.isfinite(adj) and adj < alpha)
+        if not _close(float(r[adj_col]), float(adj)) or significant != bool(r["significant"]):
+            problems.append(f"{where}/ttests.csv: {r['a']} vs {r['b']}: {adj_col} {r[adj_col]} (significant"
+                            f" {r['significant']}), recomputed {adj} ({significant})")
+    md = folder / "ttests.md"
+    if md.is_file():
+        problems += _check_mer_md(f"{where}/ttests.md", md.read_text(), tests, recomputed, adjusted, alpha)
+    return problems
+
+
+def _check_mer_md(where: str, md: str, tests: pd.DataFrame, recomputed: list, adjusted: np.ndarray,
+                  alpha: float) -> list[str]:
+    """Every t, p, adjusted p and star of ttests.md (the report's formats: t .2f, p .3g)."""
+    problems = []
+    lines = [MER_LINE.match(line) for line in md.splitlines()]
+    lines = [m for m in lines if m]
+    if len(lines) != len(tests):
+        return [f"{where}: {len(lines)} test line(s), ttests.csv has {len(tests)}"]
+    for m, got, adj in zip(lines, recomputed, adjusted, strict=True):
+        if got is None:
+            continue
+        want = {"df": str(got["df"]), "t": f"{got['t']:.2f}", "p": f"{got['p']:.3g}", "adj": f"{adj:.3g}"}
+        for key, value in want.items():
+            if m[key] != value:
+                problems.append(f"{where}: {m['a']} vs {m['b']}: {key} shows {m[key]}, the samples give {value}")
+        if bool(m["star"]) != bool(np.isfinite(adj) and adj < alpha):
+            problems.append(f"{where}: {m['a']} vs {m['b']}: star {bool(m['star'])}, recomputed {not m['star']}")
+    return problems
+
+
 def check_folder(folder: Path) -> list[str]:
     """Every problem of one results folder ([] when it re-checks), missing per-sample files included."""
     problems = [] if _records_command(folder) else [f"{folder.as_posix()}: README.md does not record the command"]
@@ -381,8 +476,8 @@ def check_folder(folder: Path) -> list[str]:
     for stats in sorted(folder.rglob("visual_stats.csv")):
         if (stats.parent / "visual_table.csv").is_file():
             problems += check_visual(stats.parent)
-    for stats in sorted(folder.rglob("ttests.csv")):  # MER t-tests: the report writes no per-excerpt file
-        problems.append(_missing(stats.parent.as_posix(), "ttests.csv", "the MER t-tests (per-excerpt MAE not written)"))
+    for tests in sorted(folder.rglob("ttests.csv")):
+        problems += check_mer(tests.parent)
     return problems
 
 

@@ -212,3 +212,89 @@ def test_a_visual_section_re_checks_and_a_planted_value_fails(digits_run, tmp_pa
     table["class_fid_significant"] = ~table["class_fid_significant"].astype(bool)
     table.to_csv(starred / "visual_table.csv", index=False)
     assert any("class_fid star" in p for p in check.check_folder(starred))
+
+
+@pytest.fixture()
+def mer_folder(tmp_path):
+    """A real mer-report over fake MER runs (A2E, A2B2E, A2M2E x 2 seeds, tests/report_golden.py)."""
+    from report_golden import mer_zoo
+
+    from xairobust.report.mer import write_report
+
+    runs = mer_zoo(tmp_path / "mruns")
+    out = tmp_path / "results" / "mer"
+    write_report([runs], out)
+    (out / "README.md").write_text("```bash\nxairobust mer-report mruns --out results/mer\n```\n")
+    return out
+
+
+def test_mer_samples_hold_the_values_the_t_tests_read(mer_folder):
+    """mer_samples.csv against the attack files themselves (numpy here, not the report's code)."""
+    from xairobust.runs import file_sha256, load_tensors
+
+    samples = pd.read_csv(mer_folder / "mer_samples.csv")
+    assert len(samples) == 6 * 12 and samples.groupby("run").size().eq(12).all()
+    for run, rows in samples.groupby("run"):
+        t = {k: v.double().numpy() for k, v in load_tensors(Path(run) / "attacks" / "bim_0.001.safetensors").items()}
+        before = np.abs(t["pred_clean"] - t["targets"]).mean(1)
+        after = np.abs(t["pred_adv"] - t["targets"]).mean(1)
+        np.testing.assert_array_equal(rows["index"], t["indices"])
+        np.testing.assert_allclose(rows["mae_after"], after, rtol=1e-12)
+        np.testing.assert_allclose(rows["mae_before"], before, rtol=1e-12)
+        np.testing.assert_allclose(rows["delta_mae"], after - before, rtol=1e-12)
+        assert set(rows["weights_sha256"]) == {file_sha256(Path(run) / "model.safetensors")}
+
+
+def test_mer_t_tests_re_check_and_a_planted_value_fails(mer_folder, tmp_path):
+    check = load_script()
+    assert check.check_folder(mer_folder) == []
+    tests = pd.read_csv(mer_folder / "ttests.csv")
+    assert len(tests) == 2 and tests["significant"].any()  # something to flip
+    assert check.main([str(mer_folder)]) == 0
+
+    # a planted wrong per-excerpt value: the t-test it feeds no longer matches ttests.csv / .md
+    planted = tmp_path / "planted"
+    shutil.copytree(mer_folder, planted)
+    samples = pd.read_csv(planted / "mer_samples.csv")
+    samples.loc[(samples["label"] == "A2E") & (samples["seed"] == 1) & (samples["index"] == 3), "mae_after"] += 0.5
+    samples.to_csv(planted / "mer_samples.csv", index=False)
+    problems = check.check_mer(planted)
+    assert any("ttests.csv: A2E vs A2M2E (after): t is" in p for p in problems)
+    assert any("ttests.csv: A2E vs A2M2E (after): mean_a is" in p for p in problems)
+    assert any("ttests.md: A2E vs A2M2E: t shows" in p for p in problems)
+    assert not any("A2B2E vs A2M2E" in p and "ttests.csv" in p and ": t is" in p for p in problems)
+
+    # an edited p value in ttests.csv, a star removed from ttests.md
+    edited = tmp_path / "edited"
+    shutil.copytree(mer_folder, edited)
+    tests.loc[0, "p_bonferroni"] = 0.5
+    tests.to_csv(edited / "ttests.csv", index=False)
+    md = (edited / "ttests.md").read_text()
+    (edited / "ttests.md").write_text(md.replace(" *\n", "\n", 1))
+    problems = check.check_mer(edited)
+    assert any("p_bonferroni 0.5" in p for p in problems)
+    assert any("ttests.md" in p and "star False, recomputed" in p for p in problems)
+    assert check.main([str(edited)]) == 1
+
+
+def test_a_delta_mae_mer_report_re_checks(tmp_path):
+    from report_golden import mer_zoo
+
+    from xairobust.report.mer import write_report
+
+    out = tmp_path / "results" / "mer_delta"
+    write_report([mer_zoo(tmp_path / "mruns")], out, eps=0.01, ttest_on="delta")
+    (out / "README.md").write_text("xairobust mer-report mruns --eps 0.01 --ttest-on delta\n")
+    check = load_script()
+    assert check.check_folder(out) == []
+    samples = pd.read_csv(out / "mer_samples.csv")
+    samples["delta_mae"] = samples["mae_after"]  # the wrong column tested
+    samples.to_csv(out / "mer_samples.csv", index=False)
+    assert any(": t is" in p for p in check.check_mer(out))
+
+
+def test_mer_folder_without_its_per_excerpt_file_is_missing_it(mer_folder):
+    check = load_script()
+    (mer_folder / "mer_samples.csv").unlink()
+    problems = check.check_folder(mer_folder)
+    assert len(problems) == 1 and check.MISSING in problems[0] and "mer_samples.csv" in problems[0]

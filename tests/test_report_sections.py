@@ -67,7 +67,10 @@ def test_a_new_section_is_picked_up_rendered_and_its_inputs_hashed(extra_section
     (runs[0] / "notes" / "note.json").write_text(json.dumps({"seen": True}))
     written = build_report([tmp_path / "runs"], out, ReportConfig(figures=False), quiet=True, registry=fake_registry())
     assert (out / "run_count.md").read_text() == f"1 of {len(runs)} runs have a note\n"
-    assert f"{runs[0]}:notes/note.json" in report_inputs(runs)  # the report's identity covers what it reads
+    from xairobust.report.collect import run_keys
+
+    # the report's identity covers what it reads (role: the run's key, collect.run_keys, not its path)
+    assert report_inputs(runs)[f"{run_keys(runs)[runs[0]]}:notes/note.json"] == runs[0] / "notes" / "note.json"
     (runs[0] / "notes" / "note.json").unlink()
     build_report([tmp_path / "runs"], out, ReportConfig(figures=False), quiet=True, registry=fake_registry())
     assert not (out / "run_count.md").exists()  # an optional file of an earlier report is removed

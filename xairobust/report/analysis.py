@@ -45,6 +45,7 @@ import pandas as pd
 from scipy import stats as sst
 
 from xairobust.errors import ConfigError, RunError
+from xairobust.layout import RunLayout
 from xairobust.registry import Registry
 from xairobust.report.stats import better_side, mark_significant
 
@@ -122,7 +123,7 @@ def collect_correct(runs: list, explainers: Iterable[str]) -> pd.DataFrame:
     frames = []
     for explainer in explainers:
         for r in runs:
-            path = Path(r.path) / "attributions" / f"{explainer}.safetensors"
+            path = RunLayout(r.path).attribution(explainer)[0]
             if not path.is_file():
                 continue
             try:

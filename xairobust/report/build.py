@@ -8,15 +8,23 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from xairobust.config import require
-from xairobust.errors import ConfigError
 from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
 from xairobust.report.collect import collect_runs
+from xairobust.report.compare import compare
 from xairobust.runs import write_json_atomic
-from xairobust.stages.contract import NOT_IDENTITY, OUTPUTS_KEY, STAGES, Stage, StageIdentity, stamp_outputs
+from xairobust.stages.contract import (
+    NOT_IDENTITY,
+    OUTPUTS_KEY,
+    STAGES,
+    Stage,
+    StageIdentity,
+    config_identity,
+    stamp_outputs,
+)
 
 
 @dataclass
@@ -59,34 +67,6 @@ class ReportConfig:
         require(bool(self.formats) and not bad, f"report: formats must be among pdf, png, svg, got {bad or 'none'}")
 
 
-def resolve_baseline(runs: list, wanted: str) -> str:
-    """The row label of ``--baseline``: a run label or a method name, matched case-insensitively.
-
-    An exact label wins; then a label that differs only in case; then the label of the runs
-    trained with that method (e.g. ``standard`` -> ``Standard``). No match, or a method whose
-    runs carry several labels, is a ConfigError (one line, exit 2), not a report without statistics.
-    """
-    labels = list(dict.fromkeys(r.label for r in runs))
-    if wanted in labels:
-        return wanted
-    key = wanted.casefold()
-    by_label = [lab for lab in labels if lab.casefold() == key]
-    if len(by_label) == 1:
-        return by_label[0]
-    by_method = list(dict.fromkeys(r.label for r in runs if r.method.casefold() == key))
-    if len(by_method) == 1:
-        return by_method[0]
-    if len(by_label) > 1 or len(by_method) > 1:
-        raise ConfigError(
-            f"report: --baseline '{wanted}' matches several rows ({', '.join(by_label or by_method)}); give one label"
-        )
-    methods = sorted({r.method for r in runs})
-    raise ConfigError(
-        f"report: --baseline '{wanted}' matches no run label or method (labels: {', '.join(labels)};"
-        f" methods: {', '.join(methods)})"
-    )
-
-
 def build_report(
     run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: bool = False, *, registry: Registry | None = None
 ) -> list[Path]:
@@ -99,7 +79,6 @@ def build_report(
     metric registry for column metadata (default: METRICS). Returns the files written.
     """
     from xairobust.report import pipeline
-    from xairobust.report.compare import compare
     from xairobust.report.sections import ReportContext
 
     out = Path(out)
@@ -131,8 +110,9 @@ REPORT_JSON = "report.json"
 
 
 def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
-    """Every file a report reads from its runs, by role ``<run>:<file>`` (hashed into report.json):
-    each run's run.json / weights / robustness.json and the folders its sections declare."""
+    """Every file a report reads from its runs, by role ``<run key>:<file>`` (collect.run_keys:
+    the weights' sha256, not the path; hashed into report.json): each run's run.json / weights /
+    robustness.json and the folders its sections declare."""
     from xairobust.report import sections
 
     return sections.report_inputs("report", run_paths)
@@ -146,6 +126,18 @@ class ReportStage(Stage, name="report", Config=ReportConfig, per="report", after
         from xairobust.runs import find_runs
 
         return report_inputs(find_runs(list(conf.runs)))
+
+    def identity(self, run_dir: Path, conf: ReportConfig) -> dict[str, Any]:
+        """The config's fields, with ``labels`` keyed by the runs' keys (collect.run_keys) instead
+        of their paths: where the runs live is not part of what the report shows."""
+        ident = config_identity(conf)
+        if conf.labels:
+            from xairobust.report.collect import run_keys
+            from xairobust.runs import find_runs
+
+            keys = {str(p.resolve()): k for p, k in run_keys(find_runs(list(conf.runs))).items()}
+            ident["labels"] = {keys.get(str(Path(p).resolve()), str(p)): v for p, v in sorted(conf.labels.items())}
+        return ident
 
     def outputs(self, run_dir: Path, conf: ReportConfig) -> list[Path]:
         out = Path(run_dir)

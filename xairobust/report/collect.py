@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from xairobust.errors import ConfigError, RunError
+from xairobust.layout import RunLayout
 from xairobust.registry import did_you_mean
 from xairobust.runs import WEIGHTS, file_sha256, find_runs, read_json, read_run_meta
 from xairobust.stages.contract import StaleError, verify_artefact
 
 SCORE_COLUMNS = ("index", "target", "metric", "value")
-ROBUSTNESS_JSON = "robustness.json"
 EPOCH_SCORES = re.compile(r"^(?P<explainer>.+)_epoch_(?P<epoch>\d+)\.csv$")
 
 
@@ -49,8 +49,12 @@ class RunRecord:
         """Runs are compared only within one dataset/model setting."""
         return "/".join(p for p in (self.dataset, self.model) if p)
 
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.path)
+
     def score_file(self, explainer: str) -> Path:
-        return self.path / "scores" / f"{explainer}.csv"
+        return self.layout.score(explainer)[0]
 
     def columns(self) -> dict[str, Any]:
         """The run's columns in every section's long frame (what a row is compared by)."""
@@ -58,11 +62,11 @@ class RunRecord:
                 "run": str(self.path)}
 
     def explainers(self) -> list[str]:
-        folder = self.path / "scores"
+        folder = self.path / RunLayout.SCORES
         return sorted(p.stem for p in folder.glob("*.csv")) if folder.is_dir() else []
 
     def epoch_score_files(self, explainer: str) -> dict[int, Path]:
-        folder = self.path / "scores" / "epochs"
+        folder = self.path / RunLayout.SCORES / RunLayout.EPOCHS
         found: dict[int, Path] = {}
         if folder.is_dir():
             for p in folder.glob("*.csv"):
@@ -91,7 +95,7 @@ def _name(value: Any) -> str:
 def read_run(path: Path) -> RunRecord:
     """One run directory's record; missing or malformed run.json/robustness.json -> RunError."""
     meta = read_run_meta(path)
-    where = path / "run.json"
+    where = RunLayout(path).run_json
     method = _name(meta.get("method"))
     if not method:
         raise RunError(f"{where}: missing field 'method'")
@@ -105,7 +109,7 @@ def read_run(path: Path) -> RunRecord:
     test = meta.get("test") if isinstance(meta.get("test"), dict) else {}
     mae = _number(test.get("mae"), f"{where}: 'test.mae'")
     robust = delta = math.nan
-    rob_path = path / ROBUSTNESS_JSON
+    rob_path = RunLayout(path).robustness
     if rob_path.is_file():
         rob = read_json(rob_path)
         robust = _number(rob.get("robust_accuracy"), f"{rob_path}: 'robust_accuracy'")
@@ -305,23 +309,22 @@ def verify_run(run: RunRecord, explainers: list[str]) -> None:
     scores/<e>.json (and checkpoints -> scores/epochs/*). Documents written before provenance
     blocks existed are checked against the hashes they recorded (weights_sha256, attributions.sha256).
     """
-    path = run.path
-    weights = path / WEIGHTS
+    path, layout = run.path, run.layout
+    weights = layout.weights
     meta = read_run_meta(path)
-    retrain = f"xairobust train --config {path / 'config.yaml'} --out {path} --force"
+    retrain = f"xairobust train --config {layout.config_yaml} --out {path} --force"
     if not weights.is_file():
         raise StaleError(f"{path}: no {WEIGHTS}, so nothing in it can be verified; retrain it with `{retrain}`")
     recorded = meta.get("weights_sha256")
     if recorded and file_sha256(weights) != recorded:
-        raise StaleError(f"{weights} does not match the checksum in {path / 'run.json'}; retrain it with `{retrain}`")
-    if (path / ROBUSTNESS_JSON).is_file():
+        raise StaleError(f"{weights} does not match the checksum in {layout.run_json}; retrain it with `{retrain}`")
+    if layout.robustness.is_file():
         from xairobust.stages.attack import verify_robustness
 
         verify_robustness(path)
     for explainer in explainers:
-        scores = run.score_file(explainer)
-        attr_t = path / "attributions" / f"{explainer}.safetensors"
-        attr_j = attr_t.with_suffix(".json")
+        scores, score_json = layout.score(explainer)
+        attr_t, attr_j = layout.attribution(explainer)
         score_hint = f"xairobust score --run {path} --explainer {explainer}"
         explain_hint = f"xairobust explain --run {path} --explainer {explainer}"
         if attr_j.is_file():
@@ -330,7 +333,6 @@ def verify_run(run: RunRecord, explainers: list[str]) -> None:
             verify_artefact(attr_j, path, explain_hint, legacy={"weights": (run_block.get("weights_sha256"), weights)})
         if not scores.is_file():
             continue
-        score_json = scores.with_suffix(".json")
         if not score_json.is_file():
             raise StaleError(f"{scores} has no {score_json.name} recording what it was computed from; recompute it with `{score_hint}`")
         sdoc = read_json(score_json)
@@ -355,29 +357,45 @@ def _verify_epoch_scores(run_dir: Path, epoch: int, csv_path: Path) -> None:
         return
     info = doc.get("epoch_scores") if isinstance(doc.get("epoch_scores"), dict) else {}
     sha = info.get("checkpoint_sha256")
-    ckpt = run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
+    ckpt = RunLayout(run_dir).checkpoint(epoch)
     if not sha:
         raise StaleError(f"{csv_path} records no checkpoint it was computed on; recompute it with `{hint}`")
     if not ckpt.is_file() or file_sha256(ckpt) != sha:
         raise StaleError(f"{csv_path} is stale: {ckpt} changed or is gone since it was scored; recompute it with `{hint}`")
 
 
-RUN_FILES = ("run.json", "model.safetensors", "robustness.json")
-RUN_FOLDERS = ("scores", "attributions", "manipulation", "visualisations")
+RUN_FILES = (RunLayout.RUN_JSON, RunLayout.WEIGHTS, RunLayout.ROBUSTNESS)
+RUN_FOLDERS = (RunLayout.SCORES, RunLayout.ATTRIBUTIONS, RunLayout.MANIPULATION, RunLayout.VISUALISATIONS)
+
+
+def run_keys(run_paths: list[Path]) -> dict[Path, str]:
+    """The name each run goes by in a report's provenance: the first 16 hex digits of its
+    weights' sha256 (of its run.json where it has no weights), never its path, so a report of
+    runs that were moved, mounted elsewhere or named by another relative path keeps its identity.
+    Runs with the same weights (copies) are told apart by their order: ``<sha>#2``, ``<sha>#3``."""
+    keys: dict[Path, str] = {}
+    seen: dict[str, int] = {}
+    for path in map(Path, run_paths):
+        layout = RunLayout(path)
+        source = layout.weights if layout.weights.is_file() else layout.run_json
+        base = file_sha256(source)[:16] if source.is_file() else "no-weights"
+        seen[base] = seen.get(base, 0) + 1
+        keys[path] = base if seen[base] == 1 else f"{base}#{seen[base]}"
+    return keys
 
 
 def run_inputs(run_paths: list[Path], folders: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Every file a report reads from its runs, by role ``<run>:<file>`` (hashed into its
-    provenance): each run's RUN_FILES, plus the CSV/JSON/safetensors files under ``folders``."""
+    """Every file a report reads from its runs, by role ``<run key>:<file>`` (:func:`run_keys`;
+    hashed into its provenance, which also records each file's path): each run's RUN_FILES, plus
+    the CSV/JSON/safetensors files under ``folders``."""
     files: dict[str, Path] = {}
-    for path in run_paths:
+    for path, key in run_keys(run_paths).items():
         for rel in RUN_FILES:
             if (path / rel).is_file():
-                files[f"{path}:{rel}"] = path / rel
+                files[f"{key}:{rel}"] = path / rel
         for folder in folders:
             if (path / folder).is_dir():
                 for f in sorted((path / folder).rglob("*")):
                     if f.is_file() and f.suffix in (".csv", ".json", ".safetensors"):
-                        files[f"{path}:{f.relative_to(path)}"] = f
+                        files[f"{key}:{f.relative_to(path).as_posix()}"] = f
     return files
-

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from xairobust.errors import ConfigError
 from xairobust.report.collect import collect_scores, resolve_explainers, run_frame, verify_run
 from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.output import warn
@@ -38,13 +39,55 @@ class Comparison:
         return bool(self.scores[FLOOR].notna().any())
 
 
+def resolve_baseline(runs: list, wanted: str) -> str:
+    """The row label of ``--baseline``: a run label or a method name, matched case-insensitively.
+
+    An exact label wins; then a label that differs only in case; then the label of the runs
+    trained with that method (e.g. ``standard`` -> ``Standard``). No match, or a method whose
+    runs carry several labels, is a ConfigError (one line, exit 2), not a report without statistics.
+    """
+    labels = list(dict.fromkeys(r.label for r in runs))
+    if wanted in labels:
+        return wanted
+    key = wanted.casefold()
+    by_label = [lab for lab in labels if lab.casefold() == key]
+    if len(by_label) == 1:
+        return by_label[0]
+    by_method = list(dict.fromkeys(r.label for r in runs if r.method.casefold() == key))
+    if len(by_method) == 1:
+        return by_method[0]
+    if len(by_label) > 1 or len(by_method) > 1:
+        raise ConfigError(
+            f"report: --baseline '{wanted}' matches several rows ({', '.join(by_label or by_method)}); give one label"
+        )
+    methods = sorted({r.method for r in runs})
+    raise ConfigError(
+        f"report: --baseline '{wanted}' matches no run label or method (labels: {', '.join(labels)};"
+        f" methods: {', '.join(methods)})"
+    )
+
+
+def _no_comparison(scores: pd.DataFrame, baseline: str) -> str:
+    """Why no method could be tested against ``baseline`` (stats.csv is empty): what is missing."""
+    labels = list(dict.fromkeys(scores["label"]))
+    if baseline not in labels:
+        return f"no '{baseline}' scores to compare with (--baseline) in any setting"
+    others = [lab for lab in labels if lab != baseline]
+    if not others:
+        return f"every run is '{baseline}' (the baseline): there is no other method to compare it with"
+    shared = scores.groupby("setting")["label"].agg(lambda s: baseline in set(s) and len(set(s)) > 1)
+    if not shared.any():
+        return (f"no dataset/model setting holds both '{baseline}' and another method ({', '.join(others)}"
+                " are scored on other settings), so nothing can be compared")
+    return f"no method could be tested against '{baseline}'"
+
+
 def compare(ctx: ReportContext) -> Comparison | None:
     """The comparison of ``ctx.runs``' scores (None for a report of visualisations only).
 
     Resolves ``--baseline`` to a row label (``ctx.conf`` is replaced by the resolved config).
     """
     from xairobust.report import analysis, visual
-    from xairobust.report.build import resolve_baseline
 
     runs, conf = ctx.runs, ctx.conf
     if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only
@@ -72,7 +115,7 @@ def compare(ctx: ReportContext) -> Comparison | None:
         pairing=conf.pairing, bootstrap=conf.bootstrap, ci_level=conf.ci_level, seed=conf.seed,
     )
     if stats.empty:
-        warn(f"no '{conf.baseline}' scores to compare with (--baseline) in any setting; stats.csv has no rows")
+        warn(f"{_no_comparison(scores, conf.baseline)}; stats.csv has no rows")
     seed_frame = analysis.apply_floor(analysis.long_frame(runs, scores, ctx.registry))
     seed_stats = analysis.seed_tests(seed_frame, conf.baseline, correction=conf.correction, alpha=conf.alpha,
                                      ci_level=conf.ci_level)

@@ -97,7 +97,7 @@ def _overlay(h: np.ndarray) -> np.ndarray:
 
 
 def read_attributions(run: RunRecord, explainer: str) -> dict[str, np.ndarray] | None:
-    path = run.path / "attributions" / f"{explainer}.safetensors"
+    path = run.layout.attribution(explainer)[0]
     if not path.is_file():
         return None
     tensors = load_tensors(path)
@@ -205,7 +205,7 @@ def epoch_curves(
     flat = list(axes.flat)
     for path, r in by_path.items():
         name = f"{r.label} s{r.seed}"
-        hist = r.path / "history.csv"
+        hist = r.layout.history_csv
         if hist.is_file():
             h = pd.read_csv(hist)
             col = next((c for c in ("test_accuracy", "val_accuracy") if c in h.columns), None)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xairobust.layout import RunLayout
 from xairobust.report.meta import MetricMeta
 from xairobust.report.tables import order_rows
 
@@ -50,7 +51,7 @@ def find_manipulations(run_path: Path) -> list[tuple[str, str, Path]]:
     from xairobust.errors import RunError
     from xairobust.runs import read_json
 
-    folder = Path(run_path) / "manipulation"
+    folder = Path(run_path) / RunLayout.MANIPULATION
     found = []
     # Every document counts, also one whose CSV is gone: it is refused by name (collect), never
     # silently left out of the section.
@@ -181,12 +182,11 @@ def grid(runs: list[Any], setting: str, attack: str, explainer: str, baseline: s
     from xairobust.report.figures import image_grid, show_image
     from xairobust.runs import load_tensors
 
-    mine = {r.label: r for r in runs if r.setting == setting
-            and (r.path / "manipulation" / f"{attack}_{explainer}.safetensors").is_file()}
+    mine = {r.label: r for r in runs if r.setting == setting and r.layout.manipulation(attack, explainer)[0].is_file()}
     labels = order_rows(list(mine), baseline, [])
     if not labels:
         return None
-    data = {lab: load_tensors(mine[lab].path / "manipulation" / f"{attack}_{explainer}.safetensors") for lab in labels}
+    data = {lab: load_tensors(mine[lab].layout.manipulation(attack, explainer)[0]) for lab in labels}
     n = min(n_images, min(len(d["inputs"]) for d in data.values()))
     fig, axes = image_grid(len(labels), 4 * n, (1.3 * 4 * n, 1.4 * len(labels) + 0.4))
     titles = ["image", "map", "manip. image", "manip. map"]
@@ -214,7 +214,7 @@ def baseline_label(runs: list[Any], baseline: str) -> str:
     """``baseline`` as a row label (the report's resolve_baseline: a label or a method name,
     case-insensitive); unchanged when it matches none, or several (then no row is tested)."""
     from xairobust.errors import ConfigError
-    from xairobust.report.build import resolve_baseline
+    from xairobust.report.compare import resolve_baseline
 
     try:
         return resolve_baseline(runs, baseline)

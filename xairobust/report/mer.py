@@ -27,7 +27,9 @@ import pandas as pd
 
 from xairobust.attacks.bim_regression import NAME
 from xairobust.errors import ConfigError
+from xairobust.layout import RunLayout
 from xairobust.report.render import latex_grid, markdown_grid, tex_escape
+from xairobust.report.samples import MER_SAMPLES
 from xairobust.report.stats import adjust_p, paired_test
 from xairobust.runs import find_runs, read_json, read_run_meta, write_json_atomic
 from xairobust.stages.attack import verify_robustness
@@ -77,7 +79,7 @@ def collect(paths: list[str | Path], eps: float | None = None, unconstrained: bo
 
     found = []
     for path in find_runs(list(paths)):
-        rob = path / "robustness.json"
+        rob = RunLayout(path).robustness
         if rob.is_file():
             # Refuse results computed on other weights than the run's (one line, with the command).
             verify_robustness(path, f"xairobust attack --run {path} --attack {NAME}")
@@ -160,6 +162,23 @@ def per_sample_statistic(run: MerRun, on: str) -> np.ndarray:
     if on == "after":
         return after
     return after - np.abs(s["pred_clean"] - s["targets"]).mean(1)
+
+
+def per_excerpt_frame(runs: list[MerRun]) -> pd.DataFrame:
+    """mer_samples.csv: one row per run x test excerpt with every value a t-test reads (``mae_after``
+    for ``--ttest-on after``, ``delta_mae`` for ``delta``; ``mae_before`` beside them) and the run's
+    weights sha256, so that scripts/check_results.py can recompute ttests.csv without the runs."""
+    from xairobust.report.samples import with_weights
+
+    frames = []
+    for r in sorted(runs, key=lambda r: (_labels(runs).index(r.label), r.seed)):
+        frames.append(pd.DataFrame({
+            "label": r.label, "seed": r.seed, "run": str(r.path),
+            "index": np.asarray(r.samples["indices"]).astype(np.int64),
+            "mae_before": np.abs(r.samples["pred_clean"] - r.samples["targets"]).mean(1),
+            "mae_after": per_sample_statistic(r, "after"), "delta_mae": per_sample_statistic(r, "delta")}))
+    cols = ["label", "seed", "run", "index", "mae_before", "mae_after", "delta_mae"]
+    return with_weights(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols), runs)
 
 
 def paired_tests(runs: list[MerRun], on: str = "after", pairs=PAIRS, alpha: float = 0.05) -> pd.DataFrame:
@@ -315,7 +334,7 @@ def collect_section(opts: MerOptions) -> MerData:
 
 
 def render_section(opts: MerOptions, data: MerData, out: Path) -> None:
-    """table1.{csv,md,tex}, ttests.{csv,md}, figures/*.{png,pdf} and summary.json into ``out``."""
+    """table1.{csv,md,tex}, ttests.{csv,md}, mer_samples.csv, figures/*.{png,pdf} and summary.json into ``out``."""
     runs = data.runs
     (out / "figures").mkdir(parents=True, exist_ok=True)
     df = table1(runs)
@@ -324,6 +343,7 @@ def render_section(opts: MerOptions, data: MerData, out: Path) -> None:
     (out / "table1.tex").write_text(table1_latex(df))
     tests = paired_tests(runs, opts.ttest_on, opts.pairs)
     (out / "ttests.csv").write_text(tests.to_csv(index=False))
+    per_excerpt_frame(runs).to_csv(out / MER_SAMPLES, index=False)  # the values behind ttests.csv
     (out / "ttests.md").write_text(ttests_markdown(tests))
     fig_delta_mae(runs, out / "figures" / "delta_mae_box")
     models = [m for m in opts.scatter_models if any(r.label == m for r in runs)] or _labels(runs)[:3]

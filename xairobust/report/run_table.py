@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xairobust.layout import RunLayout
 from xairobust.report.collect import collect_runs, collect_scores, verify_run
 from xairobust.report.meta import MetricMeta, metric_meta, order_metrics
 from xairobust.report.render import caption_parts, latex_document, latex_table, markdown_table
@@ -111,8 +112,8 @@ def summarise_run(run_dir: str | Path, explainer: str, digits: int = 3) -> RunSu
 def write_run_tables(run_dir: str | Path, explainer: str, digits: int = 3) -> tuple[RunSummary, list[Path]]:
     """Write ``scores/<explainer>.tex`` (a table for ``\\input{}``) and ``.md`` atomically."""
     summary = summarise_run(run_dir, explainer, digits)
-    base = Path(run_dir) / "scores"
-    tex, md = base / f"{explainer}.tex", base / f"{explainer}.md"
+    csv = RunLayout(run_dir).score(explainer)[0]
+    tex, md = csv.with_suffix(".tex"), csv.with_suffix(".md")
     write_text_atomic(tex, summary.tex)
     write_text_atomic(md, summary.md)
     return summary, [tex, md]

@@ -1,7 +1,8 @@
 """Per-sample files beside starred tables, with the weights each value came from (issue 21 item 5).
 
 Every section that stars a value (the score tables' ``samples.csv``, the manipulation section's
-``manipulation_samples.csv``, the visualisation section's ``visual_samples.csv``) writes the long
+``manipulation_samples.csv``, the visualisation section's ``visual_samples.csv``, the MER
+t-tests' ``mer_samples.csv``) writes the long
 frame its tests were computed from, plus each run's weights sha256, so that
 ``scripts/check_results.py`` can recompute the means and stars without the run directories.
 """
@@ -18,6 +19,7 @@ from xairobust.runs import WEIGHTS, file_sha256
 SAMPLES_CSV = "samples.csv"
 MANIPULATION_SAMPLES = "manipulation_samples.csv"
 VISUAL_SAMPLES = "visual_samples.csv"
+MER_SAMPLES = "mer_samples.csv"  # the MER t-tests' per-excerpt values (report/mer.py)
 
 
 def with_weights(frame: pd.DataFrame, runs: list[Any]) -> pd.DataFrame:

@@ -41,14 +41,24 @@ def is_control(explainer: str) -> bool:
     return explainer in EXPLAINERS and bool(EXPLAINERS.meta(explainer).get("control"))
 
 
-def _all_scores(runs: list[Any]) -> pd.DataFrame:
+def _scores(runs: list[Any], explainers: list[str]) -> pd.DataFrame:
+    """The per-sample scores of ``explainers`` (only those: a run may hold score files of
+    explainers another zoo or report asked for, and their rows do not belong in this report)."""
     from xairobust.report.collect import collect_scores
 
-    explainers = sorted({e for r in runs for e in r.explainers()})
     if not explainers:
         return pd.DataFrame()
     frame, _ = collect_scores(runs, explainers)
     return frame
+
+
+def _shown(explainers: list[str], selected: bool) -> str:
+    """The section's statement of which explainers it shows."""
+    names = ", ".join(explainers)
+    if selected:
+        return (f"Explainers: {names} (the ones this report was asked for: `--explainer` or the zoo's"
+                " explainers; other score files in the runs are left out).\n")
+    return f"Explainers: {names} (every explainer the runs have scores of: no explainer was selected).\n"
 
 
 def control_means(scores: pd.DataFrame) -> pd.DataFrame:
@@ -59,6 +69,14 @@ def control_means(scores: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _in_row_order(means: pd.DataFrame, baseline: str, order: list[str]) -> pd.DataFrame:
+    """``means`` with its labels in the tables' row order (tables.order_rows); stable otherwise."""
+    from xairobust.report.tables import order_rows
+
+    rank = {lab: i for i, lab in enumerate(order_rows(list(dict.fromkeys(means["label"])), baseline, order))}
+    return means.sort_values("label", key=lambda s: s.map(rank), kind="stable").reset_index(drop=True)
+
+
 def _better(a: float, b: float, direction: str | None) -> bool:
     """a better than b in ``direction``."""
     if direction not in ("higher", "lower") or not (math.isfinite(a) and math.isfinite(b)):
@@ -66,13 +84,16 @@ def _better(a: float, b: float, direction: str | None) -> bool:
     return a > b if direction == "higher" else a < b
 
 
-def mprt_curves(runs: list[Any]) -> pd.DataFrame:
-    """setting, label, explainer, depth (1 = first layer randomised), layer, similarity (mean over seeds)."""
+def mprt_curves(runs: list[Any], explainers: list[str] | None = None) -> pd.DataFrame:
+    """setting, label, explainer, depth (1 = first layer randomised), layer, similarity (mean over
+    seeds), of ``explainers`` (default: every explainer a run has scores of)."""
     from xairobust.runs import read_json
 
     rows = []
     for r in runs:
         for explainer in r.explainers():
+            if explainers is not None and explainer not in explainers:
+                continue
             path = r.score_file(explainer).with_suffix(".json")
             try:
                 diag = read_json(path)["metrics"]["mprt"]["diagnostics"]
@@ -187,20 +208,26 @@ def _mprt_figure(curves: pd.DataFrame, setting: str):
 
 def write_section(runs: list[Any], folder: Path, stats: pd.DataFrame, baseline: str, registry: Registry | None,
                   figures: bool = True, formats: tuple[str, ...] = ("png",), dpi: int = 150,
-                  common_correct: bool = False) -> list[Path]:
+                  common_correct: bool = False, explainers: list[str] | None = None,
+                  selected: bool = False, order: list[str] | None = None) -> list[Path]:
     """Write the sanity section into ``folder``; [] when there is nothing to say (module doc).
 
-    With ``common_correct`` the control rows are means over the same common-correct samples as
+    ``explainers``: the report's explainers (default: every one the runs have scores of);
+    ``selected``: whether they were asked for (``--explainer``, a zoo's list) -- the section says
+    which. The control tables list the rows in the tables' order (baseline first, then ``order``,
+    then alphabetical). With ``common_correct`` the control rows are means over the same common-correct samples as
     the tables and the tests the verdicts quote, so a verdict never sets a test on one image set
     beside means of another."""
     from xairobust.report import analysis
     from xairobust.report import figures as figs
     from xairobust.report.meta import metric_meta
 
-    scores = _all_scores(runs)
+    if explainers is None:
+        explainers, selected = sorted({e for r in runs for e in r.explainers()}), False
+    scores = _scores(runs, explainers)
     if common_correct and not scores.empty:
         scores, _ = analysis.restrict_common_correct(scores, runs, list(dict.fromkeys(scores["explainer"])))
-    curves = mprt_curves(runs)
+    curves = mprt_curves(runs, explainers)
     if scores.empty or (not any(is_control(e) for e in set(scores["explainer"])) and curves.empty):
         return []
     means = control_means(scores)
@@ -209,7 +236,8 @@ def write_section(runs: list[Any], folder: Path, stats: pd.DataFrame, baseline: 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     md = ["# Sanity checks\n", "Controls: model-independent explanations scored like the explainers under test"
-          " (xairobust.report.sanity explains the flags and verdicts).\n", _control_tables(means, metas)]
+          " (xairobust.report.sanity explains the flags and verdicts).\n", _shown(list(explainers), selected),
+          _control_tables(_in_row_order(means, baseline, order or []), metas)]
     if len(ver):
         md.append("### Does the difference survive the controls?\n")
         md += [f"- {s}" for s in ver["sentence"]]

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xairobust.layout import RunLayout
 from xairobust.report.collect import RunRecord, read_long_csv
 from xairobust.report.meta import MetricMeta
 from xairobust.runs import read_json
 from xairobust.stages.contract import verify_chain
 
-FOLDER = "visualisations"
+FOLDER = RunLayout.VISUALISATIONS
 KINDS = ("inversion", "generation", "feature")
 VISUAL_METRICS = {
     "fid": MetricMeta("fid", "FID", "visual", "lower"),

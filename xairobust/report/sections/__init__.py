@@ -67,8 +67,8 @@ def run_folders(report: str) -> tuple[str, ...]:
 
 
 def report_inputs(report: str, run_paths: list[Path]) -> dict[str, Path]:
-    """Every file a report of kind ``report`` reads from its runs, by role ``<run>:<file>`` (hashed
-    into its provenance): each run's run.json / weights / robustness.json and the folders its
+    """Every file a report of kind ``report`` reads from its runs, by role ``<run key>:<file>``
+    (collect.run_keys: the weights' sha256, not the path; hashed into its provenance): each run's run.json / weights / robustness.json and the folders its
     sections declare in ``reads`` (single files there, e.g. history.csv, are not hashed)."""
     from xairobust.report.collect import run_inputs
 

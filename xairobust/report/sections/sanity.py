@@ -27,4 +27,5 @@ class SanitySection(Section):
         cmp, c = ctx.comparison, ctx.conf
         if cmp is not None:
             sanity.write_section(ctx.runs, folder, cmp.stats, c.baseline, ctx.registry, c.figures, tuple(c.formats), c.dpi,
-                                 common_correct=c.common_correct)
+                                 common_correct=c.common_correct, explainers=list(cmp.explainers),
+                                 selected=bool(c.explainer), order=list(c.order))
