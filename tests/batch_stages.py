@@ -6,6 +6,10 @@ while not depending on the other stages' implementations. Importing this module 
 as ``stub-attack``, ``stub-explain``, ``stub-score`` and ``stub-report``; zoo files select them
 by those names (``stages: {attack: stub-attack, ...}``) -- a zoo never names a module. `sleep`
 makes a job slow enough to be killed mid-way.
+
+Each implements only ``inputs``, ``outputs`` and ``compute`` (returning a ``Written``), like every
+stage, so ``Stage.run`` writes their documents with a provenance block and the batch decides
+whether a job is done by the contract alone.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import torch
 
 from xairobust.config import require
 from xairobust.data.base import get_dataset
-from xairobust.runs import load_run, load_tensors, read_run_meta, save_tensors, write_json_atomic, write_text_atomic
-from xairobust.stages.contract import STAGES, Stage
+from xairobust.runs import load_run, load_tensors, read_run_meta, save_tensors, write_text_atomic
+from xairobust.stages.contract import STAGES, Stage, Written
 
 
 def _test_batch(meta: dict, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,7 +45,7 @@ class AttackConfig:
         require(self.eps > 0, f"attack: eps must be > 0, got {self.eps}")
 
 
-def attack(run_dir: Path, conf: AttackConfig, quiet: bool = False) -> Path:
+def attack(run_dir: Path, conf: AttackConfig) -> Written:
     model, meta = load_run(run_dir)
     x, y, _ = _test_batch(meta, conf.n)
     x = x.clone().requires_grad_(True)
@@ -51,11 +55,9 @@ def attack(run_dir: Path, conf: AttackConfig, quiet: bool = False) -> Path:
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
         robust = float((model(x_adv).argmax(1) == y).float().mean())
-    out = Path(run_dir) / "robustness.json"
-    write_json_atomic(out, {"clean_accuracy": clean, "robust_accuracy": robust, "headline": "fgsm",
-                            "results": [{"attack": "fgsm", "norm": "linf", "eps": conf.eps, "steps": 1,
-                                         "restarts": 0, "robust_accuracy": robust, "n": len(y)}]})
-    return out
+    return Written({"clean_accuracy": clean, "robust_accuracy": robust, "headline": "fgsm",
+                    "results": [{"attack": "fgsm", "norm": "linf", "eps": conf.eps, "steps": 1,
+                                 "restarts": 0, "robust_accuracy": robust, "n": len(y)}]})
 
 
 @dataclass
@@ -67,7 +69,11 @@ class ExplainConfig:
     data_dir: str | None = None
 
 
-def explain(run_dir: Path, conf: ExplainConfig, quiet: bool = False) -> Path:
+def _attributions(run_dir: Path, explainer: str) -> Path:
+    return Path(run_dir) / "attributions" / f"{explainer}.safetensors"
+
+
+def explain(run_dir: Path, conf: ExplainConfig) -> Written:
     if conf.fail:
         raise RuntimeError(f"explainer {conf.explainer} failed on purpose")
     model, meta = load_run(run_dir)
@@ -76,13 +82,12 @@ def explain(run_dir: Path, conf: ExplainConfig, quiet: bool = False) -> Path:
     out = model(x).gather(1, y[:, None]).sum()
     (grad,) = torch.autograd.grad(out, x)
     attributions = grad * x if conf.explainer == "gxi" else grad
-    path = Path(run_dir) / "attributions" / f"{conf.explainer}.safetensors"
+    path = _attributions(run_dir, conf.explainer)
     save_tensors(path, {"inputs": x.detach(), "targets": y, "indices": idx, "attributions": attributions})
     end = time.monotonic() + conf.sleep
-    while time.monotonic() < end:  # slow job for the SIGKILL test; the kill lands here
+    while time.monotonic() < end:  # slow job for the SIGKILL test; the kill lands here, before the .json
         time.sleep(0.05)
-    write_json_atomic(path.with_suffix(".json"), {"explainer": conf.explainer, "n": len(y)})
-    return path
+    return Written({"explainer": conf.explainer, "n": len(y)}, files=(path,))
 
 
 @dataclass
@@ -92,8 +97,12 @@ class ScoreConfig:
     data_dir: str | None = None
 
 
-def score(run_dir: Path, conf: ScoreConfig, quiet: bool = False) -> Path:
-    t = load_tensors(Path(run_dir) / "attributions" / f"{conf.explainer}.safetensors")
+def _scores(run_dir: Path, explainer: str) -> Path:
+    return Path(run_dir) / "scores" / f"{explainer}.csv"
+
+
+def score(run_dir: Path, conf: ScoreConfig) -> Written:
+    t = load_tensors(_attributions(run_dir, conf.explainer))
     a = t["attributions"].flatten(1).abs()
     l1 = a.sum(1)
     l2 = a.pow(2).sum(1).sqrt()
@@ -104,10 +113,9 @@ def score(run_dir: Path, conf: ScoreConfig, quiet: bool = False) -> Path:
     for metric, vals in values.items():
         for i, tgt, v in zip(t["indices"].tolist(), t["targets"].tolist(), vals, strict=True):
             w.writerow([i, tgt, metric, repr(v)])
-    out = Path(run_dir) / "scores" / f"{conf.explainer}.csv"
+    out = _scores(run_dir, conf.explainer)
     write_text_atomic(out, buf.getvalue())
-    write_json_atomic(out.with_suffix(".json"), {"preset": conf.preset})
-    return out
+    return Written({"preset": conf.preset}, files=(out,))
 
 
 @dataclass
@@ -116,7 +124,7 @@ class ReportConfig:
     runs: list = field(default_factory=list)  # set by the batch runner
 
 
-def build_report(run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: bool = False) -> list[Path]:
+def build_report(run_dirs: list[Path], out: Path, conf: ReportConfig) -> Written:
     """label -> mean and std over seeds of each explainer x metric mean, plus robust accuracy."""
     rows: dict[str, dict[str, list[float]]] = {}
     for run in run_dirs:
@@ -144,36 +152,71 @@ def build_report(run_dirs: list[Path], out: Path, conf: ReportConfig, quiet: boo
     out = Path(out)
     write_text_atomic(out / "table.csv", "\n".join(lines) + "\n")
     write_text_atomic(out / "table.md", "| " + " | ".join(lines[0].split(",")) + " |\n")
-    return [out / "table.csv", out / "table.md"]
+    return Written({"runs": [str(r) for r in run_dirs]}, files=(out / "table.csv", out / "table.md"))
 
 
-class _Stub(Stage):
-    """Contract shape around the stub functions; provenance is not the stubs' concern."""
+def _weights(run_dir: Path) -> dict[str, Path]:
+    return {"weights": Path(run_dir) / "model.safetensors"}
 
+
+class StubAttack(Stage, name="stub-attack", role="attack", Config=AttackConfig, per="run", after="train", order=1,
+                 report_input=True):
     def inputs(self, run_dir, conf):
-        return {"weights": Path(run_dir) / "model.safetensors"}
-
-    def identity(self, run_dir, conf):
-        from xairobust import config as cfg
-
-        return cfg.to_dict(conf)
+        return _weights(run_dir)
 
     def outputs(self, run_dir, conf):
-        return []
+        return [Path(run_dir) / "robustness.json"]
+
+    def compute(self, run_dir, conf, resolved, quiet):
+        return attack(run_dir, conf)
 
 
-def _register(name: str, slot: str, per: str, after, order: float, func, config, report_input=False):
-    if name in STAGES:
-        return
-    attrs = dict(name=name, role=slot, Config=config, per=per, after=after, order=order, report_input=report_input)
-    if slot == "report":
-        attrs["run"] = lambda self, run_dir, conf, quiet=False: func([Path(p) for p in conf.runs], run_dir, conf, quiet)
-    else:
-        attrs["run"] = lambda self, run_dir, conf, quiet=False: func(run_dir, conf, quiet)
-    STAGES.register(name)(type(f"Stub_{slot}", (_Stub,), attrs))
+class StubExplain(Stage, name="stub-explain", role="explain", Config=ExplainConfig, per="explainer", after="train",
+                  order=2, explainer_params="params"):
+    def inputs(self, run_dir, conf):
+        return _weights(run_dir)
+
+    def outputs(self, run_dir, conf):
+        path = _attributions(run_dir, conf.explainer)
+        return [path, path.with_suffix(".json")]
+
+    def compute(self, run_dir, conf, resolved, quiet):
+        return explain(run_dir, conf)
 
 
-_register("stub-attack", "attack", "run", "train", 1, attack, AttackConfig, report_input=True)
-_register("stub-explain", "explain", "explainer", "train", 2, explain, ExplainConfig)
-_register("stub-score", "score", "explainer", "explain", 3, score, ScoreConfig, report_input=True)
-_register("stub-report", "report", "report", None, 4, build_report, ReportConfig)
+class StubScore(Stage, name="stub-score", role="score", Config=ScoreConfig, per="explainer", after="explain",
+                order=3, report_input=True):
+    def inputs(self, run_dir, conf):
+        return {"attributions": _attributions(run_dir, conf.explainer)}
+
+    def outputs(self, run_dir, conf):
+        path = _scores(run_dir, conf.explainer)
+        return [path, path.with_suffix(".json")]
+
+    def compute(self, run_dir, conf, resolved, quiet):
+        return score(run_dir, conf)
+
+
+class StubReport(Stage, name="stub-report", role="report", Config=ReportConfig, per="report", after=None, order=4):
+    def inputs(self, run_dir, conf):
+        found = {}
+        for i, run in enumerate(conf.runs):
+            run = Path(run)
+            found[f"run{i}"] = run / "run.json"
+            if (run / "robustness.json").is_file():
+                found[f"run{i}:robustness"] = run / "robustness.json"
+            for csv_path in sorted((run / "scores").glob("*.csv")):
+                found[f"run{i}:{csv_path.stem}"] = csv_path
+        return found
+
+    def outputs(self, run_dir, conf):
+        out = Path(run_dir)
+        return [out / "table.csv", out / "table.md", out / "report.json"]
+
+    def compute(self, run_dir, conf, resolved, quiet):
+        return build_report([Path(p) for p in conf.runs], run_dir, conf)
+
+
+for _cls in (StubAttack, StubExplain, StubScore, StubReport):
+    if _cls.name not in STAGES:
+        STAGES.register(_cls.name)(_cls)

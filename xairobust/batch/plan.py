@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xairobust import config as cfg
-from xairobust.batch.kinds import extra_stage_names, resolve_stage
+from xairobust.batch.kinds import resolve_stage, slots
 from xairobust.batch.zoo import DatasetEntry, ModelEntry, ReportEntry, Resources, Zoo
 from xairobust.errors import ConfigError
 from xairobust.provenance import config_hash
@@ -64,7 +64,15 @@ class Job:
 
     @property
     def soft(self) -> bool:
-        return self.stage == "report"
+        """A job over many runs (``per="report"``): it runs over the runs whose chains finished."""
+        return bool(self.inputs)
+
+    def stage_config(self, runs: list[str] | None = None) -> dict[str, Any]:
+        """The mapping its stage's config is built from; a many-run job's ``runs`` are ``runs``
+        (default: every run it was planned over)."""
+        if not self.soft:
+            return self.config
+        return {**self.config, "runs": list(self.inputs) if runs is None else list(runs)}
 
     def marker(self, root: Path) -> Path:
         return root / self.target / ".batch" / f"{self.tag}.json"
@@ -84,7 +92,7 @@ class Plan:
         return {j.id: j for j in self.jobs}
 
     def reports(self) -> list[Job]:
-        return [j for j in self.jobs if j.stage == "report"]
+        return [j for j in self.jobs if j.soft]
 
 
 def identity(conf: Any) -> dict[str, Any]:
@@ -110,6 +118,33 @@ def job_key(job: Job, dep_keys: dict[str, str], inputs: list[str] | None = None)
     return config_hash(payload)
 
 
+def _entry_block(entry: Any, slot: str) -> dict[str, Any]:
+    """A model or explainer entry's settings for ``slot`` (e.g. a model's ``attack:``), if it has them."""
+    value = getattr(entry, slot, None) if slot in {f.name for f in dataclasses.fields(entry)} else None
+    return value if isinstance(value, dict) else {}
+
+
+def _slot_per(slot: str) -> str:
+    """``per`` of the stages filling ``slot`` (the stage of that name, else the first registered)."""
+    from xairobust.stages.contract import STAGES
+
+    if slot in STAGES:
+        return STAGES.get(slot).per
+    return next(STAGES.get(n).per for n in STAGES.names() if STAGES.get(n).slot() == slot)
+
+
+def _after_first(planned: list[tuple[str, type]]) -> list[tuple[str, type]]:
+    """The slots in ``Stage.order``, each after the slot its ``after`` names (if planned)."""
+    todo = sorted(planned, key=lambda p: p[1].order)
+    done: list[tuple[str, type]] = []
+    names = {slot for slot, _ in planned}
+    while todo:
+        ready = next((p for p in todo if p[1].after not in names or p[1].after in {d for d, _ in done}), todo[0])
+        todo.remove(ready)
+        done.append(ready)
+    return done
+
+
 class _Builder:
     """Expands one zoo; holds the loaded stage classes and the jobs made so far."""
 
@@ -123,32 +158,48 @@ class _Builder:
         self.by_id: dict[str, Job] = {}
         self.skipped_stages: list[str] = []
         self.classes: dict[str, type] = {}
-        wanted = ["train"]
-        if any(m.run is not None for m in zoo.methods):
-            wanted.append("use")
-        if zoo.attack is not None:
-            wanted.append("attack")
-        if zoo.explainers:
-            wanted += ["explain", "score"]
-        if zoo.reports != [] and len(wanted) > 1:
-            wanted.append("report")
-        for stage in wanted:
+        roots = ["train", *(["use"] if any(m.run is not None for m in zoo.methods) else [])]
+        for slot in roots:
+            self.classes[slot] = resolve_stage(slot, zoo.stages, self.where)
+        # Every other slot a registered stage fills joins the job graph when the zoo configures it
+        # (a zoo key of the slot's name); where its jobs go is declared on its class (per, after, order).
+        self.planned: list[tuple[str, type]] = []  # (slot, stage) of the per-run slots, in planning order
+        for slot in slots():
+            if slot in roots or not self.configured(slot):
+                continue
             try:
-                self.classes[stage] = resolve_stage(stage, zoo.stages, self.where)
+                cls = resolve_stage(slot, zoo.stages, self.where)
             except ConfigError:
-                if not skip_missing or stage in ("train", "use"):
+                if not skip_missing:
                     raise
-                self.skipped_stages.append(stage)
-        # Registered stages beyond the core slots, configured by a zoo key of their name.
-        self.extras: list[tuple[str, type]] = []
-        for name in extra_stage_names():
-            cls = resolve_stage(name, zoo.stages, self.where)
-            if name in zoo.more and zoo.more[name] is not None and zoo.more[name] is not False:
-                self.extras.append((name, cls))
+                self.skipped_stages.append(slot)
+                continue
+            if cls.after is None and cls.per != "report":
+                continue  # starts from nothing (import): no place in a zoo's graph
+            self.classes[slot] = cls
+            if cls.per != "report":
+                self.planned.append((slot, cls))
+        self.planned = _after_first(self.planned)
+        if "report" in self.classes and len(roots) == 1 and not self.planned:
+            del self.classes["report"]  # nothing to report on beyond training
         self.data_dir = str(Path(zoo.data_dir).expanduser().resolve()) if zoo.data_dir else None
 
     def has(self, stage: str) -> bool:
         return stage in self.classes
+
+    def block(self, slot: str) -> Any:
+        """The zoo's settings for ``slot``: its own key (attack, explain, score, report) or a key of
+        the slot's name among the others; None or false: not configured."""
+        fields = {f.name for f in dataclasses.fields(Zoo)}
+        return getattr(self.zoo, slot) if slot in fields else self.zoo.more.get(slot)
+
+    def configured(self, slot: str) -> bool:
+        """Whether the zoo asks for ``slot``'s jobs (one per explainer needs explainers listed)."""
+        per = _slot_per(slot)
+        if per == "report":
+            return self.zoo.reports != []
+        value = self.block(slot)
+        return value is not None and value is not False and (per != "explainer" or bool(self.zoo.explainers))
 
     def build_conf(self, stage: str, mapping: dict[str, Any], where: str, cls: type | None = None) -> tuple[Any, dict[str, Any]]:
         cls = (cls or self.classes[stage]).Config
@@ -272,42 +323,48 @@ class _Builder:
     # -- per run -------------------------------------------------------------------------------
 
     def run_jobs(self, train: Job, model: ModelEntry) -> list[str]:
-        """attack, explain and score jobs of one run; returns the ids a report needs."""
+        """The jobs of one run (train or use job ``train``), from the planned stages' declarations
+        alone: ``per`` (one job per run, or per run x explainer), ``after`` (the slot whose job of
+        the same run -- and explainer -- it waits for) and the zoo's settings for the slot (the
+        zoo's key, the model entry's and the explainer entry's key of the slot's name). Returns
+        the ids reports need (``report_input``)."""
         needed: list[str] = []
         name = train.run_name
-        attack_job = None
-        per_explainer: dict[str, dict[str, Job]] = {}
-        if self.has("attack"):
-            conf, mapping = self.build_conf("attack", {**self.zoo.attack, **model.attack}, f"{self.where}: attack")
-            job = self.add(Job(id=f"attack:{name}", stage="attack", tag="attack", **self.impl("attack"),
-                               config=mapping, target=train.target, deps=[train.id], run_name=name,
-                               key_base=self.key_base("attack", conf), summary=f"attack {name}"))
-            needed.append(job.id)
-            attack_job = job
-        if self.has("explain"):
-            for e in self.zoo.explainers:
-                mapping = {**self.zoo.explain, **e.explain, "explainer": e.name}
-                if e.params:
-                    mapping["params"] = {**mapping.get("params", {}), **e.params}
-                conf, mapping = self.build_conf("explain", mapping, f"{self.where}: explainer '{e.name}'")
-                ex = self.add(Job(id=f"explain:{name}:{e.name}", stage="explain", tag=f"explain-{e.name}",
-                                  **self.impl("explain"), config=mapping, target=train.target, deps=[train.id],
-                                  run_name=name, key_base=self.key_base("explain", conf),
-                                  summary=f"explain {e.name} {name}"))
-                per_explainer[e.name] = {"train": train, "explain": ex}
-                if self.has("score"):
-                    mapping = {**self.zoo.score, **e.score, "explainer": e.name}
-                    conf, mapping = self.build_conf("score", mapping, f"{self.where}: score of '{e.name}'")
-                    sc = self.add(Job(id=f"score:{name}:{e.name}", stage="score", tag=f"score-{e.name}",
-                                      **self.impl("score"), config=mapping, target=train.target,
-                                      deps=[ex.id], run_name=name, key_base=self.key_base("score", conf),
-                                      summary=f"score {e.name} {name}"))
-                    per_explainer[e.name]["score"] = sc
-                    needed.append(sc.id)
-                else:
-                    needed.append(ex.id)
-        per_run = {"train": train, train.stage: train, **({"attack": attack_job} if attack_job else {})}
-        return needed + self.extra_jobs(train, per_explainer, per_run)
+        per_run: dict[str, Job] = {"train": train, train.stage: train}
+        per_explainer: dict[str, dict[str, Job]] = {e.name: {} for e in self.zoo.explainers}
+        for slot, cls in self.planned:
+            block = self.block(slot)
+            mapping = {**(block if isinstance(block, dict) else {}), **_entry_block(model, slot)}
+            if cls.per == "explainer":
+                points = [(e.name, self.explainer_mapping(cls, slot, mapping, e)) for e in self.zoo.explainers]
+            else:
+                points = [(None, mapping)]
+            after = cls.after or "train"
+            for explainer, m in points:
+                dep = (per_explainer[explainer].get(after) if explainer else None) or per_run.get(after)
+                if dep is None:
+                    if after in self.skipped_stages:
+                        continue  # left out with the stage it runs after (skip_missing_stages)
+                    raise ConfigError(f"{self.where}: stage '{cls.name}' runs after '{after}', which this zoo has no job for")
+                what = f"{slot}{' of ' + repr(explainer) if explainer else ''}"
+                conf, m = self.build_conf(slot, m, f"{self.where}: {what}", cls)
+                job = self.add(Job(id=f"{slot}:{name}{':' + explainer if explainer else ''}", stage=slot,
+                                   tag=f"{slot}-{explainer}" if explainer else slot, **self.impl(slot, cls), config=m,
+                                   target=train.target, deps=[dep.id], run_name=name,
+                                   key_base=self.key_base(slot, conf, cls),
+                                   summary=f"{slot}{' ' + explainer if explainer else ''} {name}"))
+                (per_explainer[explainer] if explainer else per_run)[slot] = job
+                if cls.report_input:
+                    needed.append(job.id)
+        return needed
+
+    def explainer_mapping(self, cls: type, slot: str, mapping: dict[str, Any], e: Any) -> dict[str, Any]:
+        """A per-explainer stage's settings for explainer entry ``e``: the entry's block of the
+        slot's name over the zoo's, the explainer's name, and (``explainer_params``) its params."""
+        m = {**mapping, **_entry_block(e, slot), "explainer": e.name}
+        if e.params and cls.explainer_params:
+            m[cls.explainer_params] = {**m.get(cls.explainer_params, {}), **e.params}
+        return m
 
     def impl(self, stage: str, cls: type | None = None) -> dict[str, str]:
         cls = cls or self.classes[stage]
@@ -316,45 +373,15 @@ class _Builder:
     def key_base(self, stage: str, conf: Any, cls: type | None = None) -> dict[str, Any]:
         return {"stage": stage, "impl": (cls or self.classes[stage]).name, "config": identity(conf)}
 
-    def extra_jobs(self, train: Job, per_explainer: dict[str, dict[str, Job]], per_run: dict[str, Job]) -> list[str]:
-        """Jobs of registered extra stages, placed by their declarations alone: ``per`` (one job per
-        run or per run x explainer) and ``after`` (the slot whose job of the same run, or of the
-        same run and explainer, it waits for -- a core one or another extra stage, which is why
-        extras are planned in ``Stage.order``). Returns the ids reports need."""
-        needed: list[str] = []
-        for name, cls in sorted(self.extras, key=lambda e: e[1].order):
-            mapping = dict(self.zoo.more[name] or {}) if isinstance(self.zoo.more[name], dict) else {}
-            if cls.per == "explainer":
-                points = [(e.name, {**mapping, "explainer": e.name}) for e in self.zoo.explainers]
-            else:
-                points = [(None, mapping)]
-            for explainer, m in points:
-                after = cls.after or "train"
-                if cls.per == "explainer":
-                    dep = per_explainer.get(explainer, {}).get(after) or (per_run.get(after) if after in ("train", "attack") else None)
-                else:
-                    dep = per_run.get(after)
-                if dep is None:
-                    raise ConfigError(f"{self.where}: stage '{name}' runs after '{after}', which this zoo has no job for")
-                suffix = f"-{explainer}" if explainer else ""
-                conf, m = self.build_conf(name, m, f"{self.where}: {name}{' of ' + repr(explainer) if explainer else ''}", cls)
-                job = self.add(Job(id=f"{name}:{train.run_name}{':' + explainer if explainer else ''}", stage=cls.slot(),
-                                   tag=f"{name}{suffix}", **self.impl(name, cls), config=m, target=train.target,
-                                   deps=[dep.id], run_name=train.run_name, key_base=self.key_base(name, conf, cls),
-                                   summary=f"{name}{' ' + explainer if explainer else ''} {train.run_name}"))
-                if cls.per == "explainer":
-                    per_explainer.setdefault(explainer, {})[cls.slot()] = job
-                else:
-                    per_run[cls.slot()] = job
-                if cls.report_input:
-                    needed.append(job.id)
-        return needed
-
     # -- reports -------------------------------------------------------------------------------
 
     def report_jobs(self, runs: list[tuple[DatasetEntry, ModelEntry, str, Job, list[str]]]) -> None:
-        if not self.has("report"):
+        """Jobs of the stage over many runs (``per="report"``): one per zoo ``reports:`` entry
+        (default one per dataset x model), over the runs it selects."""
+        slot = next((s for s, c in self.classes.items() if c.per == "report"), None)
+        if slot is None:
             return
+        cls = self.classes[slot]
         entries = self.zoo.reports
         if entries is None:
             pairs = list(dict.fromkeys((d.name, m.name) for d, m, *_ in runs))
@@ -369,8 +396,8 @@ class _Builder:
             if not chosen:
                 raise ConfigError(f"{self.where}: reports[{i}] '{entry.name}' matches no run of the grid")
             where = f"{self.where}: report '{entry.name}'"
-            mapping = {**self.zoo.report, **entry.config}
-            fields = {f.name for f in dataclasses.fields(self.classes["report"].Config)}
+            mapping = {**(self.block(slot) or {}), **entry.config}
+            fields = {f.name for f in dataclasses.fields(cls.Config)}
             if "baseline" in fields and "baseline" not in mapping:
                 # The report's baseline is a row label; the zoo may have renamed 'standard'.
                 standard = next((m for m in self.zoo.methods if m.name == "standard" and m.label), None)
@@ -383,13 +410,13 @@ class _Builder:
             relabel = {train.target: self.run_labels[train.target] for train, _ in chosen if train.target in self.run_labels}
             if relabel:
                 mapping["labels"] = relabel
-            conf, mapping = self.build_conf("report", mapping, where)
+            conf, mapping = self.build_conf(slot, mapping, where, cls)
             target = f"{self.results_dir}/{entry.name}"
             inputs = {train.target: needed for train, needed in chosen}
-            job = Job(id=f"report:{entry.name}", stage="report", tag="report", **self.impl("report"),
+            job = Job(id=f"{slot}:{entry.name}", stage=slot, tag=slot, **self.impl(slot, cls),
                       config=mapping, target=target, deps=[d for ids in inputs.values() for d in ids],
-                      inputs=inputs, key_base=self.key_base("report", conf),
-                      summary=f"report {entry.name} ({len(inputs)} runs)")
+                      inputs=inputs, key_base=self.key_base(slot, conf, cls),
+                      summary=f"{slot} {entry.name} ({len(inputs)} runs)")
             job.key = job_key(job, {d: self.by_id[d].key for d in job.deps}, list(inputs))
             self.add(job)
 

@@ -119,7 +119,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def job_spec(job: Job, root: Path, key: str, dep_stamps: dict[str, str], inputs: list[str]) -> dict[str, Any]:
     """The plain dict a worker gets (picklable, no classes)."""
-    return {"id": job.id, "stage": job.stage, "name": job.name, "module": job.module, "tag": job.tag, "config": job.config,
+    return {"id": job.id, "stage": job.stage, "name": job.name, "module": job.module, "tag": job.tag,
+            "config": job.stage_config(inputs if job.soft else None),
             "target": job.target, "root": str(root), "key": key, "deps": dep_stamps, "inputs": inputs}
 
 

@@ -1,51 +1,35 @@
-"""What is already done: markers, output fingerprints, and the resume check.
+"""What is already done, and the log of what each job wrote.
 
-A train job is done when ``run.json`` exists with the job's config hash and the weights match
-its checksum. Every other job writes a marker ``<target>/.batch/<tag>.json`` after its stage
-returns: the job key, the checksums of the outputs the stage returned, and the stamps of the
-jobs it depended on. It is done when the marker has the same key, its outputs still have those
-checksums, and its dependencies are done with the same stamps (so retraining a model redoes its
-explanations). A job's stamp is the weights checksum (train) or a hash of its outputs.
+A job is done when its dependencies are done and the stage contract says its outputs are current
+(``Stage.is_current``: the document's provenance block matches the job's config and the sha256 of
+its input files now, and the files it records are unchanged). So retraining a model redoes its
+explanations (their recorded weights hash no longer matches), and an output computed outside the
+batch with the same config counts as done. A job's stamp is its provenance identity hash.
+
+After each job the worker writes a marker ``<target>/.batch/<tag>.json``: the job, its key, the
+sha256 of the files it wrote, its dependencies' stamps and its wall time. Markers are a log, read
+by people and tests; they never decide whether a job runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from xairobust.errors import RunError
 from xairobust.layout import RunLayout
-from xairobust.runs import RUN_JSON, WEIGHTS, file_sha256
+from xairobust.runs import file_sha256
 
 MARKER_DIR = RunLayout.BATCH
 LOG_DIR = RunLayout.LOGS
 # atomic_path() writes ".<name>.<random>.tmp" next to the file; a SIGKILL can leave one behind.
 STALE_TMP = re.compile(r"^\..+\.tmp$")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def train_stamp(root: Path, target: str, key: str) -> str | None:
-    """The weights checksum of a finished run with config hash ``key``, else None."""
-    run = root / target
-    meta = _read_json(run / RUN_JSON)
-    if not meta or meta.get("config_hash") != key:
-        return None
-    sha = meta.get("weights_sha256")
-    weights = run / WEIGHTS
-    if not sha or not weights.is_file() or file_sha256(weights) != sha:
-        return None
-    return str(sha)
 
 
 def output_hashes(root: Path, outputs: list[Path]) -> dict[str, str]:
@@ -70,41 +54,51 @@ def stamp_of(hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def marker_stamp(root: Path, marker: Path, key: str, dep_stamps: dict[str, str]) -> str | None:
-    """The job's stamp when its marker matches ``key`` and ``dep_stamps`` and outputs are intact."""
-    data = _read_json(marker)
-    if not data or data.get("key") != key or data.get("deps") != dep_stamps:
-        return None
-    outputs = data.get("outputs")
-    if not isinstance(outputs, dict) or not outputs:
-        return None
-    for rel, sha in outputs.items():
-        path = Path(rel) if Path(rel).is_absolute() else root / rel
-        if not path.is_file() or file_sha256(path) != sha:
-            return None
-    # The provenance chain: an output whose inputs changed since (e.g. weights replaced outside
-    # the batch) is not done, whatever the marker says; the job runs again.
-    from xairobust.stages.contract import StaleError, verify_chain
+@contextlib.contextmanager
+def _chdir(path: Path) -> Iterator[None]:
+    """contextlib.chdir (Python 3.11+) for 3.10."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
-    for rel in data.get("docs") or []:
-        path = Path(rel) if Path(rel).is_absolute() else root / rel
-        try:
-            verify_chain(path, marker.parent.parent, "xairobust batch")
-        except (StaleError, RunError):
-            return None
-    return data.get("stamp")
+
+def job_stage(job: Any, runs: list[str] | None = None) -> tuple[Any, Any]:
+    """(stage instance, config) of ``job``; ``runs``: the runs a many-run job reads (default all)."""
+    from xairobust import config as cfg
+    from xairobust.batch.worker import load_stage
+
+    cls = load_stage(job.name, job.module)
+    return cls(), cfg.build(cls.Config, job.stage_config(runs), job.id)
+
+
+def job_stamp(job: Any, root: Path, runs: list[str] | None = None) -> str | None:
+    """The job's stamp (its provenance identity hash, short) when the contract says its outputs
+    are current (``Stage.is_current``: the same config and input files, outputs unchanged), else
+    None. This is the batch's only notion of "done"; markers are a log of what a job wrote."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    try:
+        with _chdir(root):  # job paths (targets, init runs, report runs) are relative to the root
+            stage, conf = job_stage(job, runs)
+            target = Path(job.target)
+            resolved = stage.resolve(target, conf)
+            return resolved.hash[:16] if stage.is_current(target, conf, resolved) else None
+    except Exception:  # noqa: BLE001 - an input missing, stale or unreadable (RunError, ...): not provably
+        return None  # current, so the job runs, and the worker logs a real failure
 
 
 def done_stamps(plan: Any, root: Path) -> dict[str, str]:
-    """{job id: stamp} of every job of ``plan`` that is done (jobs are in dependency order)."""
+    """{job id: stamp} of every job of ``plan`` that is done: its dependencies are done and its
+    outputs are current by the contract (jobs are in dependency order)."""
     stamps: dict[str, str] = {}
     for job in plan.jobs:
         if any(d not in stamps for d in job.deps):
             continue
-        if job.stage == "train":
-            stamp = train_stamp(root, job.target, job.key)
-        else:
-            stamp = marker_stamp(root, job.marker(root), job.key, {d: stamps[d] for d in job.deps})
+        stamp = job_stamp(job, root)
         if stamp:
             stamps[job.id] = stamp
     return stamps

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xairobust import config as cfg
-from xairobust.batch.state import LOG_DIR, MARKER_DIR, output_hashes, stamp_of, train_stamp
+from xairobust.batch.state import LOG_DIR, MARKER_DIR, output_hashes
 from xairobust.runs import write_json_atomic
 
 
@@ -79,30 +79,24 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         fh.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec['id']} (key {spec['key']}, pid {os.getpid()})\n")
         try:
             set_threads(spec.get("threads"))
-            stage = spec["stage"]
             cls = load_stage(spec["name"], spec.get("module"))
             conf = cfg.build(cls.Config, spec["config"], spec["id"])
-            if cls.per == "report":
-                conf.runs = list(spec.get("inputs", []))  # the runs whose chains finished
-            returned = cls().run(target, conf, quiet=True)
-            if returned is None:
-                outputs = []
-            else:
-                outputs = [Path(p) for p in (returned if isinstance(returned, (list, tuple)) else [returned])]
-            if stage == "train":
-                stamp = train_stamp(root, spec["target"], spec["key"])
-                if stamp is None:
-                    raise RuntimeError(f"train finished but {target}/run.json does not carry config hash {spec['key']}")
-            else:
-                hashes = output_hashes(root, outputs or [target])
-                stamp = stamp_of(hashes)
-                write_json_atomic(target / MARKER_DIR / f"{spec['tag']}.json", {
-                    "job": spec["id"], "key": spec["key"], "deps": spec["deps"], "outputs": hashes,
-                    "docs": provenance_docs(root, outputs),
-                    "stamp": stamp, "inputs": spec.get("inputs", []),
-                    "wall_time_s": time.perf_counter() - start,
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                })
+            stage = cls()
+            document = stage.run(target, conf, quiet=True)
+            resolved = stage.resolve(target, conf)
+            if not stage.is_current(target, conf, resolved):  # the contract's "done", as the driver asks it
+                raise RuntimeError(f"{spec['name']} finished but its outputs in {target} are not current")
+            stamp = resolved.hash[:16]
+            outputs = stage.outputs(target, conf)
+            hashes = output_hashes(root, [p for p in outputs if Path(p).is_file()])
+            # The log of what the job wrote (the batch never decides on it; see state.py).
+            write_json_atomic(target / MARKER_DIR / f"{spec['tag']}.json", {
+                "job": spec["id"], "key": spec["key"], "deps": spec["deps"], "outputs": hashes,
+                "docs": provenance_docs(root, [Path(document)]),
+                "stamp": stamp, "inputs": spec.get("inputs", []),
+                "wall_time_s": time.perf_counter() - start,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
             result.update(ok=True, stamp=stamp)
             fh.write(f"=== done in {time.perf_counter() - start:.1f}s\n")
         except Exception as exc:  # noqa: BLE001 - isolate every failure to its job

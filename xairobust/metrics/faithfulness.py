@@ -78,10 +78,6 @@ CUMULATIVE_BASELINES = ("black", "white")
 AREA_METRICS = ("pixel_flipping", "region_perturbation", "region_perturbation_lerf", "region_perturbation_symmetric", "selectivity")
 
 
-def _positions(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape[1:])) if len(shape) > 1 else 1
-
-
 def auto_patch_size(shape: tuple[int, ...]) -> int:
     """64 patches of a square image (min(H, W) // 8; 4 on 32 x 32, 1 on 8 x 8)."""
     return max(1, min(shape[-2:]) // 8)

@@ -96,6 +96,12 @@ class _Computed:
     mono: pd.DataFrame
     meta: dict[str, Any]
     figures: dict[str, bytes] = field(default_factory=dict)  # file stem -> PNG
+    # Manipulation resistance and visualisation numbers (issue 19 item 4), when the report has them:
+    # the same dose-response / run means / monotonicity, over every sample the report used.
+    more_dose: pd.DataFrame = field(default_factory=pd.DataFrame)
+    more_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    more_mono: pd.DataFrame = field(default_factory=pd.DataFrame)
+    more_notes: list[str] = field(default_factory=list)
 
 
 # -- numbers -------------------------------------------------------------------------------------
@@ -215,6 +221,132 @@ def _run_names(recorded: Any, runs: Any, source: Path) -> dict[str, str]:
     return out
 
 
+MORE_KIND = {"manipulation": "manipulation resistance", "visual": "visualisation"}
+
+
+def more_metas() -> dict[str, Any]:
+    """Metric metadata of the manipulation measures that have a direction (the report's tested
+    ones) and of the visualisation numbers, keyed by metric name."""
+    from xairobust.report import manipulation
+    from xairobust.report.meta import MetricMeta
+    from xairobust.report.visual import VISUAL_METRICS
+
+    metas = {m: MetricMeta(m, label, "manipulation", d) for m, label, d in manipulation.COLUMNS if d is not None}
+    metas.update(VISUAL_METRICS)
+    return metas
+
+
+def _read_samples(folder: Path, name: str) -> pd.DataFrame | None:
+    for path in (folder / name, folder / f"{name}.gz"):
+        if path.is_file():
+            try:
+                return pd.read_csv(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+                raise ConfigError(f"{path}: not a readable per-sample CSV ({exc})") from None
+    return None
+
+
+def _run_fid(runs: list[Path]) -> pd.DataFrame:
+    """(run, extractor, fid): each run's FID of its generated images per feature extractor (a
+    per-run number: no per-sample file holds it), from the runs' visualisation documents."""
+    from xairobust.report.collect import collect_runs
+    from xairobust.report.visual import visual_frames
+
+    _, summary = visual_frames(collect_runs([str(p) for p in runs]))
+    if summary.empty:
+        return pd.DataFrame(columns=["run", "extractor", "fid"])
+    return summary[["run", "extractor", "fid"]]
+
+
+def more_long(report_dir: Path, long: pd.DataFrame, runs: list[Path] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The report's manipulation-resistance and visualisation numbers as a long frame (the columns
+    of ``analysis.LONG_COLUMNS`` plus ``kind``), with each run's robust/clean accuracy and ladder
+    value taken from ``long`` (the scores' long frame of the same runs), and notes.
+
+    * manipulation (``manipulation_samples.csv``): one "explainer" per (attack, attacked explainer,
+      scored explainer) as the report's rows name it (``topk/ig``, ``random/ig→saliency``), the
+      measures the report tests (those with a direction: Spearman, top-k intersections, SSIM,
+      centre-of-mass shift, the targeted gains, FSR = fooled);
+    * visualisation (``visual_samples.csv``): one "explainer" per feature extractor, class FID (per
+      class) and feature distance (per image), plus FID (one number per run, from ``runs``' documents).
+
+    Every sample the report used counts (the common-correct filter is about explanations of
+    correctly classified images; these numbers have their own sample sets). A run that ``long``
+    does not know (no robust accuracy to place it on the axis) is left out and named in a note."""
+    from xairobust.report import manipulation
+    from xairobust.report.samples import MANIPULATION_SAMPLES, VISUAL_SAMPLES
+
+    metas = more_metas()
+    columns = [*analysis().LONG_COLUMNS, "kind"]
+    info_cols = ["run", "family", "ladder_param", "ladder_value", "eps", "init", "clean_acc", "robust_acc"]
+    info = long.drop_duplicates("run")[info_cols]
+    known = list(info["run"])
+    frames, notes = [], []
+    man = _read_samples(Path(report_dir), MANIPULATION_SAMPLES)
+    if man is not None and len(man):
+        man = man[man["metric"].isin([m for m, meta in metas.items() if meta.category == "manipulation"])].copy()
+        man["explainer"] = [manipulation._key(a, b, e) for a, b, e in
+                            zip(man["attack"].astype(str), man["attacked"].astype(str), man["explainer"].astype(str),
+                                strict=True)]
+        frames.append(man.assign(kind="manipulation"))
+    vis = _read_samples(Path(report_dir), VISUAL_SAMPLES)
+    if vis is not None and len(vis):
+        vis = vis[vis["metric"].isin([m for m, meta in metas.items() if meta.category == "visual"])].copy()
+        frames.append(vis.assign(kind="visual"))
+        if runs:
+            fid = _run_fid(runs)
+            fid = fid[np.isfinite(fid["fid"].to_numpy(float))]
+            if len(fid):
+                per_run = vis.drop_duplicates(["run", "explainer"])[["run", "explainer", "setting", "label", "seed"]]
+                per_run["run_key"] = per_run["run"].map(_tolerant_names(per_run["run"].unique(), fid["run"].unique()))
+                fid = fid.rename(columns={"run": "run_key", "extractor": "explainer"}).merge(
+                    per_run, on=["run_key", "explainer"], how="inner")
+                frames.append(fid.assign(metric="fid", value=fid["fid"], index=0, kind="visual")
+                              .drop(columns=["fid", "run_key"]))
+    if not frames:
+        return pd.DataFrame(columns=columns), notes
+    df = pd.concat(frames, ignore_index=True)
+    names = _tolerant_names(df["run"].unique(), known)
+    unknown = sorted(str(r) for r in df["run"].unique() if r not in names)
+    if unknown:
+        notes.append(f"left out (no robust accuracy among the study's runs): {', '.join(unknown)}")
+    df = df[df["run"].isin(list(names))].copy()
+    df["run"] = df["run"].map(names)
+    df = df.rename(columns={"index": "sample"}).drop(columns=[c for c in info_cols[1:] if c in df.columns])
+    df = df.merge(info, on="run", how="left")
+    df["direction"] = df["metric"].map({m: meta.direction or "" for m, meta in metas.items()})
+    df["correct"], df["floor"] = np.nan, np.nan
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df[columns].reset_index(drop=True), notes
+
+
+def _tolerant_names(recorded: Any, runs: Any) -> dict[Any, str]:
+    """Like ``_run_names`` but a recorded name that matches no run (or several) is left out."""
+    out = {}
+    for name in recorded:
+        parts = Path(str(name)).parts
+        hits = [r for r in runs if str(r) == str(name) or Path(str(r)).parts[-len(parts):] == parts
+                or Path(str(name)).parts[-len(Path(str(r)).parts):] == Path(str(r)).parts]
+        if len(hits) == 1:
+            out[name] = hits[0]
+    return out
+
+
+def _more(section: Section, long: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """(dose-response, run means, monotonicity, notes) of the manipulation/visualisation numbers."""
+    A = analysis()
+    more, notes = more_long(section.report_dir, long, section.runs)
+    if more.empty:
+        return pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), notes
+    kinds = more.drop_duplicates(["explainer", "metric"]).set_index(["explainer", "metric"])["kind"]
+    dose = A.dose_response(more.drop(columns="kind"), seed=section.seed, n_boot=section.n_boot,
+                           ci_level=section.ci_level, alpha=section.alpha)
+    dose.insert(0, "kind", [kinds.get((e, m), "") for e, m in zip(dose["explainer"], dose["metric"], strict=True)])
+    runs = A.run_means(more.drop(columns="kind"))
+    mono = monotonicity(rung_means(runs, section.ci_level))
+    return dose, runs, mono, notes
+
+
 def compute(section: Section) -> _Computed:
     """Every number of a section. One source with its report: the samples are the report's
     (samples.csv), floor-subtracted like the report's tests, and every statistic the report wrote
@@ -237,8 +369,10 @@ def compute(section: Section) -> _Computed:
     mixed = _read_or(d / "mixed.csv", lambda: A.mixed_effects(used, section.baseline, correction=section.correction, **kw))
     runs = A.run_means(used)
     mono = monotonicity(rung_means(runs, section.ci_level))
+    more_dose, more_runs, more_mono, more_notes = _more(section, long)
     return _Computed(section=section, long=long, used=used, counts=counts, runs=runs, dose=dose, dose_all=dose_all,
-                     seeds=seeds, mixed=mixed, mono=mono, meta=_study_meta(section.runs, long))
+                     seeds=seeds, mixed=mixed, mono=mono, meta=_study_meta(section.runs, long),
+                     more_dose=more_dose, more_runs=more_runs, more_mono=more_mono, more_notes=more_notes)
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -384,6 +518,57 @@ def controls_figure(runs: pd.DataFrame, metas: dict[str, Any], level: float, dpi
     return _png(fig, dpi)
 
 
+MORE_PANELS = 12  # the manipulation/visualisation figure's panel cap (the CSV has every pair)
+
+
+def more_panels(runs: pd.DataFrame, metas: dict[str, Any]) -> list[tuple[str, str]]:
+    """(explainer, metric) pairs of the manipulation/visualisation figure: visualisation first,
+    then the manipulations whose scored explainer is the attacked one, then transfers; metrics in
+    ``metas`` order; at most ``MORE_PANELS``."""
+    if runs.empty:
+        return []
+    pairs = list(dict.fromkeys(zip(runs["explainer"], runs["metric"], strict=True)))
+    order = {m: i for i, m in enumerate(metas)}
+
+    def rank(pair: tuple[str, str]) -> tuple[int, int, str]:
+        explainer, metric = pair
+        kind = 0 if metas.get(metric) is not None and metas[metric].category == "visual" else (2 if "→" in explainer else 1)
+        return kind, order.get(metric, len(order)), explainer
+
+    return sorted(pairs, key=rank)[:MORE_PANELS]
+
+
+def more_figure(runs: pd.DataFrame, metas: dict[str, Any], level: float, dpi: int) -> bytes | None:
+    """Manipulation resistance and visualisation numbers vs robust accuracy: one panel per
+    (attack/explainer or feature extractor, measure), the headline's panels; None without them."""
+    import matplotlib.pyplot as plt
+
+    from xairobust.report import figures as figs  # noqa: F401 - selects the Agg backend first
+
+    panels = more_panels(runs, metas)
+    if not panels:
+        return None
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.5, 3.0 * ncols), 2.5 * nrows + 0.5), squeeze=False)
+    styles = _family_styles(list(dict.fromkeys(runs["family"])))
+    for k, ax in enumerate(ax for row in axes for ax in row):
+        if k >= len(panels):
+            ax.axis("off")
+            continue
+        explainer, metric = panels[k]
+        part = runs[runs["explainer"] == explainer]
+        _rung_panel(ax, part, rung_means(part, level), metric, styles, legend=k == 0)
+        meta = metas.get(metric)
+        name = f"{meta.label} {meta.arrow}".strip() if meta is not None else metric
+        ax.set_title(f"{explainer}: {name}", fontsize=8)
+        if k >= len(panels) - ncols:
+            ax.set_xlabel("robust accuracy (%)", fontsize=8)
+    _legend_band(fig, axes, f"manipulation resistance and visualisation vs robust accuracy (mean over seeds, bars"
+                            f" {level:.0%} CI)")
+    return _png(fig, dpi)
+
+
 def accuracy_figure(runs: pd.DataFrame, dpi: int) -> bytes:
     """Clean vs robust accuracy of every run: the confound the adjustment removes."""
     import matplotlib.pyplot as plt
@@ -503,6 +688,7 @@ def what_this_shows(c: _Computed, metas: dict[str, Any]) -> list[str]:
             para += (" A control explainer does not read the model, so a dose-response here comes from the metric's"
                      " own dependence on the model (its perturbation or faithfulness probe), not from better explanations.")
         out.append(para)
+    out.extend(_more_paragraphs(c, metas))
     if len(seeds) < 2:
         out.append("One training seed: every test is about images only, not about training runs; the seed-level"
                    " statistics need <code>seeds: K</code> with K ≥ 2.")
@@ -520,6 +706,44 @@ def what_this_shows(c: _Computed, metas: dict[str, Any]) -> list[str]:
         out.append(f"All comparisons use the images every model of the comparison classifies correctly"
                    f" ({lo}{'' if lo == int(c.counts['n_common_correct'].max()) else '–' + str(int(c.counts['n_common_correct'].max()))}"
                    f" of {hi} per run), so no model is scored on images it gets wrong.")
+    return out
+
+
+def _more_paragraphs(c: _Computed, metas: dict[str, Any]) -> list[str]:
+    """One paragraph per kind (manipulation resistance, visualisation): the significant slopes per
+    +10 points of robust accuracy with their CIs, how many are flat, and which lose the effect
+    once clean accuracy is held fixed."""
+    out = []
+    d = c.more_dose
+    if d.empty:
+        return out
+    pct = f"{c.section.ci_level:.0%}"
+    for kind, part in d.groupby("kind", sort=False):
+        better, worse, lost = [], [], []
+        for r in part.itertuples(index=False):
+            meta = metas.get(r.metric)
+            text = f"{html.escape(str(r.explainer))} {meta.label if meta is not None else r.metric}"
+            if not _excludes_zero(r.slope_ci_low, r.slope_ci_high):
+                continue
+            item = f"{text} {_num(r.slope_per10)} {_ci(r.slope_ci_low, r.slope_ci_high)}"
+            (better if _effect_word(r.slope_per10, r.direction) == "improves" else worse).append(item)
+            same = (math.isfinite(r.adj_slope_per10) and np.sign(r.adj_slope_per10) == np.sign(r.slope_per10)
+                    and _excludes_zero(r.adj_ci_low, r.adj_ci_high))
+            if not same:
+                lost.append(text)
+        n_flat = len(part) - len(better) - len(worse)
+        para = (f"<b>{MORE_KIND.get(kind, kind).capitalize()}</b> (every sample the report used), per +10 points of"
+                f" robust accuracy over {int(part['n_runs'].max())} runs:")
+        bits = []
+        if better:
+            bits.append(" resists better / improves significantly for " + "; ".join(better))
+        if worse:
+            bits.append(" worsens significantly for " + "; ".join(worse))
+        bits.append(f" the {pct} CI includes zero for {n_flat} of {len(part)} measures")
+        para += ",".join(bits) + "."
+        if lost:
+            para += " Adjusted for clean accuracy, the effect does <b>not survive</b> for " + ", ".join(lost) + "."
+        out.append(para)
     return out
 
 
@@ -649,6 +873,28 @@ def render_page(computed: list[_Computed], info: StudyInfo, metas: dict[str, Any
             ("clean_slope_per10", "clean-acc. slope / +10 pts"), ("adjustment_note", "adjustment")],
             "Slope per +10 points of robust accuracy: on every image, on the common-correct images, and from"
             " metric ~ robust + clean accuracy (OLS over runs) — the last is the effect at fixed clean accuracy."))
+        if not c.more_dose.empty:
+            body.append("<h3>Manipulation resistance and visualisation vs robustness</h3>")
+            stem = _stem("headline", "manipulation visual", s.name if multi else "")
+            if stem in c.figures:
+                body.append(_img(c.figures[stem], "manipulation and visualisation vs robustness"))
+            body.append(_frame_html(_with_labels(c.more_dose, metas), [
+                ("kind", "kind"), ("explainer", "attack / explainer or extractor"), ("metric", "measure"),
+                ("n_runs", "runs"), ("spearman", "Spearman ρ"), ("spearman_ci_low|spearman_ci_high", "CI"),
+                ("slope_per10", "slope / +10 pts robust"), ("slope_ci_low|slope_ci_high", "CI"),
+                ("adj_slope_per10", "adjusted for clean acc."), ("adj_ci_low|adj_ci_high", "CI"),
+                ("adjustment_note", "adjustment")],
+                f"The report's manipulation measures (↑: the explanation resisted better) and visualisation numbers"
+                f" (FID per run, class FID per class, feature distance per image) as a dose-response over runs, on"
+                f" every sample the report used: rank correlation with robust accuracy (bootstrap CI over runs), OLS"
+                f" slope per +10 points ({s.ci_level:.0%} CI; bold: excludes 0) and the slope at fixed clean accuracy."))
+            body.append(_frame_html(_with_labels(c.more_mono, metas), [
+                ("explainer", "attack / explainer or extractor"), ("metric", "measure"), ("family", "ladder"),
+                ("values", "rungs"), ("means", "rung means (over seeds)"), ("shape", "shape"),
+                ("with_more_robustness", "with a higher rung")],
+                "Monotonicity of the manipulation/visualisation numbers along each ladder."))
+            for note in c.more_notes:
+                body.append(f"<p class=small>{esc(note)}</p>")
         body.append("<h3>Seeds as the unit, and the mixed model</h3>")
         body.append(_frame_html(_with_labels(c.seeds, metas), [
             ("explainer", "explainer"), ("metric", "metric"), ("label", "method"), ("unit", "unit"), ("test", "test"),
@@ -696,6 +942,8 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
     computed = [compute(s) for s in track(sections, len(sections), "study statistics", quiet)]
     names = list(dict.fromkeys(m for c in computed for m in c.long["metric"]))
     metas = {m.name: m for m in order_metrics([metric_meta(n) for n in names])}
+    if any(not c.more_dose.empty for c in computed):
+        metas.update({k: v for k, v in more_metas().items() if k not in metas})
     multi = len(computed) > 1
     for c in computed:
         for explainer in c.meta["explainers"]:
@@ -705,6 +953,10 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
         if png is not None:
             c.figures[_stem("headline", "with controls", c.section.name if multi else "")] = png
         c.figures["accuracy"] = accuracy_figure(c.runs, dpi)
+        if not c.more_runs.empty:
+            png = more_figure(c.more_runs, metas, c.section.ci_level, dpi)
+            if png is not None:
+                c.figures[_stem("headline", "manipulation visual", c.section.name if multi else "")] = png
     page = render_page(computed, info, metas, out)
     out.mkdir(parents=True, exist_ok=True)
     with staging(out) as folder:
@@ -721,6 +973,10 @@ def build_study(sections: list[Section], out: Path, info: StudyInfo, *, dpi: int
             c.runs.to_csv(folder / f"{prefix}run_means.csv", index=False)
             if not c.counts.empty:
                 c.counts.to_csv(folder / f"{prefix}common_correct.csv", index=False)
+            if not c.more_dose.empty:
+                c.more_dose.to_csv(folder / f"{prefix}dose_response_manipulation_visual.csv", index=False)
+                c.more_mono.to_csv(folder / f"{prefix}monotonicity_manipulation_visual.csv", index=False)
+                c.more_runs.to_csv(folder / f"{prefix}run_means_manipulation_visual.csv", index=False)
         written = move_into(folder, out)
     inputs = {}
     for c in computed:

@@ -206,11 +206,7 @@ def _attack(run_dir: Path, conf: AttackConfig, quiet: bool) -> None:
 
     device = pick_device(conf.device)
     model, meta = load_run(run_dir, device)
-    ds = meta["dataset"]
-    source = get_source(ds["name"])
-    if conf.split not in source.splits:
-        raise ConfigError(f"attack: dataset '{ds['name']}' has no split '{conf.split}' (splits: {', '.join(source.splits)})")
-    split = source.load(conf.split, resolve_data_dir(conf.data_dir), **ds.get("kwargs", {}))
+    split = _load_split(meta, conf)
     info = split.info
     n = len(split) if conf.n is None else min(conf.n, len(split))
     classification = info.task == "classification"
@@ -219,13 +215,7 @@ def _attack(run_dir: Path, conf: AttackConfig, quiet: bool) -> None:
     weights = stamp_inputs(stage.inputs(run_dir, conf), run_dir)
     entries = current_entries(run_dir, weights)
     todo = stage.attacks(conf, classification)
-    for name in todo:
-        want = ATTACKS.meta(name).get("task")  # None: any task (PGD takes the task's loss)
-        if want is not None and want != info.task:
-            raise ConfigError(f"attack: {name} attacks {want} models; this run is {info.task}")
-        check = getattr(ATTACKS.get(name), "applicable", None)
-        if check is not None:  # fail before minutes of PGD, not after
-            check(tuple(info.input_shape), conf.norm, info.value_range, info.num_outputs)
+    _check_applicable(todo, conf, info)
     wanted = {name: entry_identity("attack", FORMAT, _settings(conf, name, conf.n), weights) for name in todo}
     pending = [name for name in todo if find_current(entries, wanted[name]) is None]
     if not pending:
@@ -233,6 +223,13 @@ def _attack(run_dir: Path, conf: AttackConfig, quiet: bool) -> None:
 
     loss_fn = nn.functional.cross_entropy if classification else nn.functional.mse_loss
     generator = torch.Generator(device=device).manual_seed(conf.seed)
+    # Every keyword a registered attack may ask for (each takes those its signature names).
+    pool = {
+        "norm": conf.norm, "eps": conf.eps, "steps": conf.steps, "step_size": conf.resolved_step_size(),
+        "restarts": conf.restarts, "random_start": conf.random_start, "loss_fn": loss_fn,
+        "task": info.task, "value_range": info.value_range, "generator": generator,
+        "num_classes": info.num_outputs, "seed": conf.seed, "batch_size": conf.batch_size, "device": device,
+    }
     clean_correct = 0
     correct = {name: 0 for name in pending}
     adv_reg: list[Tensor] = []
@@ -246,12 +243,7 @@ def _attack(run_dir: Path, conf: AttackConfig, quiet: bool) -> None:
                     clean_correct += int((model(x).argmax(1) == y).sum())
             for name in pending:
                 t0 = time.perf_counter()
-                adv = _run_attack(name, model, x, y, {
-                    "norm": conf.norm, "eps": conf.eps, "steps": conf.steps, "step_size": conf.resolved_step_size(),
-                    "restarts": conf.restarts, "random_start": conf.random_start, "loss_fn": loss_fn,
-                    "task": info.task, "value_range": info.value_range, "generator": generator,
-                    "num_classes": info.num_outputs, "seed": conf.seed, "batch_size": conf.batch_size, "device": device,
-                })
+                adv = _run_attack(name, model, x, y, pool)
                 seconds[name] += time.perf_counter() - t0
                 if classification:
                     with torch.no_grad():
@@ -277,6 +269,26 @@ def _attack(run_dir: Path, conf: AttackConfig, quiet: bool) -> None:
     merged = [e for e in entries if not any(_same_key(e, x) for x in new)] + new
     summary = _summary(merged, conf, classification, clean_correct / n if classification else None)
     write_robustness(run_dir, weights, new, _same_key, summary)
+
+
+def _load_split(meta: dict[str, Any], conf: AttackConfig) -> DataSplit:
+    """The attacked split of the run's dataset (all of it; the first ``conf.n`` are attacked)."""
+    ds = meta["dataset"]
+    source = get_source(ds["name"])
+    if conf.split not in source.splits:
+        raise ConfigError(f"attack: dataset '{ds['name']}' has no split '{conf.split}' (splits: {', '.join(source.splits)})")
+    return source.load(conf.split, resolve_data_dir(conf.data_dir), **ds.get("kwargs", {}))
+
+
+def _check_applicable(names: list[str], conf: AttackConfig, info: Any) -> None:
+    """One-line refusals of attacks that do not fit the run, before minutes of PGD, not after."""
+    for name in names:
+        want = ATTACKS.meta(name).get("task")  # None: any task (PGD takes the task's loss)
+        if want is not None and want != info.task:
+            raise ConfigError(f"attack: {name} attacks {want} models; this run is {info.task}")
+        check = getattr(ATTACKS.get(name), "applicable", None)
+        if check is not None:
+            check(tuple(info.input_shape), conf.norm, info.value_range, info.num_outputs)
 
 
 def _run_attack(name: str, model: nn.Module, x: Tensor, y: Tensor, pool: dict[str, Any]) -> Tensor:

@@ -181,7 +181,7 @@ KEEP_IN_PLACE = (REPLACED_DIR, RunLayout.LOGS)
 
 
 DECLARATIONS = ("name", "Config", "format", "role", "per", "after", "order", "report_input", "owns_dir",
-                "moves_leftovers", "hint_options")
+                "moves_leftovers", "hint_options", "explainer_params")
 
 
 class Stage:
@@ -199,6 +199,9 @@ class Stage:
     * ``after``  the role whose output it consumes (``"train"``, ``"explain"``, ...);
     * ``order``  the scheduler runs later stages first, to finish whole runs early;
     * ``report_input``  whether reports wait for (and read) its output;
+    * ``explainer_params``  (``per="explainer"``) the config field that takes a zoo explainer
+                 entry's ``params`` (explain: ``params``); the zoo's settings of the stage are its
+                 key of the slot's name, under a model or explainer entry's key of that name;
     * ``owns_dir``  the stage makes the run directory itself (train, import): a directory that
                  holds another config's run is refused without ``force`` and moved aside with it;
       ``moves_leftovers`` also moves an interrupted run's files aside (and says so).
@@ -215,6 +218,7 @@ class Stage:
     owns_dir: ClassVar[bool] = False
     moves_leftovers: ClassVar[bool] = False
     hint_options: ClassVar[tuple[str, ...]] = ()  # config fields the recompute command names
+    explainer_params: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **declared: Any) -> None:
         """The declarations above as class keywords, one line a stage:

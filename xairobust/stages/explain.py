@@ -111,7 +111,7 @@ def _summary(values: Tensor) -> dict[str, float]:
 
 @STAGES.register("explain")
 class ExplainStage(Stage, name="explain", Config=ExplainConfig, format=FORMAT, per="explainer", after="train",
-                          order=2, hint_options=("explainer",)):
+                          order=2, hint_options=("explainer",), explainer_params="params"):
     """run directory -> attributions/<explainer>.safetensors + .json (see the module docstring)."""
 
     def inputs(self, run_dir: Path, conf: ExplainConfig) -> dict[str, Path]:

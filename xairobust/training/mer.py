@@ -31,6 +31,20 @@ MIDLEVEL_HINT = (
 )
 
 
+def require_mer_inputs(who: str, model: nn.Module, ctx: TrainContext, regression_hint: str, concepts: str | None) -> None:
+    """One-line refusals before anything is written: a regression dataset and, unless ``concepts``
+    is None (the method needs no bottleneck; else: when it does, e.g. " with --midlevel-weight > 0"),
+    a concept-bottleneck model and mid-level targets."""
+    if ctx.task != "regression":
+        raise ConfigError(f"{who} is for regression datasets{regression_hint}")
+    if concepts is None:
+        return
+    if not has_concepts(model):
+        raise ConfigError(f"{who}{concepts} needs a concept-bottleneck model: use --model a2m2e")
+    if "midlevel" not in ctx.extras:
+        raise ConfigError(f"{who}{concepts} needs mid-level targets, which the dataset did not provide: {MIDLEVEL_HINT}")
+
+
 def joint_loss(
     model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext, emotion_weight: float, midlevel_weight: float, who: str
 ) -> tuple[Tensor, dict[str, float]]:
@@ -71,12 +85,7 @@ class A2M2EJoint(TrainingMethod):
     Params = JointParams
 
     def prepare(self, model: nn.Module, ctx: TrainContext) -> None:
-        if ctx.task != "regression":
-            raise ConfigError("method 'a2m2e_joint' is for regression datasets (e.g. --dataset soundtracks)")
-        if not has_concepts(model):
-            raise ConfigError("method 'a2m2e_joint' needs a concept-bottleneck model: use --model a2m2e")
-        if "midlevel" not in ctx.extras:
-            raise ConfigError(f"method 'a2m2e_joint' needs mid-level targets, which the dataset did not provide: {MIDLEVEL_HINT}")
+        require_mer_inputs("method 'a2m2e_joint'", model, ctx, " (e.g. --dataset soundtracks)", concepts="")
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         p = self.params
@@ -115,12 +124,8 @@ class BIMAdversarial(TrainingMethod):
     Params = BIMAdvParams
 
     def prepare(self, model: nn.Module, ctx: TrainContext) -> None:
-        if ctx.task != "regression":
-            raise ConfigError("method 'bim_adv' is for regression datasets; use --method pgd for classifiers")
-        if self.params.midlevel_weight > 0 and not has_concepts(model):
-            raise ConfigError("method 'bim_adv' with --midlevel-weight > 0 needs --model a2m2e")
-        if self.params.midlevel_weight > 0 and "midlevel" not in ctx.extras:
-            raise ConfigError(f"method 'bim_adv' with --midlevel-weight > 0 needs mid-level targets: {MIDLEVEL_HINT}")
+        require_mer_inputs("method 'bim_adv'", model, ctx, "; use --method pgd for classifiers",
+                           concepts=" with --midlevel-weight > 0" if self.params.midlevel_weight > 0 else None)
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, ctx: TrainContext) -> tuple[Tensor, dict[str, float]]:
         w = self.params.midlevel_weight
