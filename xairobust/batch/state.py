@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -65,10 +66,23 @@ def _chdir(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
+def load_stage(name: str, module: str | None) -> type:
+    """The registered stage ``name`` in this worker process.
+
+    ``module`` is where the driver found the class registered (``type(stage).__module__``, never
+    text from a zoo file): a spawned worker imports it so that stages registered outside the
+    package (the test suite's stubs) are registered here too.
+    """
+    from xairobust.stages.contract import STAGES
+
+    if name not in STAGES and module:
+        importlib.import_module(module)
+    return STAGES.get(name)
+
+
 def job_stage(job: Any, runs: list[str] | None = None) -> tuple[Any, Any]:
     """(stage instance, config) of ``job``; ``runs``: the runs a many-run job reads (default all)."""
     from xairobust import config as cfg
-    from xairobust.batch.worker import load_stage
 
     cls = load_stage(job.name, job.module)
     return cls(), cfg.build(cls.Config, job.stage_config(runs), job.id)

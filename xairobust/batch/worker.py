@@ -7,7 +7,6 @@ its run directory and returns a one-line error, so one bad job cannot stop the b
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import time
 import traceback
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xairobust import config as cfg
-from xairobust.batch.state import LOG_DIR, MARKER_DIR, output_hashes
+from xairobust.batch.state import LOG_DIR, MARKER_DIR, load_stage, output_hashes
 from xairobust.runs import write_json_atomic
 
 
@@ -50,20 +49,6 @@ def provenance_docs(root: Path, outputs: list[Path]) -> list[str]:
             except Exception:  # noqa: BLE001 - not a document: nothing to verify
                 pass
     return docs
-
-
-def load_stage(name: str, module: str | None) -> type:
-    """The registered stage ``name`` in this worker process.
-
-    ``module`` is where the driver found the class registered (``type(stage).__module__``, never
-    text from a zoo file): a spawned worker imports it so that stages registered outside the
-    package (the test suite's stubs) are registered here too.
-    """
-    from xairobust.stages.contract import STAGES
-
-    if name not in STAGES and module:
-        importlib.import_module(module)
-    return STAGES.get(name)
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def build_report(
     so bad input writes nothing and a killed report leaves whole files only. ``registry`` is the
     metric registry for column metadata (default: METRICS). Returns the files written.
     """
-    from xairobust.report import pipeline
+    import xairobust.report.pipeline as pipeline
     from xairobust.report.sections import ReportContext
 
     out = Path(out)
@@ -113,7 +113,7 @@ def report_inputs(run_paths: list[Path]) -> dict[str, Path]:
     """Every file a report reads from its runs, by role ``<run key>:<file>`` (collect.run_keys:
     the weights' sha256, not the path; hashed into report.json): each run's run.json / weights /
     robustness.json and the folders its sections declare."""
-    from xairobust.report import sections
+    import xairobust.report.sections as sections
 
     return sections.report_inputs("report", run_paths)
 

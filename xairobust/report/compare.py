@@ -87,7 +87,8 @@ def compare(ctx: ReportContext) -> Comparison | None:
 
     Resolves ``--baseline`` to a row label (``ctx.conf`` is replaced by the resolved config).
     """
-    from xairobust.report import analysis, visual
+    import xairobust.report.analysis as analysis
+    import xairobust.report.visual as visual
 
     runs, conf = ctx.runs, ctx.conf
     if visual.has_visual(runs) and not any(r.explainers() for r in runs):  # visualisations only

@@ -227,7 +227,7 @@ def write_section(runs: list[Any], df: pd.DataFrame, folder: Path, baseline: str
                   formats: tuple[str, ...] = ("png",), dpi: int = 150) -> None:
     """Render the manipulation section of ``runs`` (RunRecords) from ``df`` (:func:`collect`) into
     ``folder`` (a report's staging folder; the sections.manipulation section calls this)."""
-    from xairobust.report import figures as figs
+    import xairobust.report.figures as figs
     from xairobust.report.samples import MANIPULATION_SAMPLES, with_weights
 
     baseline = baseline_label(runs, baseline)
@@ -254,7 +254,7 @@ def report(run_dirs: list[str | Path], out: str | Path, baseline: str = "standar
            formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
     """Standalone (``xairobust manipulation-report``): the report pipeline's manipulation section
     alone, written into ``out``; [] when no run has manipulation results."""
-    from xairobust.report import pipeline
+    import xairobust.report.pipeline as pipeline
     from xairobust.report.build import ReportConfig
     from xairobust.report.collect import collect_runs
     from xairobust.report.sections import ReportContext

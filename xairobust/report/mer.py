@@ -364,7 +364,7 @@ def render_section(opts: MerOptions, data: MerData, out: Path) -> None:
 def write_report(paths: list[str | Path], out: str | Path, **options: Any) -> dict[str, Any]:
     """The ``mer-report`` kind of the report pipeline (its one section, sections/mer.py) into
     ``out``; ``options`` are :class:`MerOptions` fields. Returns summary.json's content."""
-    from xairobust.report import pipeline
+    import xairobust.report.pipeline as pipeline
     from xairobust.report.sections import ReportContext
 
     ctx = ReportContext([], MerOptions(list(paths), **options))

@@ -218,8 +218,8 @@ def write_section(runs: list[Any], folder: Path, stats: pd.DataFrame, baseline: 
     then alphabetical). With ``common_correct`` the control rows are means over the same common-correct samples as
     the tables and the tests the verdicts quote, so a verdict never sets a test on one image set
     beside means of another."""
-    from xairobust.report import analysis
-    from xairobust.report import figures as figs
+    import xairobust.report.analysis as analysis
+    import xairobust.report.figures as figs
     from xairobust.report.meta import metric_meta
 
     if explainers is None:

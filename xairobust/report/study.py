@@ -41,7 +41,7 @@ FAMILY_NAMES = {"standard": "Standard", "pgd": "PGD", "jacobian": "JacobReg", "n
 def analysis() -> Any:
     """The statistics module (one place: every call below goes through it)."""
     try:
-        from xairobust.report import analysis as module
+        import xairobust.report.analysis as module
     except ImportError:  # pragma: no cover - only while the statistics are not installed
         raise ConfigError("study: this installation lacks xairobust.report.analysis (the issue-19 statistics)") from None
     return module
@@ -227,7 +227,7 @@ MORE_KIND = {"manipulation": "manipulation resistance", "visual": "visualisation
 def more_metas() -> dict[str, Any]:
     """Metric metadata of the manipulation measures that have a direction (the report's tested
     ones) and of the visualisation numbers, keyed by metric name."""
-    from xairobust.report import manipulation
+    import xairobust.report.manipulation as manipulation
     from xairobust.report.meta import MetricMeta
     from xairobust.report.visual import VISUAL_METRICS
 
@@ -273,7 +273,7 @@ def more_long(report_dir: Path, long: pd.DataFrame, runs: list[Path] | None = No
     Every sample the report used counts (the common-correct filter is about explanations of
     correctly classified images; these numbers have their own sample sets). A run that ``long``
     does not know (no robust accuracy to place it on the axis) is left out and named in a note."""
-    from xairobust.report import manipulation
+    import xairobust.report.manipulation as manipulation
     from xairobust.report.samples import MANIPULATION_SAMPLES, VISUAL_SAMPLES
 
     metas = more_metas()
@@ -434,7 +434,7 @@ def headline_figure(runs: pd.DataFrame, explainer: str, metas: dict[str, Any], l
     one panel per metric (see ``_rung_panel``)."""
     import matplotlib.pyplot as plt
 
-    from xairobust.report import figures as figs  # noqa: F401 - selects the Agg backend first
+    import xairobust.report.figures as figs  # noqa: F401 - selects the Agg backend first
 
     part = runs[runs["explainer"] == explainer]
     metrics = [m for m in metas if m in set(part["metric"])]
@@ -492,7 +492,7 @@ def controls_figure(runs: pd.DataFrame, metas: dict[str, Any], level: float, dpi
     control explainer."""
     import matplotlib.pyplot as plt
 
-    from xairobust.report import figures as figs  # noqa: F401 - selects the Agg backend first
+    import xairobust.report.figures as figs  # noqa: F401 - selects the Agg backend first
 
     columns, metrics = controls_layout(runs, metas)
     if not metrics:
@@ -543,7 +543,7 @@ def more_figure(runs: pd.DataFrame, metas: dict[str, Any], level: float, dpi: in
     (attack/explainer or feature extractor, measure), the headline's panels; None without them."""
     import matplotlib.pyplot as plt
 
-    from xairobust.report import figures as figs  # noqa: F401 - selects the Agg backend first
+    import xairobust.report.figures as figs  # noqa: F401 - selects the Agg backend first
 
     panels = more_panels(runs, metas)
     if not panels:
@@ -573,7 +573,7 @@ def accuracy_figure(runs: pd.DataFrame, dpi: int) -> bytes:
     """Clean vs robust accuracy of every run: the confound the adjustment removes."""
     import matplotlib.pyplot as plt
 
-    from xairobust.report import figures as figs  # noqa: F401
+    import xairobust.report.figures as figs  # noqa: F401
 
     per_run = runs.drop_duplicates("run")
     fig, ax = plt.subplots(figsize=(4.2, 3.2))

@@ -268,7 +268,7 @@ def visual_table(summary: pd.DataFrame, stats: pd.DataFrame, baseline: str, orde
 def write(folder: Path, runs: list[RunRecord], frames: tuple[pd.DataFrame, pd.DataFrame], conf: Any) -> None:
     """Write the visual figures and table into ``folder`` (the report's staging folder), from
     ``frames`` = :func:`visual_frames` (the sections.visual section calls this)."""
-    from xairobust.report import figures as figs
+    import xairobust.report.figures as figs
     from xairobust.report.stats import compare_to_baseline
     from xairobust.report.tables import order_rows
 

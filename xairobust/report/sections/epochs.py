@@ -27,7 +27,7 @@ class EpochsSection(Section):
         return None if frame.empty else frame
 
     def render(self, ctx: ReportContext, data: Any, folder: Path) -> None:
-        from xairobust.report import figures as figs
+        import xairobust.report.figures as figs
 
         cmp, conf = ctx.comparison, ctx.conf
         if cmp is None:

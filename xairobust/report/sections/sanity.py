@@ -22,7 +22,7 @@ class SanitySection(Section):
         return () if ctx.conf.controls else None  # reads the scores the compare step verified
 
     def render(self, ctx: ReportContext, data: Any, folder: Path) -> None:
-        from xairobust.report import sanity
+        import xairobust.report.sanity as sanity
 
         cmp, c = ctx.comparison, ctx.conf
         if cmp is not None:

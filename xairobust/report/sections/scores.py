@@ -48,7 +48,7 @@ class ScoresSection(Section):
 
 def _tables(ctx: ReportContext) -> tuple[list, list[dict[str, str]]]:
     """The Table objects (tables.build_tables) and their captions (render.caption_parts)."""
-    from xairobust.report import analysis
+    import xairobust.report.analysis as analysis
     from xairobust.report.render import caption_parts
     from xairobust.report.stats import FLOOR_NOTE
     from xairobust.report.tables import build_tables, columns_for
@@ -83,8 +83,8 @@ def samples_frame(scores: pd.DataFrame, runs: list) -> pd.DataFrame:
 
 def _figures(ctx: ReportContext, folder: Path) -> None:
     """Per setting: the attribution grid, and per explainer the metric distributions (box/violin)."""
+    import xairobust.report.figures as figs
     from xairobust.progress import track
-    from xairobust.report import figures as figs
     from xairobust.report.output import warn
     from xairobust.report.tables import order_rows
 

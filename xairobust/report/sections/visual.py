@@ -16,7 +16,7 @@ class VisualSection(Section):
     reads = (L.VISUALISATIONS,)
 
     def collect(self, ctx: ReportContext) -> Any:
-        from xairobust.report import visual
+        import xairobust.report.visual as visual
 
         for run in ctx.runs:  # every file verified (provenance, recorded sha256, CSV) before any output
             visual.metric_docs(run)
@@ -25,6 +25,6 @@ class VisualSection(Section):
         return visual.visual_frames(ctx.runs) if visual.has_visual(ctx.runs) else None
 
     def render(self, ctx: ReportContext, data: Any, folder: Path) -> None:
-        from xairobust.report import visual
+        import xairobust.report.visual as visual
 
         visual.write(folder, ctx.runs, data, ctx.conf)
