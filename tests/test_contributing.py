@@ -13,11 +13,13 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from xairobust.registry import ATTACKS, EXPLAINERS, METRICS
+from xairobust.report.sections import SECTIONS
 from xairobust.stages.contract import STAGES, StaleError, verify_chain
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "contributing.md"
@@ -32,7 +34,7 @@ def examples() -> dict[str, str]:
 def example(monkeypatch):
     """Run one guide block; the entries it registers are removed again afterwards."""
     import batch_stages  # noqa: F401 - the batch tests' stub stages stay registered after the restore
-    for reg in (STAGES, ATTACKS, EXPLAINERS, METRICS):
+    for reg in (STAGES, ATTACKS, EXPLAINERS, METRICS, SECTIONS):
         reg.names()  # load the real entries first
         monkeypatch.setattr(reg, "_items", dict(reg._items))
         monkeypatch.setattr(reg, "_meta", dict(reg._meta))
@@ -47,7 +49,7 @@ def example(monkeypatch):
 
 
 def test_the_guide_has_every_example():
-    assert set(examples()) == {"stage", "attack", "explainer", "metric"}
+    assert set(examples()) == {"stage", "attack", "explainer", "metric", "section"}
 
 
 def test_stage_example(example, digits_run, tmp_path):
@@ -143,3 +145,44 @@ def test_metric_example(example):
     got = METRICS.get("l1-mass-example")(None).score(inp)
     assert np.allclose(got, [np.mean(np.abs(a[i])) for i in range(4)], rtol=0, atol=1e-15)
     assert METRICS.meta("l1-mass-example")["direction"] == "lower"
+
+
+def test_section_example(example, tmp_path):
+    """The guide's section renders accuracy_gap.csv with the values of each run's robustness.json
+    (recomputed here from the files), goes stale with them, and disappears when nothing is left."""
+    import json
+
+    from report_fake import fake_registry, zoo
+
+    from xairobust.errors import XaiRobustError
+    from xairobust.report import ReportConfig, build_report
+    from xairobust.report.sections import sections_for
+
+    example("section")
+    assert [s.name for s in sections_for("report")].index("accuracy_gap") == 2  # after robustness (15)
+    zoo(tmp_path / "runs", n=6, seeds=(0, 1))
+    runs = sorted((tmp_path / "runs").iterdir())
+    out = tmp_path / "report"
+    build_report([tmp_path / "runs"], out, ReportConfig(figures=False), quiet=True, registry=fake_registry())
+    got = {(Path(r).name): g for r, g in zip(pd.read_csv(out / "accuracy_gap.csv")["run"],
+                                               pd.read_csv(out / "accuracy_gap.csv")["gap"], strict=True)}
+    want = {}
+    for run in runs:
+        doc = json.loads((run / "robustness.json").read_text())
+        want[run.name] = doc["clean_accuracy"] - doc["robust_accuracy"]
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, abs=1e-12)
+    # robustness.json computed on other weights than the run's now is refused, not reported
+    from xairobust.runs import save_tensors
+
+    weights = runs[0] / "model.safetensors"
+    original = weights.read_bytes()
+    save_tensors(weights, {"w": torch.full((2,), 7.0)})
+    with pytest.raises(XaiRobustError):
+        build_report([tmp_path / "runs"], out, ReportConfig(figures=False), quiet=True, registry=fake_registry())
+    weights.write_bytes(original)
+    for run in runs:
+        (run / "robustness.json").unlink()
+    build_report([tmp_path / "runs"], out, ReportConfig(figures=False), quiet=True, registry=fake_registry())
+    assert not (out / "accuracy_gap.csv").exists()  # nothing collected: the earlier copy is removed
