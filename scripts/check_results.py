@@ -99,6 +99,16 @@ def _missing(where: str, file: str, what: str) -> str:
     return f"{where}: {MISSING} ({file}): {what} cannot be recomputed"
 
 
+def _read_samples(folder: Path, name: str, what: str, doc: dict) -> tuple[pd.DataFrame | None, list[str]]:
+    """The per-sample file ``name`` of ``folder`` (or its .gz) and the problems of its weights column
+    against ``doc`` (report.json / summary.json); (None, [missing]) when there is no such file."""
+    path = _per_sample_file(folder, name)
+    if path is None:
+        return None, [_missing(folder.as_posix(), name, what)]
+    samples = pd.read_csv(path)
+    return samples, _check_weights(path.as_posix(), samples, doc)
+
+
 def _pairs(part: pd.DataFrame, label: str, baseline: str, matched: bool, pairing: str) -> tuple[np.ndarray, np.ndarray]:
     """The (method, baseline) value pairs of one test, built from the per-sample rows."""
     # groupby, not pivot_table: pivot_table drops an all-NaN column, and a metric that is undefined
@@ -190,14 +200,12 @@ def _report_json(folder: Path) -> dict:
 def check_table(folder: Path) -> list[str]:
     """Problems of one report folder (table.csv + stats.csv + samples.csv); [] when it re-checks."""
     where = folder.as_posix()
-    samples_path = _per_sample_file(folder, "samples.csv")
-    if samples_path is None:
-        return [_missing(where, "samples.csv", "its means and stars")]
-    samples = pd.read_csv(samples_path)
+    report = _report_json(folder)
+    samples, problems = _read_samples(folder, "samples.csv", "its means and stars", report)
+    if samples is None:
+        return problems
     table = pd.read_csv(folder / "table.csv")
     stats = pd.read_csv(folder / "stats.csv")
-    report = _report_json(folder)
-    problems = _check_weights(samples_path.as_posix(), samples, report)
     alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
 
     # means, sd and n: per-run means, then over the runs (seeds) of each row
@@ -304,14 +312,12 @@ def _check_manipulation_md(where: str, md: str, means: dict, significance: dict,
 def check_manipulation(folder: Path) -> list[str]:
     """manipulation.csv / _stats.csv / .md against manipulation_samples.csv."""
     where = folder.as_posix()
-    samples_path = _per_sample_file(folder, "manipulation_samples.csv")
-    if samples_path is None:
-        return [_missing(where, "manipulation_samples.csv", "the manipulation means and stars")]
-    samples = pd.read_csv(samples_path)
+    report = _report_json(folder)
+    samples, problems = _read_samples(folder, "manipulation_samples.csv", "the manipulation means and stars", report)
+    if samples is None:
+        return problems
     table = pd.read_csv(folder / "manipulation.csv")
     stats = pd.read_csv(folder / "manipulation_stats.csv")
-    report = _report_json(folder)
-    problems = _check_weights(samples_path.as_posix(), samples, report)
     alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
 
     # the table's means pool every sample (and seed) of a label
@@ -342,14 +348,12 @@ VISUAL_MEANS = {"class_fid": "class_fid_mean", "feature_distance": "feature_dist
 def check_visual(folder: Path) -> list[str]:
     """visual_table.csv / visual_stats.csv against visual_samples.csv."""
     where = folder.as_posix()
-    samples_path = _per_sample_file(folder, "visual_samples.csv")
-    if samples_path is None:
-        return [_missing(where, "visual_samples.csv", "the class FID / feature distance means and stars")]
-    samples = pd.read_csv(samples_path)
+    report = _report_json(folder)
+    samples, problems = _read_samples(folder, "visual_samples.csv", "the class FID / feature distance means and stars", report)
+    if samples is None:
+        return problems
     table = pd.read_csv(folder / "visual_table.csv")
     stats = pd.read_csv(folder / "visual_stats.csv")
-    report = _report_json(folder)
-    problems = _check_weights(samples_path.as_posix(), samples, report)
     alpha = float(report.get("provenance", {}).get("identity", {}).get("alpha", 0.05))
 
     # a run's value is its mean over classes / images; the table averages the runs (seeds)
@@ -398,13 +402,12 @@ def _mer_test(samples: pd.DataFrame, a: str, b: str, column: str) -> tuple[np.nd
 def check_mer(folder: Path, alpha: float = 0.05) -> list[str]:
     """ttests.csv (and ttests.md) against mer_samples.csv."""
     where = folder.as_posix()
-    samples_path = _per_sample_file(folder, "mer_samples.csv")
-    if samples_path is None:
-        return [_missing(where, "mer_samples.csv", "the MER t-tests")]
-    samples = pd.read_csv(samples_path)
-    tests = pd.read_csv(folder / "ttests.csv")
     summary = folder / "summary.json"
-    problems = _check_weights(samples_path.as_posix(), samples, json.loads(summary.read_text()) if summary.is_file() else {})
+    samples, problems = _read_samples(folder, "mer_samples.csv", "the MER t-tests",
+                                      json.loads(summary.read_text()) if summary.is_file() else {})
+    if samples is None:
+        return problems
+    tests = pd.read_csv(folder / "ttests.csv")
     adjusted_cols = [c for c in tests.columns if c.startswith("p_")]
     if len(adjusted_cols) != 1:
         return [*problems, f"{where}/ttests.csv: expected one adjusted p column (p_<method>), found {adjusted_cols}"]
