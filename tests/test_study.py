@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -154,14 +155,18 @@ def test_controls_layout_puts_the_controls_beside_the_explainers():
 
 def test_monotonicity_against_hand_computed_cases():
     rows = []
-    for metric, means in (("up", [1, 2, 3]), ("down", [3, 2, 1]), ("bump", [1, 3, 2])):
+    for metric, means in (("up", [1, 2, 3]), ("down", [3, 2, 1]), ("bump", [1, 3, 2]), ("flat", [2, 2, 2])):
         for v, m in zip((0.0, 0.1, 0.2), means, strict=True):
             rows.append({"explainer": "e", "setting": "s", "metric": metric, "family": "pgd", "ladder_param": "eps",
                          "ladder_value": v, "mean": float(m), "direction": "higher"})
     rows.append({**rows[0], "family": "standard", "ladder_param": "", "ladder_value": float("nan")})
-    mono = monotonicity(pd.DataFrame(rows).sample(frac=1, random_state=0)).set_index("metric")
-    assert mono["shape"].to_dict() == {"up": "increasing", "down": "decreasing", "bump": "not monotone"}
-    assert mono["with_more_robustness"].to_dict() == {"up": "improves", "down": "worsens", "bump": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the constant curve must not reach scipy's ConstantInputWarning
+        mono = monotonicity(pd.DataFrame(rows).sample(frac=1, random_state=0)).set_index("metric")
+    assert mono["shape"].to_dict() == {"up": "increasing", "down": "decreasing", "bump": "not monotone",
+                                       "flat": "constant"}
+    assert mono["with_more_robustness"].to_dict() == {"up": "improves", "down": "worsens", "bump": "", "flat": ""}
+    assert np.isnan(mono.loc["flat", "spearman_value_vs_metric"])
     assert mono.loc["bump", "spearman_value_vs_metric"] == pytest.approx(0.5)
     assert set(mono["rungs"]) == {3}
 

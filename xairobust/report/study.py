@@ -137,12 +137,16 @@ def monotonicity(rungs: pd.DataFrame) -> pd.DataFrame:
             shape = "increasing"
         elif np.all(diffs < 0):
             shape = "decreasing"
+        elif np.all(diffs == 0):
+            # a control map that does not read the model scores the same on every rung: no trend to
+            # rank (scipy would warn and return NaN), and "not monotone" would misdescribe it.
+            shape = "constant"
         else:
             shape = "not monotone"
-        rho = float(stats.spearmanr(g["ladder_value"], g["mean"]).statistic)
+        rho = float("nan") if shape == "constant" else float(stats.spearmanr(g["ladder_value"], g["mean"]).statistic)
         direction = g["direction"].iloc[0]
         better = ""
-        if shape != "not monotone" and direction in ("higher", "lower"):
+        if shape in ("increasing", "decreasing") and direction in ("higher", "lower"):
             better = "improves" if (shape == "increasing") == (direction == "higher") else "worsens"
         rows.append({"explainer": explainer, "setting": setting, "metric": metric, "family": family,
                      "ladder_param": g["ladder_param"].iloc[0], "rungs": len(g),
@@ -681,7 +685,7 @@ def what_this_shows(c: _Computed, metas: dict[str, Any]) -> list[str]:
         if not m.empty:
             mono_parts = []
             for fam, g in m.groupby("family", sort=False):
-                k = int((g["shape"] != "not monotone").sum())
+                k = int(g["shape"].isin(["increasing", "decreasing"]).sum())
                 mono_parts.append(f"{FAMILY_NAMES.get(fam, fam)} ({g['ladder_param'].iloc[0]}): {k} of {len(g)} metrics monotone")
             para += " Along the ladders, rung means over seeds are " + "; ".join(mono_parts) + "."
         if control:
