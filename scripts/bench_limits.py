@@ -131,7 +131,7 @@ def flops_per_point(model: nn.Module, shape: tuple[int, ...], device: torch.devi
             xr = x.detach().requires_grad_()
             model(xr).gather(1, t[:, None]).sum().backward()
     finally:
-        for p, f in zip(model.parameters(), flags):
+        for p, f in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(f)
     return {"fwd": fwd, "fwd_bwd": fc.get_total_flops() / batch}
 

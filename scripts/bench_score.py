@@ -32,12 +32,11 @@ import argparse
 import dataclasses
 import json
 import platform
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-
-import sys
 
 import numpy as np
 import torch
@@ -294,7 +293,7 @@ def table(res: dict) -> str:
                 continue
             qb = r.get("quantus_best_s")
             sp = f"{qb / sec:9.2f}" if qb and not label.startswith("quantus") else f"{'-':>9s}"
-            def g(k, fmt):
+            def g(k, fmt, sh=sh):
                 return format(sh[k], fmt) if k in sh else "-"
             lines.append(f"  {name:26s} {label:12s} {sec:8.2f} {sp} {g('gflops', '8.1f'):>8s} {g('pct_raw_fp32', '9.0f'):>9s}"
                          f" {g('pct_raw_same_precision', '9.0f'):>9s} {g('pct_raw_best', '9.0f'):>9s} {g('pct_peak', '6.1f'):>6s}")
@@ -345,8 +344,8 @@ def deviation(runs: list[str], args) -> dict:
     for m in vals[("fp32", 0)].columns:
         f = [vals[("fp32", i)][m].to_numpy() for i in range(2)]
         b = [vals[("bf16", i)][m].to_numpy() for i in range(2)]
-        rel = np.concatenate([np.abs(bb - ff) / np.maximum(np.abs(ff), 1e-12) for ff, bb in zip(f, b)])
-        absdev = np.concatenate([np.abs(bb - ff) for ff, bb in zip(f, b)])
+        rel = np.concatenate([np.abs(bb - ff) / np.maximum(np.abs(ff), 1e-12) for ff, bb in zip(f, b, strict=True)])
+        absdev = np.concatenate([np.abs(bb - ff) for ff, bb in zip(f, b, strict=True)])
         row = {"rel_err_median": float(np.nanmedian(rel)), "rel_err_p90": float(np.nanpercentile(rel, 90)),
                "rel_err_max": float(np.nanmax(rel)), "abs_dev_mean": float(np.nanmean(absdev))}
         for p, (s0, s1) in (("fp32", f), ("bf16", b)):

@@ -98,7 +98,7 @@ def test_attack_example(example, digits_run, tmp_path):
     from xairobust.runs import load_run
     from xairobust.stages.attack import AttackConfig, attack
 
-    mod = example("attack")
+    example("attack")  # registers the example attack
     run = tmp_path / "run"
     shutil.copytree(digits_run, run)
     doc = __import__("json").loads(attack(run, AttackConfig(attack="fgsm-example", eps=0.1, n=64, device="cpu"),

@@ -16,8 +16,8 @@ import pytest
 import scipy.stats
 import skimage.metrics
 import torch
-
 from test_engines import make_input, make_metric
+
 from xairobust.metrics._quantus import sample_global_seed
 from xairobust.metrics.alignment import alignment_numpy, alignment_torch
 from xairobust.metrics.randomisation import (

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_engines import SENSITIVITY, fixed_draws, make_input, make_metric, small_explainer
+from test_engines import fixed_draws, make_input, make_metric, small_explainer
 
 from xairobust.errors import ConfigError
 from xairobust.explain.base import sample_seeds

@@ -38,13 +38,13 @@ def timed(args):
 
 out["wrn28_10"] = dict(zip(("wall_s", "rc", "output"), timed(
     [str(ck), "--model", "wrn28_10", "--dataset", "cifar10", "--preset", "identity", "--verify", "500",
-     "--data-dir", data, "--device", "cpu", "--out", str(work / "rb_standard")])))
+     "--data-dir", data, "--device", "cpu", "--out", str(work / "rb_standard")]), strict=True))
 meta = json.loads((work / "rb_standard" / "run.json").read_text())
 out["wrn28_10"].update(size_bytes=meta["source"]["size_bytes"], format=meta["source"]["format"],
                        clean_accuracy=meta["clean_accuracy"], rules=meta["mapping"]["rules"])
 out["resnet50_in1k_head"] = dict(zip(("wall_s", "rc", "output"), timed(
     [str(ck2), "--model", "timm:resnet50", "--dataset", "imagenette", "--format", "torchvision", "--preset",
-     "imagenet", "--num-outputs", "1000", "--out", str(work / "r50")])))
+     "imagenet", "--num-outputs", "1000", "--out", str(work / "r50")]), strict=True))
 out["wrong_head_message"] = timed(
     [str(ck2), "--model", "timm:resnet50", "--dataset", "imagenette", "--preset", "imagenet", "--out", str(work / "r50b")])[2]
 Path(__file__).with_name("measure.json").write_text(json.dumps(out, indent=2) + "\n")
