@@ -7,12 +7,33 @@ Regenerate on purpose only (a change of an output's meaning): XAIROBUST_REGOLD=1
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from report_golden import render_all
 
 GOLDEN = Path(__file__).parent / "golden" / "report"
+
+# Model fits (OLS slopes and CIs, MixedLM's REML estimates) are linear algebra in numpy/scipy/
+# statsmodels: their last digits move with the BLAS and library versions a fresh install takes
+# (measured: 1e-13 relative on the slopes, and a variance component at its 0 boundary of 4e-14
+# vs 6e-14). These files are compared value by value instead: text columns exactly, numbers to
+# 1e-9 relative (1e-12 absolute), still far below anything a table prints.
+FITTED = {"dose_response.csv", "mixed.csv", "confound.csv"}
+
+
+def _same_fit(got: str, pinned: str) -> bool:
+    a, b = pd.read_csv(io.StringIO(got)), pd.read_csv(io.StringIO(pinned))
+    if list(a.columns) != list(b.columns) or a.shape != b.shape:
+        return False
+    numeric = [c for c in a.columns if pd.api.types.is_numeric_dtype(a[c]) and pd.api.types.is_numeric_dtype(b[c])]
+    text = [c for c in a.columns if c not in numeric]
+    return bool(a[text].fillna("").astype(str).equals(b[text].fillna("").astype(str))
+                and np.allclose(a[numeric].to_numpy(float), b[numeric].to_numpy(float), rtol=1e-9, atol=1e-12,
+                                equal_nan=True))
 
 
 def test_every_report_output_is_byte_identical_to_the_pinned_one(tmp_path):
@@ -24,6 +45,9 @@ def test_every_report_output_is_byte_identical_to_the_pinned_one(tmp_path):
     pinned = {str(p.relative_to(GOLDEN)): p.read_text() for p in sorted(GOLDEN.rglob("*")) if p.is_file()}
     assert sorted(got) == sorted(pinned), "the set of report files changed"
     for name in pinned:
+        if Path(name).name in FITTED and got[name] != pinned[name]:
+            assert _same_fit(got[name], pinned[name]), f"{name} differs from tests/golden/report/{name} beyond 1e-9"
+            continue
         assert got[name] == pinned[name], f"{name} differs from tests/golden/report/{name}"
 
 
