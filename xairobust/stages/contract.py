@@ -303,7 +303,7 @@ class Stage:
 
         finished = self.document(run_dir, conf).is_file()
         if finished and not force:
-            raise ConfigError(self.occupied(run_dir, conf))
+            raise ConfigError(self._edited(run_dir, conf) or self.occupied(run_dir, conf))
         self.preflight(run_dir, conf)  # checks that must pass before anything is moved
         if not finished and not force:
             from xairobust.runs import RUN_ENTRIES
@@ -315,6 +315,18 @@ class Stage:
             if moved is not None and self.moves_leftovers:
                 print(f"{self.name}: moved the previous contents of {run_dir} (and everything computed from them)"
                       f" to {moved}", file=sys.stderr)
+
+    def _edited(self, run_dir: Path, conf: Any) -> str | None:
+        """(``owns_dir`` stages) The error when the finished run's document was edited by hand
+        (its config may be the same: say so, rather than 'another config')."""
+        doc_path = self.document(run_dir, conf)
+        try:
+            why = changed_body(read_json(doc_path), doc_path)
+        except RunError:
+            return None
+        if why is None:
+            return None
+        return f"{self.name}: {why}; recompute it with `{self.hint(run_dir, conf)}` (--force moves the old files aside)"
 
     def resolve(self, run_dir: Path, conf: Any) -> StageIdentity:
         run_dir = Path(run_dir)
