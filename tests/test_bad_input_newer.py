@@ -301,6 +301,8 @@ def cases() -> list[Case]:
          "run.json was changed after it was written (its content no longer has the sha256 recorded in it); retrain it with"),
     ]:
         add(Case(f"report {rel} {label}", argv, msg, both(with_run(), edit_json(rel, fn))))
+    add(Case("report scores/ig.json nested 900 deep", rep, "scores/ig.json cannot be checked (nested too deeply to read)",
+             both(with_run(), edit_json("scores/ig.json", lambda d: d.update(deep=json.loads("[" * 900 + "]" * 900))))))
     add(Case("score attributions/ig.json value edited", lambda s: ["score", "--run", _r(s), "--metrics", "sparseness"],
              f"attributions/ig.json {body} `xairobust explain --run",
              both(with_run(), edit_json("attributions/ig.json", lambda d: d.update(n=4)))))

@@ -136,6 +136,17 @@ def test_every_hand_edit_is_refused_in_one_line_and_is_not_current(tmp_path, edi
     assert not is_current([path], resolved(tmp_path))
 
 
+def test_a_document_too_deep_to_walk_is_refused_in_one_line(tmp_path):
+    """900 nested lists parse (json's C reader) but are too deep to hash again: a one-line refusal."""
+    path = written_doc(tmp_path)
+    doc = read_json(path)
+    doc["deep"] = json.loads("[" * 900 + "]" * 900)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(StaleError, match=r"doc.json cannot be checked \(nested too deeply to read\); recompute it with `h`"):
+        verify_chain(path, tmp_path, "h")
+    assert not is_current([path], resolved(tmp_path))
+
+
 def test_a_document_written_before_body_hashes_is_accepted_as_before(tmp_path):
     """No body hash (older writers, committed results/): inputs and output files are still
     checked; the values cannot be, and a hash added now would vouch for whatever is there."""
