@@ -26,7 +26,10 @@ below it, the values are recomputed from the per-sample file beside it:
   the decision and every value and star of ``ttests.md``;
 * a per-sample file may be committed gzipped (``samples.csv.gz``: large files);
 * every per-sample file names the weights (sha256) of each row's run; where ``report.json``
-  recorded the report's inputs, they must be among them.
+  recorded the report's inputs, they must be among them;
+* every JSON document below the folder that records its own body's sha256 (``provenance.
+  body_sha256``, docs/contributing.md) still has it: a hand-edited value in report.json, MER's
+  summary.json or a run's robustness.json / scores JSON is a FAIL, naming the file.
 
 This file re-implements the pairing on purpose instead of importing the report package: it is an
 independent check of the numbers, not a second run of the same code.
@@ -42,6 +45,7 @@ re-checkable.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import re
@@ -469,9 +473,42 @@ def _check_mer_md(where: str, md: str, tests: pd.DataFrame, recomputed: list, ad
     return problems
 
 
+def _body_sha256(doc: dict) -> str:
+    """sha256 of a document's canonical JSON (sorted keys, no whitespace, ASCII escapes) without
+    its ``provenance.body_sha256`` field: re-implemented here, as docs/contributing.md defines it."""
+    body = dict(doc)
+    body["provenance"] = {k: v for k, v in doc["provenance"].items() if k != "body_sha256"}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
+
+
+def check_documents(folder: Path) -> list[str]:
+    """Every JSON document below ``folder`` that records its body's sha256 (in its provenance
+    block) must still have it: a hand-edited value (a robust accuracy, a mean, a row of
+    summary.json) is a FAIL. Documents written before body hashes carry none and are not checked."""
+    problems = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            continue  # not a document of the tool's (one that names it is refused where it is read)
+        block = doc.get("provenance") if isinstance(doc, dict) else None
+        if not isinstance(block, dict) or "body_sha256" not in block:
+            continue
+        try:
+            same = block["body_sha256"] == _body_sha256(doc)
+        except (ValueError, RecursionError):  # NaN / Infinity, or nested too deeply: never written by the tool
+            same = False
+        if not same:
+            problems.append(f"{path.as_posix()} was changed after it was written (its content no longer has the"
+                            " sha256 recorded in it)")
+    return problems
+
+
 def check_folder(folder: Path) -> list[str]:
     """Every problem of one results folder ([] when it re-checks), missing per-sample files included."""
     problems = [] if _records_command(folder) else [f"{folder.as_posix()}: README.md does not record the command"]
+    problems += check_documents(folder)
     for table in sorted({p.parent for p in folder.rglob("table.csv") if (p.parent / "stats.csv").is_file()}):
         problems += check_table(table)
     for stats in sorted(folder.rglob("manipulation_stats.csv")):

@@ -28,6 +28,7 @@ import torch
 from test_bad_input import DRIVER, ROOT, Case, _slug, _snapshot, both, with_file
 
 from xairobust.runs import file_sha256
+from xairobust.stages.contract import seal
 
 
 class World:
@@ -61,7 +62,8 @@ def with_ckpts(sandbox: Path) -> None:
 
 def edit_text(rel: str, fn, stamp: str | None = None):
     """Setup: rewrite ``run/rel`` with ``fn(text)``; ``stamp``: the JSON (beside it) that then
-    records the new sha256 (the file is malformed, but its document vouches for it)."""
+    records the new sha256, its own body hash recomputed too (the file is malformed, but its
+    document vouches for it, as if a bug had written both)."""
 
     def setup(sandbox: Path) -> None:
         path = sandbox / "run" / rel
@@ -71,17 +73,22 @@ def edit_text(rel: str, fn, stamp: str | None = None):
             doc_path = sandbox / "run" / stamp
             d = json.loads(doc_path.read_text())
             d["outputs"][path.name] = file_sha256(path)
-            doc_path.write_text(json.dumps(d))
+            doc_path.write_text(json.dumps(seal(d)))
 
     return setup
 
 
-def edit_json(rel: str, fn):
+def edit_json(rel: str, fn, sealed: bool = False):
+    """Setup: edit the document ``run/rel`` with ``fn(doc)``; ``sealed``: its body hash recomputed
+    (as if the tool had written it so), else a hand edit."""
+
     def setup(sandbox: Path) -> None:
         path = sandbox / "run" / rel
         d = json.loads(path.read_text())
+        before = json.dumps(d, sort_keys=True)
         fn(d)
-        path.write_text(json.dumps(d))
+        assert json.dumps(d, sort_keys=True) != before, f"the edit of {rel} changed nothing"
+        path.write_text(json.dumps(seal(d) if sealed else d))
 
     return setup
 
@@ -99,7 +106,7 @@ def edit_attributions(fn):
         doc = path.with_suffix(".json")
         d = json.loads(doc.read_text())
         d["outputs"] = {path.name: file_sha256(path)}
-        doc.write_text(json.dumps(d))
+        doc.write_text(json.dumps(seal(d)))
 
     return setup
 
@@ -238,7 +245,7 @@ def cases() -> list[Case]:
     add(Case("manipulation-report JSON without attack", mrep, "'attack' and 'explainer' must be names",
              both(with_run(), edit_json(f"{MANIP}.json", lambda d: d.pop("attack")))))
     add(Case("manipulation-report outputs record malformed", mrep, "record is malformed",
-             both(with_run(), edit_json(f"{MANIP}.json", lambda d: d.update(outputs={"../../x": "0"})))))
+             both(with_run(), edit_json(f"{MANIP}.json", lambda d: d.update(outputs={"../../x": "0"}), sealed=True))))
     add(Case("manipulation-report --alpha 2", lambda s: [*mrep(s), "--alpha", "2"], "--alpha must be in (0, 1)", with_run()))
     add(Case("manipulation-report --out holds user files", lambda s: ["manipulation-report", _r(s), "--out", str(s / "mine")],
              "holds files xairobust did not write (manipulation.csv)", both(with_run(), with_file("mine/manipulation.csv", "x"))))
@@ -265,6 +272,47 @@ def cases() -> list[Case]:
     add(Case("report vouched visual metrics CSV duplicated", rep, "sample 0 scored twice for 'class_fid'",
              both(with_run(), edit_text(vis, duplicated, stamp="visualisations/metrics_run-template.json"))))
     add(Case("report run.json nested too deeply", rep, "nested too deeply", both(with_run(), with_file("run/run.json", DEEP))))
+
+    # -- a hand-edited value in a stage's own JSON document (its body hash, provenance.body_sha256):
+    #    refused by name, with the command that recomputes it, before anything is read from it
+    body = "was changed after it was written (its content no longer has the sha256 recorded in it); recompute it with"
+
+    def entry(key, value):
+        return lambda d: d["results"][0].update({key: value})
+
+    for label, rel, fn, argv, msg in [
+        ("robust accuracy edited", "robustness.json", lambda d: d.update(robust_accuracy=0.9), rep,
+         f"robustness.json {body} `xairobust attack --run"),
+        ("entry value edited", "robustness.json", entry("robust_accuracy", 0.9), rep, f"robustness.json {body}"),
+        ("key deleted", "robustness.json", lambda d: d.pop("headline"), rep, f"robustness.json {body}"),
+        ("key added", "robustness.json", lambda d: d.update(note="checked by hand"), rep, f"robustness.json {body}"),
+        ("mean edited", "scores/ig.json", lambda d: d["metrics"]["sparseness"].update(mean=0.99), rep,
+         f"scores/ig.json {body} `xairobust score --run"),
+        ("key deleted", "scores/ig.json", lambda d: d.pop("degenerate_attributions"), rep, f"scores/ig.json {body}"),
+        ("provenance identity edited", "scores/ig.json", lambda d: d["provenance"]["identity"].update(n=4), rep,
+         f"scores/ig.json {body}"),
+        ("value edited", "attributions/ig.json", lambda d: d.update(prediction_matches_label=0.123), rep,
+         f"attributions/ig.json {body} `xairobust explain --run"),
+        ("mean edited", f"{MANIP}.json", lambda d: d["means"].update({k: 1.0 for k in d["means"]}), rep,
+         f"topk_ig.json {body} `xairobust manipulate --run"),
+        ("key added", "visualisations/metrics_run-template.json", lambda d: d.update(extra=1), rep,
+         f"metrics_run-template.json {body} `xairobust fid --run"),
+        ("clean accuracy edited", "run.json", lambda d: d.update(clean_accuracy=0.99), rep,
+         "run.json was changed after it was written (its content no longer has the sha256 recorded in it); retrain it with"),
+    ]:
+        add(Case(f"report {rel} {label}", argv, msg, both(with_run(), edit_json(rel, fn))))
+    add(Case("report scores/ig.json nested 900 deep", rep, "scores/ig.json cannot be checked (nested too deeply to read)",
+             both(with_run(), edit_json("scores/ig.json", lambda d: d.update(deep=json.loads("[" * 900 + "]" * 900))))))
+    add(Case("score attributions/ig.json value edited", lambda s: ["score", "--run", _r(s), "--metrics", "sparseness"],
+             f"attributions/ig.json {body} `xairobust explain --run",
+             both(with_run(), edit_json("attributions/ig.json", lambda d: d.update(n=4)))))
+    add(Case("manipulation-report topk_ig.json mean edited", mrep, f"topk_ig.json {body}",
+             both(with_run(), edit_json(f"{MANIP}.json", lambda d: d["means"].update({k: 0.0 for k in d["means"]})))))
+    add(Case("fid inversion.json value edited", lambda s: ["fid", "--run", _r(s), "--extractor", f"run:{_r(s)}"],
+             f"inversion.json {body}", both(with_run(), edit_json("visualisations/inversion.json", lambda d: d.update(n=3)))))
+    add(Case("train run.json edited", lambda s: ["train", "--config", str(s / "run" / "config.yaml"), "--out", _r(s)],
+             f"run/run.json {body} `xairobust train --config",
+             both(with_run(), edit_json("run.json", lambda d: d.update(clean_accuracy=0.99)))))
 
     # -- visualize / fid
     for args, msg in [
@@ -353,6 +401,7 @@ def _checkpoints(folder: Path, run: Path) -> None:
 
 @pytest.fixture(scope="module")
 def outcome(digits_run, tmp_path_factory):
+    from xairobust.stages.attack import AttackConfig, attack
     from xairobust.stages.explain import ExplainConfig, explain
     from xairobust.stages.manipulate import ManipulateConfig, manipulate
     from xairobust.stages.score import ScoreConfig, score
@@ -368,6 +417,7 @@ def outcome(digits_run, tmp_path_factory):
         visualize(W.run, VisualizeConfig(kind=kind, preset="quick", params={"steps": 2}, n=n, device="cpu"), quiet=True)
     fid(W.run, FidConfig(extractor=f"run:{W.run}", device="cpu"), quiet=True)
     assert (W.run / "visualisations" / "metrics_run-template.csv").is_file()
+    attack(W.run, AttackConfig(eps=0.1, steps=2, n=8, autoattack=False, device="cpu"), quiet=True)
     # A diverged run: NaN weights, with run.json's checksum recomputed (so only the values are wrong).
     from safetensors.torch import load_file, save_file
 

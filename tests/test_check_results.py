@@ -298,3 +298,41 @@ def test_mer_folder_without_its_per_excerpt_file_is_missing_it(mer_folder):
     (mer_folder / "mer_samples.csv").unlink()
     problems = check.check_folder(mer_folder)
     assert len(problems) == 1 and check.MISSING in problems[0] and "mer_samples.csv" in problems[0]
+
+
+def test_mer_summary_json_is_sealed_and_a_hand_edit_fails_naming_it(mer_folder):
+    """summary.json records its body's sha256 and the files written beside it (issue 21 item 3):
+    an edited value in it is a FAIL of check_results and not current for the batch's mer-report
+    stage (recomputed, not trusted); verify_chain refuses it in one line."""
+    from xairobust.report.mer import MerReportConfig, MerReportStage
+    from xairobust.stages.contract import BODY_KEY, StaleError, verify_chain
+
+    check = load_script()
+    path = mer_folder / "summary.json"
+    doc = json.loads(path.read_text())
+    assert BODY_KEY in doc["provenance"]
+    assert {"table1.csv", "table1.md", "table1.tex", "ttests.csv", "ttests.md", "mer_samples.csv"} <= set(doc["outputs"])
+    assert any(name.startswith("figures/") for name in doc["outputs"])
+    conf = MerReportConfig(runs=[str(mer_folder.parents[1] / "mruns")])
+    assert MerReportStage().is_current(mer_folder, conf)
+    verify_chain(path, mer_folder, "xairobust mer-report RUNS --out OUT")
+
+    doc["table1"][0] = {k: (v + 0.5 if isinstance(v, float) else v) for k, v in doc["table1"][0].items()}
+    path.write_text(json.dumps(doc, indent=2))
+    assert check.check_folder(mer_folder) == [
+        f"{path.as_posix()} was changed after it was written (its content no longer has the sha256 recorded in it)"]
+    assert check.main([str(mer_folder)]) == 1
+    assert not MerReportStage().is_current(mer_folder, conf)
+    with pytest.raises(StaleError, match=r"summary.json was changed after it was written .*; recompute it with `xairobust mer-report"):
+        verify_chain(path, mer_folder, "xairobust mer-report RUNS --out OUT")
+
+
+def test_a_mer_table_edited_beside_its_summary_is_not_current(mer_folder):
+    from xairobust.report.mer import MerReportConfig, MerReportStage
+    from xairobust.stages.contract import StaleError, verify_chain
+
+    conf = MerReportConfig(runs=[str(mer_folder.parents[1] / "mruns")])
+    (mer_folder / "table1.tex").write_text("edited by hand\n")
+    assert not MerReportStage().is_current(mer_folder, conf)
+    with pytest.raises(StaleError, match="table1.tex was changed after it was written"):
+        verify_chain(mer_folder / "summary.json", mer_folder, "xairobust mer-report RUNS --out OUT")

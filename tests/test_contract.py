@@ -23,7 +23,7 @@ from report_fake import fake_registry, write_run
 from xairobust.errors import ConfigError, RunError
 from xairobust.report import ReportConfig, build_report
 from xairobust.stages.attack import AttackConfig, attack
-from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StaleError, verify_chain
+from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StaleError, seal, verify_chain
 from xairobust.stages.explain import ExplainConfig, explain
 from xairobust.stages.manipulate import ManipulateConfig
 from xairobust.stages.score import ScoreConfig, score
@@ -150,7 +150,8 @@ def test_robustness_entries_carry_their_weights_and_others_do_not_survive(tmp_pa
     foreign["eps"] = 0.2
     foreign[PROVENANCE_KEY]["inputs"]["weights"]["sha256"] = "0" * 64
     doc["results"].append(foreign)
-    (run / "robustness.json").write_text(json.dumps(doc))
+    # sealed again (its body hash recomputed), as if the tool had written it: only the entry is foreign
+    (run / "robustness.json").write_text(json.dumps(seal(doc)))
     attack(run, AttackConfig(**{**ATTACK, "eps": 0.05}), quiet=True)
     eps = sorted(e["eps"] for e in json.loads((run / "robustness.json").read_text())["results"])
     assert eps == [0.05, 0.1]

@@ -15,7 +15,6 @@ from xairobust.provenance import git_commit, versions
 from xairobust.registry import Registry
 from xairobust.report.collect import collect_runs
 from xairobust.report.compare import compare
-from xairobust.runs import write_json_atomic
 from xairobust.stages.contract import (
     NOT_IDENTITY,
     OUTPUTS_KEY,
@@ -24,6 +23,7 @@ from xairobust.stages.contract import (
     StageIdentity,
     config_identity,
     stamp_outputs,
+    write_sealed,
 )
 
 
@@ -90,7 +90,7 @@ def build_report(
     conf, runs = ctx.conf, ctx.runs
     # report.json last: what the tables were computed from (every input file's sha256).
     resolved = ReportStage().resolve(out, conf)
-    write_json_atomic(out / REPORT_JSON, {
+    write_sealed(out / REPORT_JSON, {
         "format": ReportStage.format, "runs": [str(r.path) for r in runs],
         "explainers": ctx.comparison.explainers if ctx.comparison is not None else [],
         "baseline": conf.baseline, "files": [str(p.relative_to(out)) for p in written],

@@ -23,7 +23,7 @@ from xairobust.errors import ConfigError, RunError
 from xairobust.layout import RunLayout
 from xairobust.registry import did_you_mean
 from xairobust.runs import WEIGHTS, file_sha256, find_runs, read_json, read_run_meta
-from xairobust.stages.contract import StaleError, verify_artefact
+from xairobust.stages.contract import StaleError, changed_body, verify_artefact
 
 SCORE_COLUMNS = ("index", "target", "metric", "value")
 EPOCH_SCORES = re.compile(r"^(?P<explainer>.+)_epoch_(?P<epoch>\d+)\.csv$")
@@ -315,6 +315,9 @@ def verify_run(run: RunRecord, explainers: list[str]) -> None:
     retrain = f"xairobust train --config {layout.config_yaml} --out {path} --force"
     if not weights.is_file():
         raise StaleError(f"{path}: no {WEIGHTS}, so nothing in it can be verified; retrain it with `{retrain}`")
+    edited = changed_body(meta, layout.run_json)  # its clean accuracy, method, seed are reported
+    if edited is not None:
+        raise StaleError(f"{edited}; retrain it with `{retrain}`")
     recorded = meta.get("weights_sha256")
     if recorded and file_sha256(weights) != recorded:
         raise StaleError(f"{weights} does not match the checksum in {layout.run_json}; retrain it with `{retrain}`")

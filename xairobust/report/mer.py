@@ -369,14 +369,17 @@ def write_report(paths: list[str | Path], out: str | Path, **options: Any) -> di
 
     ctx = ReportContext([], MerOptions(list(paths), **options))
     collected = pipeline.collect(ctx, "mer-report")
-    pipeline.render(ctx, Path(out), collected, marker=None)
+    written = pipeline.render(ctx, Path(out), collected, marker=None)
     summary = next(d.summary for _, d in collected if isinstance(d, MerData))
-    # summary.json again, with its provenance block: the runs' files it was computed from.
+    # summary.json again, with its provenance block (the runs' files it was computed from), the
+    # sha256 of every file written beside it (tables, t-tests, per-excerpt values, figures) and
+    # its own body's: a hand-edited table or value is refused by is_current and check_results.
     o = ctx.conf  # the MerOptions
     conf = MerReportConfig(eps=o.eps, unconstrained_reference=o.unconstrained, emotions=list(o.emotions),
                            scatter_models=list(o.scatter_models), scatter_seed=o.scatter_seed, ttest_on=o.ttest_on,
                            pairs=[f"{a}:{b}" for a, b in o.pairs], runs=[str(p) for p in paths])
-    write_document(Path(out) / "summary.json", Written(summary), MerReportStage().resolve(Path(out), conf))
+    beside = tuple(p for p in written if Path(p).name != "summary.json")
+    write_document(Path(out) / "summary.json", Written(summary, beside), MerReportStage().resolve(Path(out), conf))
     return summary
 
 

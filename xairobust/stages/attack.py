@@ -32,7 +32,16 @@ from xairobust.perturb import DEFAULT_EPS, ThreatOptions
 from xairobust.progress import make_progress
 from xairobust.registry import ATTACKS
 from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic
-from xairobust.stages.contract import PROVENANCE_KEY, STAGES, Stage, StageIdentity, not_identity, stamp_inputs
+from xairobust.stages.contract import (
+    PROVENANCE_KEY,
+    STAGES,
+    Stage,
+    StageIdentity,
+    changed_body,
+    not_identity,
+    seal,
+    stamp_inputs,
+)
 
 ROBUSTNESS_JSON = RunLayout.ROBUSTNESS
 FORMAT = 2  # 2: every entry carries the provenance (weights sha256) it was computed on
@@ -111,6 +120,8 @@ def current_entries(run_dir: Path, weights: dict[str, dict[str, str]]) -> list[d
         doc = read_json(path)
     except Exception:  # noqa: BLE001 - an unreadable file holds nothing to keep; it is rewritten
         return []
+    if changed_body(doc, path) is not None:  # a hand-edited file: none of its entries is kept (nor trusted)
+        return []
     sha = weights["weights"]["sha256"]
     results = doc.get("results")
     return [e for e in results if isinstance(e, dict) and entry_weights_sha(e) == sha] if isinstance(results, list) else []
@@ -163,6 +174,7 @@ def write_robustness(
     hashes = sorted(e[PROVENANCE_KEY]["identity_hash"] for e in entries)
     doc = {**summary, "format": FORMAT, "results": entries,
            PROVENANCE_KEY: StageIdentity("attack", FORMAT, {"entries": hashes}, weights).block()}
+    doc = seal(doc)
     write_json_atomic(Path(run_dir) / ROBUSTNESS_JSON, doc)
     return doc
 

@@ -46,6 +46,9 @@ from xairobust.registry import Registry, import_submodules
 from xairobust.runs import file_sha256, read_json
 
 PROVENANCE_KEY = "provenance"
+# The sha256 of the document's own body (:func:`body_sha256`), kept in its provenance block, so
+# that a hand-edited value in the document itself (a robust accuracy, a mean) is refused on read.
+BODY_KEY = "body_sha256"
 # The files a stage wrote beside its JSON document (name relative to the document's folder ->
 # sha256), so that a hand-edited or damaged CSV / tensor file is refused on read like a stale one.
 OUTPUTS_KEY = "outputs"
@@ -300,7 +303,7 @@ class Stage:
 
         finished = self.document(run_dir, conf).is_file()
         if finished and not force:
-            raise ConfigError(self.occupied(run_dir, conf))
+            raise ConfigError(self._edited(run_dir, conf) or self.occupied(run_dir, conf))
         self.preflight(run_dir, conf)  # checks that must pass before anything is moved
         if not finished and not force:
             from xairobust.runs import RUN_ENTRIES
@@ -312,6 +315,18 @@ class Stage:
             if moved is not None and self.moves_leftovers:
                 print(f"{self.name}: moved the previous contents of {run_dir} (and everything computed from them)"
                       f" to {moved}", file=sys.stderr)
+
+    def _edited(self, run_dir: Path, conf: Any) -> str | None:
+        """(``owns_dir`` stages) The error when the finished run's document was edited by hand
+        (its config may be the same: say so, rather than 'another config')."""
+        doc_path = self.document(run_dir, conf)
+        try:
+            why = changed_body(read_json(doc_path), doc_path)
+        except RunError:
+            return None
+        if why is None:
+            return None
+        return f"{self.name}: {why}; recompute it with `{self.hint(run_dir, conf)}` (--force moves the old files aside)"
 
     def resolve(self, run_dir: Path, conf: Any) -> StageIdentity:
         run_dir = Path(run_dir)
@@ -328,22 +343,82 @@ class Stage:
 
 
 def write_document(path: Path, written: Written, resolved: StageIdentity) -> None:
-    """The document with its provenance block (and its files' sha256), written atomically, last."""
-    from xairobust.runs import write_json_atomic
-
+    """The document with its provenance block (its files' sha256 and its own body's), written
+    atomically, last."""
     doc = dict(written.doc)
     doc[PROVENANCE_KEY] = resolved.block()
     if written.files:
         doc[OUTPUTS_KEY] = stamp_outputs(path, *written.files)
-    write_json_atomic(path, doc)
+    write_sealed(path, doc)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one byte form a JSON value is hashed in: sorted keys, no whitespace, ASCII escapes,
+    floats as ``json.dump`` writes them (``repr``: the shortest form that reads back exactly)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def body_sha256(doc: Mapping[str, Any]) -> str:
+    """sha256 of the document's canonical JSON: every key and value, the provenance block and
+    the ``outputs`` record included, except the ``provenance.body_sha256`` field itself.
+
+    Hashed as the document reads back from disk (NaN/inf as null, tuples as lists, keys as
+    strings: ``write_json_atomic``'s JSON parsed again), so the hash of what was written and of
+    what :func:`~xairobust.runs.read_json` later returns are the same.
+    """
+    from xairobust.runs import json_safe
+
+    body = dict(doc)
+    block = body.get(PROVENANCE_KEY)
+    if isinstance(block, Mapping):
+        body[PROVENANCE_KEY] = {k: v for k, v in block.items() if k != BODY_KEY}
+    plain = json.loads(json.dumps(json_safe(body), allow_nan=False))
+    return hashlib.sha256(canonical_json(plain)).hexdigest()
+
+
+def seal(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with its body hash recorded in its provenance block (which it must have)."""
+    block = doc.get(PROVENANCE_KEY)
+    if not isinstance(block, dict):
+        raise TypeError("seal: the document has no provenance block")
+    doc = {**doc, PROVENANCE_KEY: {**block, BODY_KEY: None}}
+    doc[PROVENANCE_KEY][BODY_KEY] = body_sha256(doc)
+    return doc
+
+
+def write_sealed(path: Path, doc: dict[str, Any]) -> None:
+    """Write a stage document (it has its provenance block) with its body hash, atomically: the
+    one way every stage document reaches the disk, so that :func:`verify_chain` can check it."""
+    from xairobust.runs import write_json_atomic
+
+    write_json_atomic(path, seal(doc))
+
+
+def changed_body(doc: Mapping[str, Any], doc_path: Path) -> str | None:
+    """None when ``doc`` is as it was written (or predates body hashes), else why not (one phrase).
+
+    A document written before body hashes were recorded has none: it is accepted as before (its
+    inputs and output files are still checked), because a hash added now would vouch for whatever
+    the file holds now; see docs/contributing.md.
+    """
+    block = doc.get(PROVENANCE_KEY)
+    if not isinstance(block, Mapping) or BODY_KEY not in block:
+        return None
+    try:
+        actual = body_sha256(doc)
+    except RecursionError:  # parsed, but too deep to walk again (the tool never writes such a file)
+        return f"{doc_path} cannot be checked (nested too deeply to read)"
+    if block[BODY_KEY] != actual:
+        return f"{doc_path} was changed after it was written (its content no longer has the sha256 recorded in it)"
+    return None
 
 
 def is_current(outputs: list[Path], resolved: StageIdentity, accept: Any = None) -> bool:
     """True when every output exists and the document's provenance matches ``resolved`` exactly.
 
     The one check every stage uses to skip work. A document without a provenance block (older
-    format) is not current, so it is recomputed rather than trusted; nor is one whose recorded
-    output files (:data:`OUTPUTS_KEY`) were changed since it was written.
+    format) is not current, so it is recomputed rather than trusted; nor is one whose own body
+    (:data:`BODY_KEY`) or recorded output files (:data:`OUTPUTS_KEY`) were changed since it was written.
     """
     if not outputs or not all(Path(p).is_file() for p in outputs):
         return False
@@ -354,7 +429,7 @@ def is_current(outputs: list[Path], resolved: StageIdentity, accept: Any = None)
     block = doc.get(PROVENANCE_KEY)
     if not (isinstance(block, dict) and block.get("identity_hash") == resolved.hash):
         return bool(accept is not None and accept(doc, resolved))
-    return changed_output(doc, Path(outputs[-1])) is None
+    return changed_body(doc, Path(outputs[-1])) is None and changed_output(doc, Path(outputs[-1])) is None
 
 
 def stamp_outputs(doc_path: Path, *paths: Path) -> dict[str, str]:
@@ -395,13 +470,17 @@ def verify_chain(doc_path: Path, run_dir: Path, hint: str, outputs: bool = True)
 
     Raises :class:`StaleError` naming the stale file, the input that changed and ``hint`` (the
     command that recomputes it). A document with no provenance block cannot be verified and is
-    refused the same way. With ``outputs`` (default) the files the document records it wrote
-    beside it must be unchanged too (:func:`changed_output`).
+    refused the same way. The document itself must be as it was written (:func:`changed_body`:
+    a hand-edited value is refused, not reported). With ``outputs`` (default) the files the
+    document records it wrote beside it must be unchanged too (:func:`changed_output`).
     """
     doc = read_json(doc_path)
     block = doc.get(PROVENANCE_KEY)
     if not isinstance(block, dict) or not isinstance(block.get("inputs"), dict):
         raise StaleError(f"{doc_path} records no provenance (older format); recompute it with `{hint}`")
+    why = changed_body(doc, doc_path)  # first: every value below is read from the document
+    if why is not None:
+        raise StaleError(f"{why}; recompute it with `{hint}`")
     for role, entry in block["inputs"].items():
         try:
             path = Path(entry["path"])

@@ -35,7 +35,6 @@ from xairobust.runs import (
     read_run_meta,
     require_run,
     write_bytes_atomic,
-    write_json_atomic,
 )
 from xairobust.stages.contract import (
     OUTPUTS_KEY,
@@ -45,6 +44,7 @@ from xairobust.stages.contract import (
     Written,
     not_identity,
     stamp_outputs,
+    write_sealed,
 )
 
 EPOCH_FORMAT = 1
@@ -167,7 +167,7 @@ def _score_epoch(run_dir: Path, conf: ScoreEpochConfig, resolved: StageIdentity)
         adoc = read_json(shadow_doc)
         # Output hashes name files beside their document: the copies have other names here.
         adoc[OUTPUTS_KEY] = stamp_outputs(attr_t.with_suffix(".json"), attr_t)
-        write_json_atomic(attr_t.with_suffix(".json"), adoc)  # explain's own document, renamed
+        write_sealed(attr_t.with_suffix(".json"), adoc)  # explain's own document, renamed (its body hash again)
         shadow_csv, shadow_scores = RunLayout(shadow).score(explainer)
         doc = read_json(shadow_scores)
         doc["epoch_scores"] = {"epoch": conf.epoch, "checkpoint": str(ckpt), "checkpoint_sha256": sha,
