@@ -66,7 +66,7 @@ def test_a_label_resolves_to_the_same_seeds_run_and_the_dry_run_shows_it(tmp_pat
               out=Console(file=out, width=400))
     lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("run   explain blur ")]
     assert len(lines) == 6
-    for (label, seed), t in trains.items():
+    for (_label, seed), t in trains.items():
         assert f"run   explain blur {t.run_name} (match: {trains['PGD eps=0.1', seed].target})" in lines
 
 
@@ -87,7 +87,7 @@ def test_a_label_that_is_no_method_label_is_a_one_line_error(tmp_path, match):
         build_plan(load_zoo(write_zoo(tmp_path, match)))
     msg = str(err.value)
     assert "\n" not in msg
-    assert f"explainer 'blur' of digits_digits_cnn_standard_s0-" in msg
+    assert "explainer 'blur' of digits_digits_cnn_standard_s0-" in msg
     assert f"match '{match}' is neither a method label of digits x digits_cnn (PGD eps=0.05, PGD eps=0.1, standard)" in msg
     # the dry run refuses it the same way, nothing written
     with pytest.raises(ConfigError, match="match '.*' is neither a method label"):
