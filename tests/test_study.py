@@ -214,6 +214,13 @@ def test_cli_dry_run_shows_the_grid_and_the_page(tmp_path):
     assert "train digits_digits_cnn_PGD_eps=0.025_s2" in out.stdout
     assert "NsLoss_lam=0.1_s1" in out.stdout and "JacobReg_lam=0.2_s0" in out.stdout
     assert "NsLoss_lam=3.0" not in out.stdout  # the rung that collapsed to chance is off the ladder
+    # the blur control's match label resolves to the same seed's PGD eps=0.1 rung, per seed
+    import re
+
+    for seed in (0, 1, 2):
+        rung = re.search(rf"train (digits_digits_cnn_PGD_eps=0\.1_s{seed}-\w+)", out.stdout).group(1)
+        assert re.search(rf"explain blur digits_digits_cnn_JacobReg_lam=0\.2_s{seed}-\w+ \(match: runs/digits_ladder/{re.escape(rung)}\)",
+                         out.stdout)
     assert f"study: would write {tmp_path / 'r' / 'results' / 'digits_ladder' / 'index.html'}" in out.stdout.replace("\n", "")
     assert not (tmp_path / "r").exists()
 

@@ -154,6 +154,11 @@ class _Builder:
         self.runs_dir = f"runs/{zoo.name}"
         self.results_dir = f"results/{zoo.name}"
         self.run_labels: dict[str, str] = {}  # run: entries given a label: run directory -> label
+        # Every run of the grid by (dataset, model, label, seed) -> its train/use job, and each
+        # run's (dataset, model, seed): an explainer's run parameter given as a label resolves here.
+        self.runs_by_label: dict[tuple[str, str, str, Any], list[Job]] = {}
+        self.run_point: dict[str, tuple[str, str, Any]] = {}
+        self.found_runs: list[tuple[DatasetEntry, ModelEntry, str, Job]] | None = None  # use runs, scanned first
         self.jobs: list[Job] = []
         self.by_id: dict[str, Job] = {}
         self.skipped_stages: list[str] = []
@@ -275,12 +280,27 @@ class _Builder:
                   target=target, deps=deps, key=key, run_name=run_name,
                   summary=f"train {run_name}")
         made[label] = self.add(job)
+        self.register_run(job, dataset.name, model.name, label, seed)
         return job
+
+    def register_run(self, job: Job, dataset: str, model: str, label: str, seed: Any) -> None:
+        self.runs_by_label.setdefault((dataset, model, label, seed), []).append(job)
+        self.run_point[job.id] = (dataset, model, seed)
 
     # -- existing runs (zoo `run:` entries) ------------------------------------------------------
 
     def use_jobs(self) -> list[tuple[DatasetEntry, ModelEntry, str, Job]]:
         """A `use` job per listed run directory: it checks the run; the run's jobs depend on it."""
+        found = self.scan_runs()
+        for *_, job in found:
+            self.add(job)
+        return found
+
+    def scan_runs(self) -> list[tuple[DatasetEntry, ModelEntry, str, Job]]:
+        """The `use` jobs of the listed run directories, not yet in the plan (done before the
+        grid, so that a label given for an explainer's run parameter finds these runs too)."""
+        if self.found_runs is not None:
+            return self.found_runs
         from xairobust.errors import RunError
         from xairobust.runs import read_run_meta
 
@@ -314,10 +334,12 @@ class _Builder:
                     self.run_labels[str(run_dir)] = entry.label
                 conf, mapping = self.build_conf("use", {"run": str(run_dir)}, where)
                 run_name = f"{slug(label)}-{config_hash({'run': str(run_dir)})}"
-                job = self.add(Job(id=f"use:{run_name}", stage="use", tag="use", **self.impl("use"), config=mapping,
-                                   target=str(run_dir), run_name=run_name, key_base=self.key_base("use", conf),
-                                   summary=f"use {run_dir}"))
+                job = Job(id=f"use:{run_name}", stage="use", tag="use", **self.impl("use"), config=mapping,
+                          target=str(run_dir), run_name=run_name, key_base=self.key_base("use", conf),
+                          summary=f"use {run_dir}")
+                self.register_run(job, ds_name, model_name, label, meta.get("seed"))
                 found.append((datasets[ds_name], models.get(model_name) or ModelEntry(name=model_name), label, job))
+        self.found_runs = found
         return found
 
     # -- per run -------------------------------------------------------------------------------
@@ -336,7 +358,7 @@ class _Builder:
             block = self.block(slot)
             mapping = {**(block if isinstance(block, dict) else {}), **_entry_block(model, slot)}
             if cls.per == "explainer":
-                points = [(e.name, self.explainer_mapping(cls, slot, mapping, e)) for e in self.zoo.explainers]
+                points = [(e.name, self.explainer_mapping(cls, slot, mapping, e, train)) for e in self.zoo.explainers]
             else:
                 points = [(None, mapping)]
             after = cls.after or "train"
@@ -352,19 +374,60 @@ class _Builder:
                                    tag=f"{slot}-{explainer}" if explainer else slot, **self.impl(slot, cls), config=m,
                                    target=train.target, deps=[dep.id], run_name=name,
                                    key_base=self.key_base(slot, conf, cls),
-                                   summary=f"{slot}{' ' + explainer if explainer else ''} {name}"))
+                                   summary=f"{slot}{' ' + explainer if explainer else ''} {name}{self.run_params_note(cls, explainer, m)}"))
                 (per_explainer[explainer] if explainer else per_run)[slot] = job
                 if cls.report_input:
                     needed.append(job.id)
         return needed
 
-    def explainer_mapping(self, cls: type, slot: str, mapping: dict[str, Any], e: Any) -> dict[str, Any]:
-        """A per-explainer stage's settings for explainer entry ``e``: the entry's block of the
-        slot's name over the zoo's, the explainer's name, and (``explainer_params``) its params."""
+    def explainer_mapping(self, cls: type, slot: str, mapping: dict[str, Any], e: Any, run: Job) -> dict[str, Any]:
+        """A per-explainer stage's settings for explainer entry ``e`` on ``run``: the entry's block
+        of the slot's name over the zoo's, the explainer's name, and (``explainer_params``) its
+        params, a run parameter given as a method label replaced by that run (``resolve_run_param``)."""
         m = {**mapping, **_entry_block(e, slot), "explainer": e.name}
         if e.params and cls.explainer_params:
             m[cls.explainer_params] = {**m.get(cls.explainer_params, {}), **e.params}
+        params = m.get(cls.explainer_params) if cls.explainer_params else None
+        if isinstance(params, dict) and e.name in EXPLAINERS:
+            for option in EXPLAINERS.get(e.name).run_params:
+                value = params.get(option)
+                if isinstance(value, str) and value:
+                    params = {**params, option: self.resolve_run_param(e.name, option, value, run)}
+            m[cls.explainer_params] = params
         return m
+
+    def resolve_run_param(self, explainer: str, option: str, value: str, run: Job) -> str:
+        """``value`` of run parameter ``option`` (e.g. blur's ``match``) for the jobs of ``run``:
+        a method label of the zoo -> the target of the one run of that label with ``run``'s
+        dataset, model and seed (spelled as the planner spells it: relative to the root for a
+        trained run, the resolved path for a ``run:`` entry); anything else with a '/' (or an
+        existing directory) is a run directory and stays as given. A label with no run, or with
+        several, for this seed, and a value that is neither, are one-line ConfigErrors."""
+        import os
+
+        dataset, model, seed = self.run_point[run.id]
+        where = f"{self.where}: explainer '{explainer}' of {run.run_name}: {option} '{value}'"
+        hits = self.runs_by_label.get((dataset, model, value, seed))
+        if hits is None and any(k[:3] == (dataset, model, value) for k in self.runs_by_label):
+            raise ConfigError(f"{where} is a method label of {dataset} x {model} with no run for seed {seed}")
+        if hits:
+            if len(hits) > 1:
+                raise ConfigError(f"{where} matches {len(hits)} runs for seed {seed} ({', '.join(j.target for j in hits)});"
+                                  " give one of them by its path, or distinct labels")
+            return hits[0].target
+        if "/" in value or os.sep in value or Path(value).expanduser().is_dir():
+            return value
+        labels = sorted({k[2] for k in self.runs_by_label if k[:2] == (dataset, model)})
+        raise ConfigError(f"{where} is neither a method label of {dataset} x {model} ({', '.join(labels)})"
+                          " nor a run directory (a path)")
+
+    def run_params_note(self, cls: type, explainer: str | None, m: dict[str, Any]) -> str:
+        """For the plan: the runs an explainer's run parameters name, e.g. `` (match: <run>)``."""
+        params = m.get(cls.explainer_params) if explainer and cls.explainer_params else None
+        if not isinstance(params, dict) or explainer not in EXPLAINERS:
+            return ""
+        named = [(o, params[o]) for o in EXPLAINERS.get(explainer).run_params if isinstance(params.get(o), str) and params[o]]
+        return "".join(f" ({o}: {v})" for o, v in named)
 
     def impl(self, stage: str, cls: type | None = None) -> dict[str, str]:
         cls = cls or self.classes[stage]
@@ -488,6 +551,8 @@ def build_plan(zoo: Zoo, skip_missing_stages: bool = False) -> tuple[Plan, list[
             EXPLAINERS.get(e.name)
     runs: list[tuple[DatasetEntry, ModelEntry, str, Job, list[str]]] = []
     has_runs = b.has("use")
+    if has_runs:
+        b.scan_runs()  # registered first: an explainer's run parameter may name them by label
     for dataset in zoo.datasets:
         models = zoo.models_for(dataset)
         if not models and has_runs:

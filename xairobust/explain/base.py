@@ -40,6 +40,10 @@ class Explainer:
     reexplain_cost: ClassVar[Literal["cheap", "expensive"]] = "cheap"
     # What to try when a sample's attribution is all zero (printed by the explain stage).
     zero_hint: ClassVar[str] = ""
+    # Parameters that name another run (e.g. the blur control's ``match``). In a zoo such a value
+    # may be a method label: the batch planner replaces it by the run of that label with the same
+    # dataset, model and seed as the run being explained (xairobust.batch.plan, docs/batch.md).
+    run_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any, background: Tensor | None = None) -> None:
         self.params = params

@@ -21,7 +21,9 @@ reader sees and what Sparseness/Complexity score.
 sigma
 -----
 ``sigma`` blurs with that many pixels (default 1; 0 = the base maps unchanged). Given ``match``
-(a run directory: the most robust model's run) sigma is instead chosen automatically -- the
+(a run directory: the most robust model's run; in a zoo also a method label, which the batch
+planner resolves to the run of that label with the same dataset, model and seed -- docs/batch.md)
+sigma is instead chosen automatically -- the
 setting a study uses: the smallest sigma at which the roughness of this run's blurred base maps
 equals that of the match run's base maps (a grid of 0.25 px steps up to half the image side, then
 bisection to 1e-4 px in the first bracket that crosses; 0 when the base maps are already as
@@ -129,7 +131,7 @@ class BlurParams:
     base: str = "ig"  # the explainer whose maps are blurred
     base_params: dict = field(default_factory=dict)  # its parameters (as in `explain --params`)
     sigma: float = 1.0  # pixels (0: unchanged); chosen automatically when `match` is given
-    match: str = ""  # run directory of the most robust model: sigma matches its maps' roughness (module doc)
+    match: str = ""  # run directory of the most robust model (in a zoo also its method label): sigma matches its maps' roughness (module doc)
 
     def __post_init__(self) -> None:
         require(self.base != "blur", "blur: --base cannot be blur itself")
@@ -153,6 +155,7 @@ class BlurControl(Explainer):
 
     Params = BlurParams
     control = True
+    run_params = ("match",)  # in a zoo: a method label, resolved per seed by the planner
 
     def __init__(self, params: BlurParams, background: Tensor | None = None) -> None:
         super().__init__(params, background)
