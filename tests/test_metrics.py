@@ -97,9 +97,14 @@ def test_identical_for_batch_sizes_1_7_64(name, explainer, model):
     ref = make_metric(name, 64).score(inp)
     assert ref.shape == (N,) and np.isfinite(ref).all()
     # ROS / RRS divide by the change of float32 logits / activations under an 8/255 perturbation:
-    # the ~1e-7 batch-order noise of a float32 forward becomes ~5e-6 of that small difference.
+    # the ~1e-7 batch-order noise of a float32 forward becomes ~5e-6 of that small difference on an
+    # Intel Xeon, and 2.0e-5 on an AMD EPYC (RRS, batch 1 vs 64: oneDNN picks other kernels there).
+    # A batch-mixing bug moves these values by O(1), so 1e-4 still catches it.
     # Infidelity (Quantus computes it in float32) squares the difference of two such outputs: 2.6e-6 measured.
-    rtol = 1e-5 if name in ("relative_output_stability", "relative_representation_stability", "infidelity") else 1e-6
+    if name in ("relative_output_stability", "relative_representation_stability"):
+        rtol = 1e-4
+    else:
+        rtol = 1e-5 if name == "infidelity" else 1e-6
     # Areas under removal curves sum ~64 float32 outputs: an area near 0 keeps their ~1e-7 batch noise
     # in absolute terms (8.6e-7 measured on a LeRF area of -0.10), so the floor is relative to the values' scale.
     atol = 1e-6 * float(np.abs(ref).max()) if name in AREA_METRICS else 1e-9
