@@ -157,3 +157,26 @@ def test_a_zoo_report_asks_for_the_zoos_explainers(tmp_path):
     assert plan.reports()[0].config["explainer"] == ["grad", "gxi"]
     plan, _ = build_plan(load_zoo(tiny_zoo(tmp_path, name="own", stages=stages, report={"explainer": ["gxi"]})))
     assert plan.reports()[0].config["explainer"] == ["gxi"]  # the zoo's own report block wins
+
+
+# -- identity: the requested config, not the one the pipeline resolved ---------------------------
+
+
+def test_a_report_whose_baseline_resolves_to_another_spelling_is_current_after_it_is_written(tmp_path):
+    """The default baseline 'standard' names the row 'Standard' (case-insensitive label match): the
+    report.json identity must be the requested config's, else `is_current` never holds and the
+    batch fails the report job ("finished but its outputs ... are not current"; seen on
+    cifar10_cpu_runs, whose run.json labels are 'Standard', 'Adv. Training', ...)."""
+    root = tmp_path / "runs"
+    for label, shift in (("Standard", 1.0), ("PGD", 0.5)):
+        for seed in (0, 1):
+            write_run(root, f"{label}_s{seed}", label=label, seed=seed, scores=_scores(shift + 0.01 * seed))
+    out = tmp_path / "report"
+    conf = _conf(root)
+    assert conf.baseline == "standard"
+    stage = ReportStage()
+    stage.run(out, conf, quiet=True)
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["baseline"] == "Standard"  # the body still says which row was the baseline
+    assert doc["provenance"]["identity"]["baseline"] == "standard"
+    assert stage.is_current(out, conf)

@@ -84,12 +84,16 @@ def build_report(
     out = Path(out)
     if not conf.runs:
         conf = dataclasses.replace(conf, runs=[str(p) for p in run_dirs])
+    requested = conf
     ctx = ReportContext(collect_runs(list(run_dirs), conf.labels), conf, registry, quiet)
     written = pipeline.run(ctx, out, "report", compare=compare, marker="xairobust report")
     _remove_stale_figures(out / "figures", written)
     conf, runs = ctx.conf, ctx.runs
-    # report.json last: what the tables were computed from (every input file's sha256).
-    resolved = ReportStage().resolve(out, conf)
+    # report.json last: what the tables were computed from (every input file's sha256). The
+    # identity is the *requested* config's, the one `is_current` is asked about later: the
+    # pipeline resolves e.g. the baseline 'standard' to the row label 'Standard' in ctx.conf, and
+    # an identity of that would never match the request again (the batch then failed the job).
+    resolved = ReportStage().resolve(out, requested)
     write_sealed(out / REPORT_JSON, {
         "format": ReportStage.format, "runs": [str(r.path) for r in runs],
         "explainers": ctx.comparison.explainers if ctx.comparison is not None else [],
