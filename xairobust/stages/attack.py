@@ -31,7 +31,7 @@ from xairobust.layout import RunLayout
 from xairobust.perturb import DEFAULT_EPS, ThreatOptions
 from xairobust.progress import make_progress
 from xairobust.registry import ATTACKS
-from xairobust.runs import WEIGHTS, load_run, read_json, require_run, write_json_atomic
+from xairobust.runs import WEIGHTS, load_run, read_json, require_run
 from xairobust.stages.contract import (
     PROVENANCE_KEY,
     STAGES,
@@ -39,8 +39,8 @@ from xairobust.stages.contract import (
     StageIdentity,
     changed_body,
     not_identity,
-    seal,
     stamp_inputs,
+    write_sealed,
 )
 
 ROBUSTNESS_JSON = RunLayout.ROBUSTNESS
@@ -174,9 +174,7 @@ def write_robustness(
     hashes = sorted(e[PROVENANCE_KEY]["identity_hash"] for e in entries)
     doc = {**summary, "format": FORMAT, "results": entries,
            PROVENANCE_KEY: StageIdentity("attack", FORMAT, {"entries": hashes}, weights).block()}
-    doc = seal(doc)
-    write_json_atomic(Path(run_dir) / ROBUSTNESS_JSON, doc)
-    return doc
+    return write_sealed(Path(run_dir) / ROBUSTNESS_JSON, doc)
 
 
 def _batches(split: DataSplit, n: int, batch_size: int, device: torch.device):

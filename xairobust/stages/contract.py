@@ -386,12 +386,15 @@ def seal(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def write_sealed(path: Path, doc: dict[str, Any]) -> None:
+def write_sealed(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
     """Write a stage document (it has its provenance block) with its body hash, atomically: the
-    one way every stage document reaches the disk, so that :func:`verify_chain` can check it."""
+    one way every stage document reaches the disk, so that :func:`verify_chain` can check it.
+    Returns the document as written (body hash included)."""
     from xairobust.runs import write_json_atomic
 
-    write_json_atomic(path, seal(doc))
+    sealed = seal(doc)
+    write_json_atomic(path, sealed)
+    return sealed
 
 
 def changed_body(doc: Mapping[str, Any], doc_path: Path) -> str | None:
